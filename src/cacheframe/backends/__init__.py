@@ -1,0 +1,1 @@
+"""Built-in backends; each registers in the ``cacheframe.backends`` entry-point group."""

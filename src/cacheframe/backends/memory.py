@@ -1,0 +1,161 @@
+"""The embedded default: a bounded in-process LRU store with per-entry TTL (cachetools).
+
+``memory://`` or ``memory://?max_entries=50000&max_bytes=268435456``. Each
+instance owns its own store; a lock makes it safe for the event loop and the
+threads that sync functions run in.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from cachetools import TLRUCache
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._options import parse_options
+
+if TYPE_CHECKING:
+    from ..settings import CacheSettings
+
+__all__ = ["MemoryBackend", "MemoryOptions"]
+
+_OVERHEAD = 96  # rough per-entry bookkeeping, so many tiny values still count
+
+
+class MemoryOptions(BaseModel):
+    """Options of ``memory://`` URLs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_entries: int = Field(10_000, gt=0)
+    max_bytes: int | None = Field(None, gt=0)
+
+
+def _expiry(_key: str, value: tuple[bytes, float], _now: float) -> float:
+    return value[1]
+
+
+class MemoryBackend:
+    """Bounded LRU with per-entry expiry; optional byte bound."""
+
+    def __init__(self, max_entries: int = 10_000, max_bytes: int | None = None) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._data: TLRUCache[str, tuple[bytes, float]] = self._new_store()
+        self._hits = self._misses = 0
+
+    def _new_store(self) -> TLRUCache[str, tuple[bytes, float]]:
+        if self.max_bytes is None:
+            return TLRUCache(maxsize=self.max_entries, ttu=_expiry, timer=time.monotonic)
+        return TLRUCache(
+            maxsize=self.max_bytes,
+            ttu=_expiry,
+            timer=time.monotonic,
+            getsizeof=lambda v: len(v[0]) + _OVERHEAD,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, settings: CacheSettings | None = None) -> MemoryBackend:
+        """Build from ``memory://``; query options override the settings' bounds."""
+        defaults: dict[str, Any] = {}
+        if settings is not None:
+            defaults = {"max_entries": settings.max_entries, "max_bytes": settings.max_bytes}
+        options = parse_options(url, MemoryOptions, defaults)
+        return cls(max_entries=options.max_entries, max_bytes=options.max_bytes)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._data.expire()
+            return len(self._data)
+
+    @staticmethod
+    def _deadline(ttl: float | None) -> float:
+        return math.inf if ttl is None else time.monotonic() + ttl
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the live value or ``None``."""
+        with self._lock:
+            item = self._data.get(key)
+        if item is None:
+            self._misses += 1
+            return None
+        self._hits += 1
+        return item[0]
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Store; a value larger than the byte bound is dropped (and any older one removed)."""
+        self._store(key, value, ttl)
+
+    def _store(self, key: str, value: bytes, ttl: float | None) -> bool:
+        with self._lock:
+            try:
+                self._data[key] = (bytes(value), self._deadline(ttl))
+            except ValueError:  # larger than max_bytes on its own
+                self._data.pop(key, None)
+                return False
+            while len(self._data) > self.max_entries:
+                self._data.popitem()
+            return True
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``."""
+        with self._lock:
+            return self._data.pop(key, None) is not None
+
+    async def clear(self, namespace: str) -> None:
+        """Remove every key under ``namespace``."""
+        with self._lock:
+            for key in [k for k in self._data.keys() if k.startswith(namespace)]:
+                self._data.pop(key, None)
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays (a closed memory backend keeps working)."""
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left for ``key``."""
+        with self._lock:
+            item = self._data.get(key)
+        if item is None:
+            return None
+        return max(0.0, item[1] - time.monotonic())
+
+    async def add(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store only if absent."""
+        with self._lock:
+            if self._data.get(key) is not None:
+                return False
+        return self._store(key, value, ttl)
+
+    async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        """Take a lease lock (in-process only, as the store itself is)."""
+        return await self.add(key, token.encode(), lease)
+
+    async def release_lock(self, key: str, token: str) -> bool:
+        """Release the lock if ``token`` owns it."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is None or item[0] != token.encode():
+                return False
+            del self._data[key]
+            return True
+
+    async def stats(self) -> Mapping[str, Any]:
+        """Entries, bytes, bounds and hit counts."""
+        with self._lock:
+            self._data.expire()
+            entries = len(self._data)
+            size = sum(len(v[0]) for v in self._data.values())
+        return {
+            "backend": "memory",
+            "entries": entries,
+            "bytes": size,
+            "max_entries": self.max_entries,
+            "max_bytes": self.max_bytes,
+            "hits": self._hits,
+            "misses": self._misses,
+        }

@@ -1,0 +1,255 @@
+"""The ``Cache`` object: a backend, a serialiser and settings, plus the guarded store calls."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import envelope, keys
+from .exceptions import BackendError, CacheframeError, ConfigurationError, EntryError
+from .registry import load_backend_factory, load_serializer_factory
+from .settings import CacheSettings, load_settings
+from .types import Backend, KeyBuilder, Serializer
+
+if TYPE_CHECKING:
+    from .decorator import Decorator
+
+__all__ = ["Cache", "CacheStats"]
+
+log = logging.getLogger("cacheframe")
+T = TypeVar("T")
+
+KV_NAMESPACE = "kv"
+_LOG_INTERVAL = 30.0
+
+# Errors a store call may raise that must never reach a view when failing open. Backends
+# wrap driver errors in BackendError; OSError/TimeoutError cover plugins that do not.
+STORE_ERRORS: tuple[type[BaseException], ...] = (CacheframeError, OSError, TimeoutError)
+
+
+@dataclass
+class CacheStats:
+    """Counters of one ``Cache`` (process-local)."""
+
+    hits: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    stores: int = 0
+    not_stored: int = 0
+    backend_errors: int = 0
+    bad_entries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain mapping."""
+        return asdict(self)
+
+
+def ttl_seconds(ttl: float | timedelta | None, default: float) -> float:
+    """``ttl`` (seconds or ``timedelta``) as positive float seconds; ``None`` → ``default``."""
+    if ttl is None:
+        return default
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not seconds > 0:
+        raise ConfigurationError(f"ttl must be positive, got {ttl!r}")
+    return seconds
+
+
+class Cache:
+    """A cache: owns its backend, serialiser and settings; offers ``@cache`` and a KV API.
+
+    ``Cache(url="redis://127.0.0.1:6379/0", prefix="app")``; options mirror
+    :class:`~cacheframe.settings.CacheSettings` and override ``CACHEFRAME_*``.
+    ``backend=`` takes a ready backend object instead of a URL.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        backend: Backend | None = None,
+        settings: CacheSettings | None = None,
+        **options: Any,
+    ) -> None:
+        if url is not None:
+            options["url"] = url
+        if settings is not None and options:
+            settings = settings.model_copy(update=options)
+        self.settings = settings if settings is not None else load_settings(**options)
+        secret = self.settings.secret.get_secret_value().encode() if self.settings.secret else None
+        self.serializer: Serializer = load_serializer_factory(self.settings.serializer)(secret=secret)
+        if backend is None:
+            factory = load_backend_factory(self.settings.url)
+            backend = factory.from_url(self.settings.url, self.settings)
+        self.backend: Backend = backend
+        self.stats = CacheStats()
+        self._prefix = keys.safe_segment(self.settings.prefix)
+        self._last_logged: float = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"Cache(url={_redacted(self.settings.url)!r}, prefix={self.settings.prefix!r})"
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def namespace_key(self, namespace: str | None) -> str:
+        """The backend namespace (ending in ``:``) for a namespace, or for all of this prefix."""
+        if namespace is None:
+            return f"{self._prefix}:"
+        return f"{self._prefix}:{keys.safe_segment(namespace)}:"
+
+    def key(self, namespace: str, name: str) -> str:
+        """The full store key for ``name`` (any text) under ``namespace``."""
+        return self.namespace_key(namespace) + keys.safe_segment(name)
+
+    # -- guarded store calls ------------------------------------------------------------
+
+    def _failed(self, action: str, exc: BaseException) -> None:
+        self.stats.backend_errors += 1
+        now = time.monotonic()
+        if now - self._last_logged >= _LOG_INTERVAL:
+            self._last_logged = now
+            log.warning(
+                "cacheframe: %s failed on %r, serving uncached (%s: %s); "
+                "further failures are logged at most every %.0f s",
+                action,
+                self,
+                type(exc).__name__,
+                exc,
+                _LOG_INTERVAL,
+            )
+        if not self.settings.fail_open:
+            if isinstance(exc, CacheframeError):
+                raise exc
+            raise BackendError(f"{action} failed: {exc}") from exc
+
+    async def read_entry(self, key: str) -> envelope.ResponseEntry | envelope.ValueEntry | None:
+        """Fetch and decode an entry; a store error or damaged entry is a miss."""
+        try:
+            raw = await self.backend.get(key)
+        except STORE_ERRORS as exc:
+            self._failed("get", exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return envelope.decode(raw)
+        except EntryError as exc:
+            self.bad_entry(key, exc)
+            return None
+
+    def bad_entry(self, key: str, exc: Exception) -> None:
+        """Count and log an entry that could not be used (it will be overwritten)."""
+        self.stats.bad_entries += 1
+        log.warning("cacheframe: ignoring damaged entry %s: %s", key, exc)
+
+    async def write_entry(self, key: str, entry: envelope.ResponseEntry | envelope.ValueEntry) -> bool:
+        """Encode and store an entry for its ttl plus stale window; errors are logged."""
+        try:
+            await self.backend.set(key, envelope.encode(entry), entry.ttl + entry.stale)
+        except STORE_ERRORS as exc:
+            self._failed("set", exc)
+            return False
+        self.stats.stores += 1
+        return True
+
+    # -- key/value API ------------------------------------------------------------------
+
+    async def get(self, key: str, default: Any = None, *, namespace: str = KV_NAMESPACE) -> Any:
+        """The value stored under ``key``, or ``default``."""
+        entry = await self.read_entry(self.key(namespace, key))
+        if not isinstance(entry, envelope.ValueEntry) or entry.age() >= entry.ttl:
+            return default
+        if entry.serializer != self.serializer.name:
+            return default
+        try:
+            return self.serializer.loads(entry.payload)
+        except EntryError as exc:
+            self.bad_entry(key, exc)
+            return default
+
+    async def set(
+        self, key: str, value: Any, ttl: float | timedelta | None = None, *, namespace: str = KV_NAMESPACE
+    ) -> bool:
+        """Store ``value`` under ``key``; return whether the store accepted it."""
+        seconds = ttl_seconds(ttl, self.settings.default_ttl)
+        entry = envelope.ValueEntry(self.serializer.name, self.serializer.dumps(value), time.time(), seconds)
+        return await self.write_entry(self.key(namespace, key), entry)
+
+    async def delete(self, key: str, *, namespace: str = KV_NAMESPACE) -> bool:
+        """Remove ``key``; return whether something was removed."""
+        try:
+            return await self.backend.delete(self.key(namespace, key))
+        except STORE_ERRORS as exc:
+            self._failed("delete", exc)
+            return False
+
+    async def clear(self, namespace: str | None = None) -> None:
+        """Remove every entry of ``namespace`` (a decorated function's, or ``"kv"``), or all."""
+        try:
+            await self.backend.clear(self.namespace_key(namespace))
+        except STORE_ERRORS as exc:
+            self._failed("clear", exc)
+
+    async def close(self) -> None:
+        """Close the backend's connections."""
+        await self.backend.close()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """FastAPI lifespan: ``FastAPI(lifespan=my_cache.lifespan)``; closes on shutdown."""
+        try:
+            yield
+        finally:
+            await self.close()
+
+    # -- decorator ----------------------------------------------------------------------
+
+    def cache(
+        self,
+        ttl: float | timedelta | None = None,
+        *,
+        namespace: str | None = None,
+        key_builder: KeyBuilder | None = None,
+        serializer: str | Serializer | None = None,
+        vary: tuple[str, ...] | list[str] = (),
+        private: bool = False,
+        exclude: tuple[str, ...] | list[str] = (),
+    ) -> Decorator:
+        """Cache a view's rendered response, or a function's return value. See :func:`cacheframe.cache`."""
+        from .decorator import Decorator
+
+        return Decorator(
+            lambda: self,
+            ttl=ttl,
+            namespace=namespace,
+            key_builder=key_builder,
+            serializer=serializer,
+            vary=vary,
+            private=private,
+            exclude=exclude,
+        )
+
+    def resolve_serializer(self, serializer: str | Serializer | None) -> Serializer:
+        """The decorator's serialiser: its own (by name or object) or this cache's."""
+        if serializer is None:
+            return self.serializer
+        if isinstance(serializer, str):
+            if serializer == self.serializer.name:
+                return self.serializer
+            secret = self.settings.secret.get_secret_value().encode() if self.settings.secret else None
+            made: Serializer = load_serializer_factory(serializer)(secret=secret)
+            return made
+        return serializer
+
+
+def _redacted(url: str) -> str:
+    from .backends._options import _redact
+
+    return _redact(url)
+
+
+Factory = Callable[[], Cache]

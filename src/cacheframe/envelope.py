@@ -1,0 +1,146 @@
+"""The versioned binary envelope every stored entry travels in.
+
+Layout (network byte order)::
+
+    magic  b"\\xcfF"  version u8  kind u8 ("R" response | "V" value)
+    created f64 (Unix time)  ttl f64  stale f64 (seconds kept past ttl)
+    R: status u16, etag u8-len bytes, header count u16, (u16-len name, u16-len value)*,
+       body u32-len bytes
+    V: serializer u8-len ascii, payload u32-len bytes
+
+Every length is checked and nothing may follow the last field, so a truncated,
+padded or foreign value raises :class:`~cacheframe.exceptions.EntryError`
+(which callers treat as a miss).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+from .exceptions import EntryError
+
+__all__ = ["ResponseEntry", "ValueEntry", "decode", "encode"]
+
+MAGIC = b"\xcfF"
+VERSION = 1
+_HEAD = struct.Struct("!2sBcddd")
+_U8 = struct.Struct("!B")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+@dataclass(slots=True)
+class ResponseEntry:
+    """A rendered response: status, headers (raw, lower-case names), body, ETag."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: bytes
+    created: float
+    ttl: float
+    stale: float = 0.0
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the entry was stored (never negative)."""
+        return max(0.0, (time.time() if now is None else now) - self.created)
+
+
+@dataclass(slots=True)
+class ValueEntry:
+    """A plain function's serialised return value."""
+
+    serializer: str
+    payload: bytes
+    created: float
+    ttl: float
+    stale: float = 0.0
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the entry was stored (never negative)."""
+        return max(0.0, (time.time() if now is None else now) - self.created)
+
+
+def encode(entry: ResponseEntry | ValueEntry) -> bytes:
+    """Serialise an entry into its envelope."""
+    if isinstance(entry, ResponseEntry):
+        parts = [
+            _HEAD.pack(MAGIC, VERSION, b"R", entry.created, entry.ttl, entry.stale),
+            _U16.pack(entry.status),
+            _U8.pack(len(entry.etag)),
+            entry.etag,
+            _U16.pack(len(entry.headers)),
+        ]
+        for name, value in entry.headers:
+            parts += [_U16.pack(len(name)), name, _U16.pack(len(value)), value]
+        parts += [_U32.pack(len(entry.body)), entry.body]
+        return b"".join(parts)
+    name = entry.serializer.encode("ascii")
+    return b"".join(
+        (
+            _HEAD.pack(MAGIC, VERSION, b"V", entry.created, entry.ttl, entry.stale),
+            _U8.pack(len(name)),
+            name,
+            _U32.pack(len(entry.payload)),
+            entry.payload,
+        )
+    )
+
+
+def decode(data: bytes) -> ResponseEntry | ValueEntry:
+    """Parse an envelope; anything malformed raises :class:`EntryError`."""
+    try:
+        magic, version, kind, created, ttl, stale = _HEAD.unpack_from(data, 0)
+    except struct.error as exc:
+        raise EntryError(f"entry too short ({len(data)} bytes)") from exc
+    if magic != MAGIC:
+        raise EntryError("not a cacheframe entry (bad magic)")
+    if version != VERSION:
+        raise EntryError(f"unknown entry version {version}")
+    reader = _Reader(data, _HEAD.size)
+    try:
+        if kind == b"R":
+            status = reader.unpack(_U16)
+            etag = reader.take(reader.unpack(_U8))
+            headers = []
+            for _ in range(reader.unpack(_U16)):
+                name = reader.take(reader.unpack(_U16))
+                headers.append((name, reader.take(reader.unpack(_U16))))
+            body = reader.take(reader.unpack(_U32))
+            reader.finish()
+            return ResponseEntry(status, headers, body, etag, created, ttl, stale)
+        if kind == b"V":
+            serializer = reader.take(reader.unpack(_U8)).decode("ascii")
+            payload = reader.take(reader.unpack(_U32))
+            reader.finish()
+            return ValueEntry(serializer, payload, created, ttl, stale)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise EntryError(f"damaged entry: {exc}") from exc
+    raise EntryError(f"unknown entry kind {kind!r}")
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data = data
+        self.pos = pos
+
+    def unpack(self, fmt: struct.Struct) -> int:
+        (value,) = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return int(value)
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise EntryError("entry truncated")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def finish(self) -> None:
+        if self.pos != len(self.data):
+            raise EntryError("trailing bytes after entry")

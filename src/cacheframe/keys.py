@@ -1,0 +1,199 @@
+"""Deterministic cache keys: the same call gives the same key in every process.
+
+Values are written in a tagged, length-prefixed encoding (so ``1``, ``True`` and
+``1.0`` differ, and ``("a:b", "c")`` never meets ``("a", "b:c")``) and hashed
+with BLAKE2b. Nothing here uses ``id()``, ``repr()`` of arbitrary objects or
+the salted built-in ``hash()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import inspect
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel
+
+from .exceptions import KeyBuildError
+
+__all__ = [
+    "canonical",
+    "digest",
+    "function_digest",
+    "join_key",
+    "namespace_for",
+    "normalize_query",
+    "safe_segment",
+]
+
+_DIGEST_SIZE = 16
+_MAX_SEGMENT = 96
+_SAFE = re.compile(r"[A-Za-z0-9._-]")
+
+
+def _sized(tag: bytes, payload: bytes) -> bytes:
+    return tag + str(len(payload)).encode() + b":" + payload
+
+
+def canonical(value: Any, *, _path: str = "argument") -> bytes:
+    """Encode ``value`` unambiguously; unsupported types raise :class:`KeyBuildError`."""
+    if value is None:
+        return b"N"
+    if value is True:
+        return b"T"
+    if value is False:
+        return b"F"
+    if isinstance(value, enum.Enum):
+        return _sized(b"e", _qualname(type(value)).encode() + canonical(value.value, _path=_path))
+    if isinstance(value, int):
+        return _sized(b"i", str(int(value)).encode())
+    if isinstance(value, float):
+        return _sized(b"f", float(value).hex().encode())
+    if isinstance(value, str):
+        return _sized(b"s", value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _sized(b"b", bytes(value))
+    if isinstance(value, tuple | list):
+        tag = b"t" if isinstance(value, tuple) else b"l"
+        return _sized(tag, b"".join(canonical(v, _path=f"{_path}[{i}]") for i, v in enumerate(value)))
+    if isinstance(value, Mapping):
+        items = sorted(
+            canonical(k, _path=f"{_path} key") + canonical(v, _path=f"{_path}[{k!r}]")
+            for k, v in value.items()
+        )
+        return _sized(b"d", b"".join(items))
+    if isinstance(value, set | frozenset):
+        return _sized(b"S", b"".join(sorted(canonical(v, _path=_path) for v in value)))
+    if isinstance(value, BaseModel):
+        fields = {name: getattr(value, name) for name in type(value).model_fields}
+        return _sized(b"m", _qualname(type(value)).encode() + canonical(fields, _path=_path))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _sized(b"D", _qualname(type(value)).encode() + canonical(fields, _path=_path))
+    if isinstance(value, dt.datetime):
+        return _sized(b"W", value.isoformat().encode())
+    if isinstance(value, dt.date):
+        return _sized(b"Y", value.isoformat().encode())
+    if isinstance(value, dt.time):
+        return _sized(b"H", value.isoformat().encode())
+    if isinstance(value, dt.timedelta):
+        parts = (value.days, value.seconds, value.microseconds)
+        return _sized(b"R", ",".join(map(str, parts)).encode())
+    if isinstance(value, uuid.UUID):
+        return _sized(b"u", value.bytes)
+    if isinstance(value, Decimal):
+        return _sized(b"x", str(value).encode())
+    raise KeyBuildError(
+        f"cannot build a cache key from {_path} of type {_qualname(type(value))}: "
+        "only None, bool, int, float, str, bytes, tuple, list, dict, set, enums, "
+        "datetimes, UUID, Decimal, dataclasses and pydantic models are keyed. "
+        "Exclude the parameter with @cache(exclude=[...]) or pass key_builder=..."
+    )
+
+
+def digest(*parts: bytes) -> str:
+    """Hex BLAKE2b digest of already-canonical parts."""
+    h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+def function_digest(
+    signature: inspect.Signature,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    exclude: Iterable[str] = (),
+) -> str:
+    """Digest of a call's arguments bound to ``signature`` (``f(1, b=2)`` == ``f(1, 2)``)."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise KeyBuildError(f"arguments do not match the function's signature: {exc}") from exc
+    bound.apply_defaults()
+    skip = set(exclude)
+    parts = []
+    for name, value in bound.arguments.items():
+        if name in skip:
+            continue
+        parts.append(_sized(b"p", name.encode()) + canonical(value, _path=f"parameter {name!r}"))
+    return digest(*parts)
+
+
+def request_digest(
+    *,
+    method: str,
+    root_path: str,
+    path: str,
+    query_string: str,
+    headers: Any,
+    cookies: Mapping[str, str],
+    vary: Sequence[str] = (),
+    header_params: Sequence[str] = (),
+    cookie_params: Sequence[str] = (),
+    private: bool = False,
+    custom: bytes | None = None,
+) -> str:
+    """Digest of what identifies a view's response (``headers`` offers ``getlist(name)``).
+
+    HEAD shares GET's key; an absent header differs from an empty one; with
+    ``private`` the credentials (Authorization, Cookie) are hashed in.
+    """
+    parts: list[Any] = [
+        "GET" if method == "HEAD" else method,
+        [(name, headers.getlist(name) or None) for name in vary],
+    ]
+    if custom is not None:  # a custom key builder replaces the URL and parameter parts
+        parts.append(custom)
+    else:
+        parts += [
+            root_path,
+            path,
+            normalize_query(query_string),
+            [(name, headers.getlist(name) or None) for name in header_params],
+            [(name, cookies.get(name)) for name in cookie_params],
+        ]
+    if private:
+        credentials = canonical([headers.getlist("authorization"), headers.getlist("cookie")])
+        parts.append(hashlib.sha256(credentials).digest())
+    return digest(b"view1", canonical(parts))
+
+
+def normalize_query(query_string: str) -> list[tuple[str, str]]:
+    """Query pairs as the app sees them, sorted by name; repeated names keep their order."""
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    return sorted(pairs, key=lambda pair: pair[0])
+
+
+def safe_segment(text: str) -> str:
+    """``text`` as one key segment: safe ASCII, percent-escaped, long ones shortened."""
+    out = "".join(ch if _SAFE.fullmatch(ch) else _escape(ch) for ch in text)
+    if len(out) > _MAX_SEGMENT or not out:
+        return f"{out[:32]}~{digest(text.encode('utf-8', 'surrogatepass'))}"
+    return out
+
+
+def _escape(ch: str) -> str:
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+
+
+def join_key(*segments: str) -> str:
+    """Join already-safe segments with the ``:`` separator."""
+    return ":".join(segments)
+
+
+def namespace_for(func: Callable[..., Any]) -> str:
+    """Default namespace of a decorated function: ``module.qualname``."""
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,83 @@
+"""What a FastAPI route's dependency tree tells the cache, computed once per route.
+
+Header and Cookie parameters (the route's own and its dependencies') become
+part of the key; a security dependency makes requests BYPASS unless the
+decorator keys per user; any dependency at all keeps the route off the ASGI
+fast path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
+
+__all__ = ["RouteInfo", "route_info"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """Cache-relevant facts about one route."""
+
+    header_names: tuple[str, ...] = ()
+    cookie_names: tuple[str, ...] = ()
+    has_security: bool = False
+    has_dependencies: bool = False
+    methods: frozenset[str] = frozenset()
+
+
+_EMPTY = RouteInfo()
+# APIRoute is unhashable; key by id and keep the route so the id cannot be reused.
+_cache: dict[int, tuple[Any, RouteInfo]] = {}
+
+
+def _walk(dependant: Any) -> Iterator[Any]:
+    yield dependant
+    for sub in getattr(dependant, "dependencies", ()) or ():
+        yield from _walk(sub)
+
+
+def _header_name(field: Any) -> str:
+    alias = str(getattr(field, "alias", None) or field.name)
+    info = getattr(field, "field_info", None)
+    if getattr(info, "convert_underscores", True) and alias == field.name:
+        alias = alias.replace("_", "-")
+    return alias.lower()
+
+
+def _analyse(route: APIRoute) -> RouteInfo:
+    headers: list[str] = []
+    cookies: list[str] = []
+    security = False
+    dependant = route.dependant
+    subs = list(_walk(dependant))
+    for node in subs:
+        headers += [_header_name(f) for f in getattr(node, "header_params", ())]
+        cookies += [str(getattr(f, "alias", None) or f.name) for f in getattr(node, "cookie_params", ())]
+        call = getattr(node, "call", None)
+        if isinstance(call, SecurityBase) or getattr(node, "security_scopes_param_name", None):
+            security = True
+        if getattr(node, "security_requirements", None):  # older FastAPI
+            security = True
+    return RouteInfo(
+        header_names=tuple(sorted(set(headers))),
+        cookie_names=tuple(sorted(set(cookies))),
+        has_security=security,
+        has_dependencies=len(subs) > 1,
+        methods=frozenset(route.methods or ()),
+    )
+
+
+def route_info(route: Any) -> RouteInfo:
+    """Facts about ``route`` (an ``APIRoute``); anything else gets an empty record."""
+    if not isinstance(route, APIRoute):
+        return _EMPTY
+    hit = _cache.get(id(route))
+    if hit is not None and hit[0] is route:
+        return hit[1]
+    info = _analyse(route)
+    _cache[id(route)] = (route, info)
+    return info

@@ -1,0 +1,58 @@
+"""Settings: one pydantic-settings model, environment prefix ``CACHEFRAME_``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .exceptions import ConfigurationError
+
+__all__ = ["CacheSettings", "load_settings"]
+
+
+class CacheSettings(BaseSettings):
+    """Every knob of a :class:`~cacheframe.Cache`; each field is ``CACHEFRAME_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CACHEFRAME_", extra="forbid", frozen=True)
+
+    url: str = Field("memory://", description="Backend URL; the scheme names the backend.")
+    prefix: str = Field("cacheframe", min_length=1, description="Prefix of every key.")
+    default_ttl: float = Field(60.0, gt=0, description="Seconds an entry stays fresh.")
+    serializer: str = Field("json", min_length=1, description="Serialiser for function values.")
+    secret: SecretStr | None = Field(None, description="HMAC key; required by `pickle`.")
+    enabled: bool = Field(True, description="`false`: every call runs the function.")
+    max_entries: int = Field(10_000, gt=0, description="Bound of the in-memory backend.")
+    max_bytes: int | None = Field(None, gt=0, description="Optional byte bound (memory).")
+    honor_request_cache_control: bool = Field(
+        True, description="Obey the client's `Cache-Control`/`Pragma` request directives."
+    )
+    timeout: float = Field(0.25, gt=0, description="Deadline in seconds for one store call.")
+    fail_open: bool = Field(True, description="A store error is a miss, not an exception.")
+    cache_status_header: str = Field("X-Cache", min_length=1, description="HIT/MISS header.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_has_no_separator(cls, value: str) -> str:
+        if any(c.isspace() for c in value):
+            raise ValueError("must not contain whitespace")
+        return value
+
+
+def load_settings(**options: Any) -> CacheSettings:
+    """Build settings from keyword options over the environment, with readable errors."""
+    unknown = sorted(set(options) - set(CacheSettings.model_fields))
+    if unknown:
+        known = ", ".join(sorted(CacheSettings.model_fields))
+        raise ConfigurationError(f"unknown option(s) {', '.join(unknown)}; known options: {known}")
+    try:
+        return CacheSettings(**options)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            source = "option" if field in options else "variable"
+            name = field if field in options else f"CACHEFRAME_{field.upper()}"
+            problems.append(f"{source} {name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigurationError("invalid cacheframe settings: " + "; ".join(problems)) from exc

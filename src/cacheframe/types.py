@@ -1,0 +1,129 @@
+"""The interfaces cacheframe talks to: backends, serialisers, key builders.
+
+Everything here is a ``typing.Protocol``: a third-party backend or serialiser
+implements the methods and never inherits from cacheframe.
+
+Key contract shared by every backend
+------------------------------------
+Keys arrive as ``str`` built by :mod:`cacheframe.keys`: printable ASCII from
+``[A-Za-z0-9._~%:{}-]``, at most a few hundred characters, made of segments
+joined by ``:``. A *namespace* passed to :meth:`Backend.clear` is always a run
+of whole leading segments ending in ``:``; ``clear(ns)`` removes every key that
+starts with ``ns``. Values are opaque ``bytes``: backends never serialise and
+know nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "KeyBuilder",
+    "Serializer",
+    "SupportsAdd",
+    "SupportsLock",
+    "SupportsStats",
+    "SupportsTTL",
+]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The minimal async store: bytes in, bytes out."""
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the value stored under ``key``, or ``None`` when absent or expired."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Store ``value``; ``ttl`` in seconds (fractions honoured), ``None`` = no expiry."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether something was removed (best effort)."""
+        ...
+
+    async def clear(self, namespace: str) -> None:
+        """Remove every key starting with ``namespace`` (whole segments ending in ``:``)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the backend may be used again afterwards (it reconnects)."""
+        ...
+
+
+@runtime_checkable
+class SupportsTTL(Protocol):
+    """Capability: report the remaining lifetime of a key."""
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left, ``None`` when the key is absent, ``inf`` when it never expires."""
+        ...
+
+
+@runtime_checkable
+class SupportsAdd(Protocol):
+    """Capability: atomic set-if-absent."""
+
+    async def add(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store only when ``key`` is absent; return whether it was stored."""
+        ...
+
+
+@runtime_checkable
+class SupportsLock(Protocol):
+    """Capability: a lease lock in the store, shared between processes."""
+
+    async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        """Take the lock named ``key`` for ``lease`` seconds if free."""
+        ...
+
+    async def release_lock(self, key: str, token: str) -> bool:
+        """Release the lock only if ``token`` still owns it."""
+        ...
+
+
+@runtime_checkable
+class SupportsStats(Protocol):
+    """Capability: report store statistics for ``cacheframe stats``."""
+
+    async def stats(self) -> Mapping[str, Any]:
+        """A flat mapping of figures (entries, bytes, hits, ...)."""
+        ...
+
+
+class BackendFactory(Protocol):
+    """What an entry point in ``cacheframe.backends`` resolves to (usually the class)."""
+
+    def from_url(self, url: str, **options: Any) -> Backend:
+        """Build a backend from its URL; query parameters carry options."""
+        ...
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns plain-function return values into bytes and back (views store bytes)."""
+
+    name: str
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value``."""
+        ...
+
+    def loads(self, data: bytes, type_hint: Any = Any) -> Any:
+        """Decode ``data``; ``type_hint`` (the function's return annotation) may rebuild types."""
+        ...
+
+
+KeyBuilder = Callable[..., "str | bytes | Awaitable[str | bytes]"]
+"""A custom key builder: ``builder(func, request, args, kwargs) -> str | bytes``.
+
+``request`` is the Starlette ``Request`` for a view and ``None`` for a plain
+function; ``args``/``kwargs`` are the call's arguments (for a view: what
+FastAPI passed, without the injected request/response). It may be async. The
+result is hashed and placed under the prefix and namespace, so it may be any
+length and contain any character.
+"""

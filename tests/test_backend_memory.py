@@ -1,0 +1,65 @@
+"""The conformance suite against the in-memory backend, plus its bounds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from cacheframe.backends.memory import MemoryBackend
+from cacheframe.exceptions import ConfigurationError
+from cacheframe.settings import CacheSettings
+from cacheframe.testing import BackendConformance
+
+
+class TestMemoryConformance(BackendConformance):
+    """The whole backend contract on ``memory://``."""
+
+    @pytest_asyncio.fixture
+    async def backend(self) -> AsyncIterator[MemoryBackend]:
+        yield MemoryBackend.from_url("memory://?max_entries=5000")
+
+
+async def test_bounded_by_entries_lru() -> None:
+    """Past max_entries the least recently used entry goes."""
+    b = MemoryBackend(max_entries=3)
+    for k in "abc":
+        await b.set(k, b"v", 60)
+    await b.get("a")  # a is now most recently used
+    await b.set("d", b"v", 60)
+    assert await b.get("b") is None
+    assert [await b.get(k) for k in "acd"] == [b"v", b"v", b"v"]
+    assert len(b) == 3
+
+
+async def test_bounded_by_bytes() -> None:
+    """With max_bytes, total size stays under the bound and oversized values are dropped."""
+    b = MemoryBackend(max_entries=1000, max_bytes=10_000)
+    for i in range(100):
+        await b.set(f"k{i}", b"x" * 500, 60)
+    stats = await b.stats()
+    assert stats["bytes"] <= 10_000
+    await b.set("k99", b"y" * 20_000, 60)  # larger than the bound on its own
+    assert await b.get("k99") is None  # and the older value is not left behind
+
+
+def test_instances_do_not_share_state() -> None:
+    """Two backends are two stores (no class-level state)."""
+    a, b = MemoryBackend(), MemoryBackend()
+    assert a._data is not b._data
+
+
+def test_url_options_validated() -> None:
+    """A bad URL option names itself and the known ones."""
+    with pytest.raises(ConfigurationError, match="max_entries.*known options"):
+        MemoryBackend.from_url("memory://?max_entries=lots")
+    with pytest.raises(ConfigurationError, match="nope"):
+        MemoryBackend.from_url("memory://?nope=1")
+
+
+def test_settings_bounds_apply() -> None:
+    """max_entries/max_bytes settings reach the backend; the URL overrides them."""
+    settings = CacheSettings(max_entries=7, max_bytes=1000)
+    assert MemoryBackend.from_url("memory://", settings).max_entries == 7
+    assert MemoryBackend.from_url("memory://?max_entries=9", settings).max_entries == 9
