@@ -1,3 +1,46 @@
 """Shared fixtures: server processes (tests/servers/) and a fresh default cache per test."""
 
 from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import cacheframe  # noqa: E402
+from cacheframe import default  # noqa: E402
+
+# Backend name -> fixture yielding an object with ``.url`` (memory needs none).
+BACKEND_FIXTURES: dict[str, str | None] = {"memory": None}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No CACHEFRAME_* variable leaks into a test, and every test starts without a default cache."""
+    for name in list(os.environ):
+        if name.startswith("CACHEFRAME_"):
+            monkeypatch.delenv(name)
+    saved = default._default
+    default._default = None
+    yield
+    default._default = saved
+
+
+@pytest.fixture(params=sorted(BACKEND_FIXTURES))
+def cache_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each backend in turn (real servers started by their fixtures)."""
+    fixture = BACKEND_FIXTURES[request.param]
+    if fixture is None:
+        return "memory://"
+    return str(request.getfixturevalue(fixture).url)
+
+
+@pytest.fixture
+def app_cache(cache_url: str) -> cacheframe.Cache:
+    """The process default cache on each backend, under a prefix no other test uses."""
+    return cacheframe.configure(url=cache_url, prefix=f"t{uuid.uuid4().hex[:10]}")
+from servers.redis import *  # noqa: F403

@@ -1,0 +1,1 @@
+"""Example cacheframe plugin: a backend keeping entries in a SQLite file."""

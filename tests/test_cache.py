@@ -1,0 +1,154 @@
+"""The Cache object: key/value API, namespaces, lifespan, failing stores and damaged entries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+import cacheframe
+import asyncio
+
+from starlette.datastructures import Headers
+
+from cacheframe import BackendError, Cache, ConfigurationError, envelope, keys
+from cacheframe.backends.memory import MemoryBackend
+from apps import build_app, calls
+
+
+async def test_get_set_delete(app_cache: Cache) -> None:
+    """set/get/delete round trip values; absent keys give the default."""
+    assert await app_cache.get("k") is None
+    assert await app_cache.set("k", {"a": [1, 2]}) is True
+    assert await app_cache.get("k") == {"a": [1, 2]}
+    assert await app_cache.delete("k") is True
+    assert await app_cache.get("k", "dflt") == "dflt"
+
+
+async def test_timedelta_ttl_and_validation(app_cache: Cache) -> None:
+    """ttl takes seconds or a timedelta; non-positive ttl is refused."""
+    await app_cache.set("k", 1, dt.timedelta(minutes=1))
+    assert await app_cache.get("k") == 1
+    with pytest.raises(ConfigurationError):
+        await app_cache.set("k", 1, 0)
+    with pytest.raises(ConfigurationError):
+        cacheframe.cache(ttl=-1)
+
+
+async def test_clear_namespace_and_all(app_cache: Cache) -> None:
+    """clear(ns) empties one namespace; clear() empties the prefix."""
+    await app_cache.set("a", 1, namespace="one")
+    await app_cache.set("a", 2, namespace="two")
+    await app_cache.clear("one")
+    assert await app_cache.get("a", namespace="one") is None
+    assert await app_cache.get("a", namespace="two") == 2
+    await app_cache.clear()
+    assert await app_cache.get("a", namespace="two") is None
+
+
+async def test_prefixes_isolated(cache_url: str) -> None:
+    """Two caches with different prefixes on one store never see each other's keys."""
+    a = Cache(url=cache_url, prefix="pa")
+    b = Cache(url=cache_url, prefix="pb") if not cache_url.startswith("memory") else Cache(backend=a.backend, prefix="pb")
+    await a.set("k", "A")
+    await b.set("k", "B")
+    await a.clear()
+    assert await a.get("k") is None and await b.get("k") == "B"
+    await b.clear()
+
+
+@pytest.mark.parametrize("key", ["*", "a:b", "x\r\nflush_all", "\x00", "k" * 10_000, "{tag}", "ü", "[a-z]?"])
+async def test_hostile_keys(app_cache: Cache, key: str) -> None:
+    """Glob, Lua-significant, CR/LF, NUL and 10 kB keys round-trip and never collide."""
+    await app_cache.set(key, key)
+    await app_cache.set(key + "x", "other")
+    assert await app_cache.get(key) == key
+
+
+async def test_lifespan_closes_backend() -> None:
+    """The lifespan helper closes the cache on shutdown."""
+    closed: list[bool] = []
+
+    class Tracking(MemoryBackend):
+        async def close(self) -> None:
+            closed.append(True)
+
+    cache = Cache(backend=Tracking())
+    app = FastAPI(lifespan=cache.lifespan)
+    with TestClient(app):
+        pass
+    assert closed == [True]
+
+
+def test_default_lifespan() -> None:
+    """cacheframe.lifespan closes the default cache."""
+    cacheframe.configure(url="memory://")
+    app = FastAPI(lifespan=cacheframe.lifespan)
+    with TestClient(app):
+        pass
+
+
+class FailingBackend(MemoryBackend):
+    """A store that is down: every call raises, as a real backend does when unreachable."""
+
+    async def get(self, key: str) -> bytes | None:
+        raise BackendError("connection refused")
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        raise BackendError("connection refused")
+
+
+def test_store_down_fails_open(caplog: pytest.LogCaptureFixture) -> None:
+    """A failing store makes calls misses: the view still answers, logged once, counted."""
+    cache = cacheframe.configure(backend=FailingBackend())
+    calls.clear()
+    client = TestClient(build_app())
+    with caplog.at_level(logging.WARNING, "cacheframe"):
+        responses = [client.get("/plain") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert [r.json() for r in responses] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert cache.stats.backend_errors == 6
+    assert len([r for r in caplog.records if "failed" in r.message]) == 1
+
+
+async def test_fail_closed_raises() -> None:
+    """fail_open=False turns store failures into BackendError."""
+    cache = Cache(backend=FailingBackend(), fail_open=False)
+    with pytest.raises(BackendError):
+        await cache.get("k")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "version", "value-kind"])
+def test_damaged_entry_is_a_miss_and_overwritten(app_cache: Cache, damage: str) -> None:
+    """A damaged view entry is a miss (never a 500), counted, and overwritten by the fresh response."""
+    calls.clear()
+    client = TestClient(build_app())
+    client.get("/plain")
+    ns = app_cache.namespace_key("apps.build_app.<locals>.plain")
+    backend = app_cache.backend
+
+    key = ns + keys.request_digest(
+        method="GET", root_path="", path="/plain", query_string="", headers=Headers(), cookies={}
+    )
+
+    async def corrupt() -> None:
+        good = await backend.get(key)
+        assert good is not None
+        bad = {
+            "garbage": b"\x00garbage",
+            "truncated": good[: len(good) // 2],
+            "empty": b"",
+            "version": good[:2] + b"\x09" + good[3:],
+            "value-kind": envelope.encode(envelope.ValueEntry("json", b"1", 0, 1e9)),
+        }[damage]
+        await backend.set(key, bad, 60)
+        await backend.close()
+
+    asyncio.run(corrupt())
+    resp = client.get("/plain")
+    assert resp.status_code == 200 and resp.headers["x-cache"] == "MISS" and resp.json() == {"n": 2}
+    assert app_cache.stats.bad_entries == 1
+    assert client.get("/plain").headers["x-cache"] == "HIT"

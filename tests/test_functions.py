@@ -1,0 +1,213 @@
+"""@cache on plain async and sync functions (not views), on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import threading
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import cacheframe
+from cacheframe import KeyBuildError
+
+pytestmark = pytest.mark.usefixtures("app_cache")
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+@dataclasses.dataclass
+class Box:
+    w: int
+    when: dt.datetime
+
+
+async def test_async_function_cached_by_arguments() -> None:
+    """Equal calls hit (f(1, b=2) == f(1, 2)); other arguments miss."""
+    seen: list[tuple[int, int]] = []
+
+    @cacheframe.cache(ttl=60)
+    async def add(a: int, b: int = 0) -> int:
+        seen.append((a, b))
+        return a + b
+
+    assert await add(1, 2) == 3
+    assert await add(1, b=2) == 3
+    assert await add(a=1, b=2) == 3
+    assert await add(2, 2) == 4
+    assert seen == [(1, 2), (2, 2)]
+
+
+async def test_types_are_distinct_arguments() -> None:
+    """1, True and 1.0 are different keys."""
+    seen: list[Any] = []
+
+    @cacheframe.cache(ttl=60)
+    async def ident(v: Any) -> str:
+        seen.append(v)
+        return repr(v)
+
+    assert [await ident(v) for v in (1, True, 1.0, 1, True)] == ["1", "True", "1.0", "1", "True"]
+    assert len(seen) == 3
+
+
+async def test_none_is_cached() -> None:
+    """A function returning None is cached like any value."""
+    seen: list[int] = []
+
+    @cacheframe.cache(ttl=60)
+    async def nothing(x: int) -> None:
+        seen.append(x)
+
+    assert await nothing(1) is None and await nothing(1) is None
+    assert seen == [1]
+
+
+async def test_pydantic_and_dataclass_values_round_trip() -> None:
+    """The return annotation rebuilds pydantic models and dataclasses from JSON."""
+    when = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+
+    @cacheframe.cache(ttl=60)
+    async def model(x: int) -> Point:
+        return Point(x=x, y=2)
+
+    @cacheframe.cache(ttl=60)
+    async def boxes(w: int) -> list[Box]:
+        return [Box(w=w, when=when)]
+
+    assert await model(1) == await model(1) == Point(x=1, y=2)
+    assert isinstance(await model(1), Point)
+    assert await boxes(3) == await boxes(3) == [Box(w=3, when=when)]
+
+
+def test_sync_function_stays_sync() -> None:
+    """A def function stays sync for its caller and is cached."""
+    seen: list[int] = []
+
+    @cacheframe.cache(ttl=60)
+    def square(x: int) -> int:
+        seen.append(x)
+        return x * x
+
+    assert square(3) == 9 and square(3) == 9 and square(x=3) == 9
+    assert seen == [3]
+
+
+async def test_sync_function_called_inside_running_loop() -> None:
+    """Calling a cached def function from a thread running an event loop does not deadlock."""
+
+    @cacheframe.cache(ttl=60)
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double(4) == 8  # the loop of this test is running in this thread
+    assert double(4) == 8
+
+
+def test_sync_function_from_many_threads() -> None:
+    """Concurrent threads calling a cached def function get their own results."""
+
+    @cacheframe.cache(ttl=60)
+    def neg(x: int) -> int:
+        return -x
+
+    results: dict[int, int] = {}
+
+    def work(i: int) -> None:
+        results[i] = neg(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: -i for i in range(20)}
+
+
+async def test_unsupported_argument_names_parameter() -> None:
+    """An unkeyable argument raises KeyBuildError naming the parameter and the fixes."""
+
+    @cacheframe.cache(ttl=60)
+    async def use(conn: object, x: int) -> int:
+        return x
+
+    with pytest.raises(KeyBuildError, match=r"parameter 'conn'.*exclude=.*key_builder"):
+        await use(object(), 1)
+
+
+async def test_exclude_parameter() -> None:
+    """exclude=[...] leaves a parameter out of the key."""
+    seen: list[int] = []
+
+    @cacheframe.cache(ttl=60, exclude=["conn"])
+    async def use(conn: object, x: int) -> int:
+        seen.append(x)
+        return x
+
+    assert await use(object(), 1) == await use(object(), 1) == 1
+    assert seen == [1]
+
+
+async def test_custom_key_builder() -> None:
+    """key_builder(func, request, args, kwargs) replaces the key; may be async."""
+    seen: list[str] = []
+
+    async def by_lower(func: Any, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        assert request is None
+        return str(args[0]).lower()
+
+    @cacheframe.cache(ttl=60, key_builder=by_lower)
+    async def greet(name: str) -> str:
+        seen.append(name)
+        return f"hi {name}"
+
+    assert await greet("Ann") == await greet("ANN") == "hi Ann"
+    assert seen == ["Ann"]
+
+
+async def test_configure_rebinds_decorated_functions() -> None:
+    """Functions decorated before configure() use the new default from then on."""
+
+    @cacheframe.cache(ttl=60)
+    async def val(x: int) -> int:
+        return x
+
+    await val(1)
+    first = cacheframe.get_cache()
+    second = cacheframe.configure(url="memory://", prefix="other")
+    assert first is not second
+    await val(1)
+    assert second.stats.misses == 1 and first.stats.misses == 1
+
+
+async def test_disabled_runs_function() -> None:
+    """enabled=False runs the function each time."""
+    cacheframe.configure(url="memory://", enabled=False)
+    seen: list[int] = []
+
+    @cacheframe.cache(ttl=60)
+    async def f(x: int) -> int:
+        seen.append(x)
+        return x
+
+    await f(1)
+    await f(1)
+    assert seen == [1, 1]
+
+
+async def test_concurrent_calls_keep_values_apart() -> None:
+    """Many concurrent calls with distinct arguments each get their own value."""
+
+    @cacheframe.cache(ttl=60)
+    async def echo(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    assert await asyncio.gather(*(echo(i) for i in range(100))) == list(range(100))
+    assert await asyncio.gather(*(echo(i) for i in range(100))) == list(range(100))

@@ -1,0 +1,44 @@
+"""A third-party backend installed as a distribution is selected by its URL scheme."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from fastapi.testclient import TestClient
+
+import cacheframe
+from cacheframe import registry
+from cacheframe.testing import BackendConformance
+from apps import build_app, calls
+
+
+class TestExamplePluginConformance(BackendConformance):
+    """The conformance suite against the example plugin, loaded through its entry point."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[object]:
+        url = f"sqlitecache://{tmp_path}/conf.db"
+        instance = registry.load_backend_factory(url).from_url(url, None)
+        yield instance
+        await instance.close()
+
+
+def test_plugin_registered_by_its_distribution() -> None:
+    """The plugin's scheme is listed with the distribution that declares it."""
+    plugin = registry.available(registry.BACKENDS_GROUP)["sqlitecache"]
+    assert plugin.distribution == "cacheframe-example-plugin"
+
+
+def test_environment_url_selects_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CACHEFRAME_URL=sqlitecache://... selects the plugin with no code change, and views cache on it."""
+    monkeypatch.setenv("CACHEFRAME_URL", f"sqlitecache://{tmp_path}/app.db")
+    cache = cacheframe.configure()
+    assert type(cache.backend).__name__ == "SQLiteBackend"
+    calls.clear()
+    client = TestClient(build_app())
+    assert client.get("/plain").headers["x-cache"] == "MISS"
+    assert client.get("/plain").headers["x-cache"] == "HIT"
+    assert (tmp_path / "app.db").stat().st_size > 0

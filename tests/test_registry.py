@@ -1,0 +1,64 @@
+"""Entry-point registry: built-ins registered like plugins, lazy imports, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from cacheframe import registry
+from cacheframe.exceptions import ConfigurationError, MissingDriverError
+
+
+def test_builtins_registered_through_entry_points() -> None:
+    """memory and the serialisers come from the cacheframe distribution's entry points."""
+    backends = registry.available(registry.BACKENDS_GROUP)
+    assert backends["memory"].distribution == "cacheframe"
+    assert {"json", "pickle"} <= set(registry.available(registry.SERIALIZERS_GROUP))
+
+
+def test_memory_does_not_import_drivers() -> None:
+    """Using memory:// never imports redis or aiomcache."""
+    code = (
+        "import sys, asyncio, cacheframe; c = cacheframe.Cache(url='memory://');"
+        "asyncio.run(c.set('a', 1));"
+        "print('redis' in sys.modules, 'aiomcache' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def test_duplicate_names_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two distributions claiming one scheme is an error naming both."""
+
+    class Dist:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    eps = []
+    for dist, target in (("one", "a.b:C"), ("two", "x.y:Z")):
+        ep = EntryPoint("dup", target, registry.BACKENDS_GROUP)
+        ep = ep._for(Dist(dist))  # type: ignore[attr-defined]
+        eps.append(ep)
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    registry.available.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match="registered twice.*one.*two"):
+            registry.available(registry.BACKENDS_GROUP)
+    finally:
+        registry.available.cache_clear()
+
+
+def test_missing_driver_names_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend whose module cannot be imported says which extra to install."""
+    plugin = registry.Plugin("redis", "nonexistent_mod:X", "cacheframe", EntryPoint("redis", "nonexistent_mod:X", "g"))
+    with pytest.raises(MissingDriverError, match=r"pip install 'cacheframe\[redis\]'"):
+        registry._load(plugin)
+
+
+def test_unknown_serializer_lists_installed() -> None:
+    """An unknown serialiser name lists what is installed."""
+    with pytest.raises(ConfigurationError, match="installed serializers: json, pickle"):
+        registry.load_serializer_factory("yaml")
