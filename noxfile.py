@@ -30,7 +30,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(name="tests-backend")
 @nox.parametrize("backend", list(BACKEND_SELECTIONS))
 def tests_backend(session: nox.Session, backend: str) -> None:
-    """One backend's conformance suite and the app-level suite on it: `nox -s "tests-backend(backend='redis')"`."""
+    """One backend's conformance and app-level suites: nox -s "tests-backend(backend='redis')"."""
     _install_servers(session)
     session.install(*TEST_DEPS)
     selection, paths = BACKEND_SELECTIONS[backend]

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
-import cacheframe
-import asyncio
-
 from starlette.datastructures import Headers
 
+import cacheframe
+from apps import build_app, calls
 from cacheframe import BackendError, Cache, ConfigurationError, envelope, keys
 from cacheframe.backends.memory import MemoryBackend
-from apps import build_app, calls
 
 
 async def test_get_set_delete(app_cache: Cache) -> None:
@@ -52,7 +50,11 @@ async def test_clear_namespace_and_all(app_cache: Cache) -> None:
 async def test_prefixes_isolated(cache_url: str) -> None:
     """Two caches with different prefixes on one store never see each other's keys."""
     a = Cache(url=cache_url, prefix="pa")
-    b = Cache(url=cache_url, prefix="pb") if not cache_url.startswith("memory") else Cache(backend=a.backend, prefix="pb")
+    b = (
+        Cache(url=cache_url, prefix="pb")
+        if not cache_url.startswith("memory")
+        else Cache(backend=a.backend, prefix="pb")
+    )
     await a.set("k", "A")
     await b.set("k", "B")
     await a.clear()

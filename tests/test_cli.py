@@ -35,7 +35,9 @@ def test_ping_unreachable_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> 
     assert "installed schemes" in capsys.readouterr().err
 
 
-def test_stats_clear_get(cache_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stats_clear_get(
+    cache_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """stats prints JSON; get inspects an entry (size, ttl, serializer); clear removes it."""
     base = ["--url", cache_url]
     monkeypatch.setenv("CACHEFRAME_PREFIX", "clitest")

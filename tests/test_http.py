@@ -49,7 +49,15 @@ def test_etag_strong_quoted_deterministic() -> None:
 
 @pytest.mark.parametrize(
     ("header", "match"),
-    [('"a"', True), ('W/"a"', True), ('"b", "a"', True), ("*", True), ('"b"', False), ("", False), (None, False)],
+    [
+        ('"a"', True),
+        ('W/"a"', True),
+        ('"b", "a"', True),
+        ("*", True),
+        ('"b"', False),
+        ("", False),
+        (None, False),
+    ],
 )
 def test_if_none_match_weak_comparison(header: str | None, match: bool) -> None:
     """If-None-Match compares weakly, accepts lists and *."""
@@ -81,7 +89,13 @@ def test_unstorable_reason(status: int, headers: list[tuple[bytes, bytes]], reas
 def test_replayable_headers_drop_hop_by_hop() -> None:
     """Hop-by-hop and per-reply headers are not stored; names are lower-cased."""
     kept = http.replayable_headers(
-        [(b"Content-Type", b"a"), (b"Connection", b"close"), (b"ETag", b'"x"'), (b"X-Cache", b"HIT"), (b"Age", b"3")]
+        [
+            (b"Content-Type", b"a"),
+            (b"Connection", b"close"),
+            (b"ETag", b'"x"'),
+            (b"X-Cache", b"HIT"),
+            (b"Age", b"3"),
+        ]
     )
     assert kept == [(b"content-type", b"a")]
 

@@ -23,9 +23,11 @@ from cacheframe.exceptions import KeyBuildError
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary()
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.tuples(inner, inner)
-    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -120,7 +122,10 @@ def test_function_digest_binds_signature() -> None:
     def f(a: int, b: int = 2) -> None: ...
 
     sig = inspect.signature(f)
-    d = {keys.function_digest(sig, a, k) for a, k in [((1, 2), {}), ((1,), {"b": 2}), ((), {"a": 1, "b": 2}), ((1,), {})]}
+    d = {
+        keys.function_digest(sig, a, k)
+        for a, k in [((1, 2), {}), ((1,), {"b": 2}), ((), {"a": 1, "b": 2}), ((1,), {})]
+    }
     assert len(d) == 1
     assert keys.function_digest(sig, (1, 3), {}) not in d
 

@@ -10,9 +10,9 @@ import pytest_asyncio
 from fastapi.testclient import TestClient
 
 import cacheframe
+from apps import build_app, calls
 from cacheframe import registry
 from cacheframe.testing import BackendConformance
-from apps import build_app, calls
 
 
 class TestExamplePluginConformance(BackendConformance):

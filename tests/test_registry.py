@@ -53,7 +53,9 @@ def test_duplicate_names_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_driver_names_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """A backend whose module cannot be imported says which extra to install."""
-    plugin = registry.Plugin("redis", "nonexistent_mod:X", "cacheframe", EntryPoint("redis", "nonexistent_mod:X", "g"))
+    plugin = registry.Plugin(
+        "redis", "nonexistent_mod:X", "cacheframe", EntryPoint("redis", "nonexistent_mod:X", "g")
+    )
     with pytest.raises(MissingDriverError, match=r"pip install 'cacheframe\[redis\]'"):
         registry._load(plugin)
 

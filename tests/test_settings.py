@@ -11,7 +11,13 @@ from cacheframe.settings import load_settings
 def test_defaults() -> None:
     """Without environment: memory://, prefix cacheframe, 60 s, json, enabled."""
     s = load_settings()
-    assert (s.url, s.prefix, s.default_ttl, s.serializer, s.enabled) == ("memory://", "cacheframe", 60, "json", True)
+    assert (s.url, s.prefix, s.default_ttl, s.serializer, s.enabled) == (
+        "memory://",
+        "cacheframe",
+        60,
+        "json",
+        True,
+    )
     assert s.honor_request_cache_control is True and s.max_entries == 10_000
 
 

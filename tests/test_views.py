@@ -181,7 +181,7 @@ def test_route_status_code_and_response_class(client: TestClient) -> None:
     h1, h2 = get_twice(client, "/html")
     assert h1.text == h2.text == "<h1>hi</h1>"
     assert h1.headers["content-type"] == h2.headers["content-type"] == "text/html; charset=utf-8"
-    t1, t2 = get_twice(client, "/text")
+    _t1, t2 = get_twice(client, "/text")
     assert t2.text == "plain text" and t2.headers["content-type"].startswith("text/plain")
     assert calls["created"] == calls["html"] == calls["text"] == 1
 
@@ -221,7 +221,7 @@ def test_etag_identical_across_processes(client: TestClient) -> None:
     assert other.stdout.strip() == local
 
 
-@pytest.mark.parametrize("header", ["{etag}", 'W/{etag}', '"other", {etag}', "*", ' "x" ,W/{etag} '])
+@pytest.mark.parametrize("header", ["{etag}", "W/{etag}", '"other", {etag}', "*", ' "x" ,W/{etag} '])
 def test_if_none_match_gives_304(client: TestClient, header: str) -> None:
     """If-None-Match (exact, weak, list, *) matching the ETag → 304 without body, with headers."""
     etag = client.get("/vary", headers={"X-Region": "eu"}).headers["etag"]

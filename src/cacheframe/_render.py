@@ -31,9 +31,7 @@ def _response_class(route: APIRoute) -> tuple[type[Response], bool]:
     return cls, False  # type: ignore[return-value]
 
 
-async def render(
-    value: Any, route: Any, sub_response: Response | None, is_coroutine: bool
-) -> Response:
+async def render(value: Any, route: Any, sub_response: Response | None, is_coroutine: bool) -> Response:
     """The ``Response`` FastAPI would send for ``value`` returned by ``route``'s endpoint."""
     if isinstance(value, Response):
         return value
@@ -54,9 +52,7 @@ async def render(
             "is_coroutine": is_coroutine,
             "dump_json": dump_json,
         }
-        content = await serialize_response(
-            **{k: v for k, v in options.items() if k in _SERIALIZE_PARAMS}
-        )
+        content = await serialize_response(**{k: v for k, v in options.items() if k in _SERIALIZE_PARAMS})
         status = route.status_code or (sub_response.status_code if sub_response else None)
         if sub_response is not None and sub_response.status_code:
             status = sub_response.status_code

@@ -120,7 +120,9 @@ class Decorator:
                     sub = kwargs.get(response_name)
                     for name in strip:
                         kwargs.pop(name, None)
-                    return await self._serve(func, request, sub, lambda: func(*args, **kwargs), True, args, kwargs)
+                    return await self._serve(
+                        func, request, sub, lambda: func(*args, **kwargs), True, args, kwargs
+                    )
                 for name in strip:
                     kwargs.pop(name, None)
                 return await self._call_async(func, signature, return_type, args, kwargs)
@@ -140,7 +142,9 @@ class Decorator:
                         return await run_in_threadpool(func, *args, **kwargs)
 
                     # FastAPI runs this sync wrapper in a worker thread: hop to the loop.
-                    return anyio.from_thread.run(self._serve, func, request, sub, call_view, False, args, kwargs)
+                    return anyio.from_thread.run(
+                        self._serve, func, request, sub, call_view, False, args, kwargs
+                    )
                 for name in strip:
                     kwargs.pop(name, None)
                 return self._call_sync(func, signature, return_type, args, kwargs)
@@ -218,11 +222,15 @@ class Decorator:
         vary = http.merge_vary(http.header_values(response.raw_headers, b"vary"), self.vary)
         if vary:
             stored_headers.append((b"vary", vary.encode("latin-1")))
-        entry = ResponseEntry(response.status_code, stored_headers, body, http.etag_for(body), time.time(), ttl)
+        entry = ResponseEntry(
+            response.status_code, stored_headers, body, http.etag_for(body), time.time(), ttl
+        )
         await cache.write_entry(key, entry)
         return self._replay(entry, 0.0, request, b"MISS", status_header)
 
-    def _replay(self, entry: ResponseEntry, age: float, request: Request, status: bytes, header: str) -> Response:
+    def _replay(
+        self, entry: ResponseEntry, age: float, request: Request, status: bytes, header: str
+    ) -> Response:
         whole_age = int(age)
         extra = [
             (b"cache-control", http.cache_control(entry.ttl, whole_age, private=self.private).encode()),
@@ -306,7 +314,9 @@ class Decorator:
             payload = serializer.dumps(value)
         except (TypeError, ValueError) as exc:
             cache.stats.not_stored += 1
-            log.warning("cacheframe: cannot serialise the value for %s with %s: %s", key, serializer.name, exc)
+            log.warning(
+                "cacheframe: cannot serialise the value for %s with %s: %s", key, serializer.name, exc
+            )
             return
         await cache.write_entry(key, ValueEntry(serializer.name, payload, time.time(), ttl))
 

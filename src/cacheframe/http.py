@@ -60,7 +60,9 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
 
 
 def _split_commas(value: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted
@@ -141,9 +143,7 @@ def unstorable_reason(status: int, headers: Iterable[tuple[bytes, bytes]]) -> st
             for directive in ("no-store", "private", "no-cache"):
                 if directive in cc:
                     return f"Cache-Control: {directive}"
-        elif name == b"vary" and any(
-            v.strip() == "*" for v in value.decode("latin-1").split(",")
-        ):
+        elif name == b"vary" and any(v.strip() == "*" for v in value.decode("latin-1").split(",")):
             return "Vary: *"
     return None
 

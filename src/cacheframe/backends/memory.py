@@ -110,7 +110,7 @@ class MemoryBackend:
     async def clear(self, namespace: str) -> None:
         """Remove every key under ``namespace``."""
         with self._lock:
-            for key in [k for k in self._data.keys() if k.startswith(namespace)]:
+            for key in [k for k in self._data if k.startswith(namespace)]:
                 self._data.pop(key, None)
 
     async def close(self) -> None:

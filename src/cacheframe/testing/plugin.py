@@ -16,7 +16,7 @@ from ..types import Backend
 try:
     import pytest_asyncio
 except ImportError:  # the suite needs pytest-asyncio; without it the plugin stays inert
-    pytest_asyncio = None
+    pytest_asyncio = None  # type: ignore[assignment]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

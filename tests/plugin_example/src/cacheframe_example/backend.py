@@ -67,7 +67,9 @@ class SQLiteBackend:
 
     async def clear(self, namespace: str) -> None:
         # A range, not LIKE: no character in a namespace acts as a pattern.
-        await self._run("DELETE FROM entries WHERE key >= ? AND key < ?", (namespace, namespace + "\U0010ffff"))
+        await self._run(
+            "DELETE FROM entries WHERE key >= ? AND key < ?", (namespace, namespace + "\U0010ffff")
+        )
 
     async def close(self) -> None:
         with self._lock:
@@ -76,7 +78,9 @@ class SQLiteBackend:
                 self._conn = None
 
     async def ttl(self, key: str) -> float | None:
-        rows = await self._run("SELECT expires FROM entries WHERE key = ? AND expires > ?", (key, time.time()))
+        rows = await self._run(
+            "SELECT expires FROM entries WHERE key = ? AND expires > ?", (key, time.time())
+        )
         return max(0.0, rows[1][0] - time.time()) if len(rows) > 1 else None
 
     async def add(self, key: str, value: bytes, ttl: float | None) -> bool:

@@ -1,0 +1,350 @@
+"""redis-py plumbing for the Redis backends: URLs, options, clients, one client per event loop.
+
+redis-py's asyncio clients are bound to the loop they first ran in, so each
+backend keeps one client per running loop (and per process, for ``os.fork``).
+A small async generator, started in the loop, closes that loop's client when
+the loop shuts down (``asyncio.run`` finalises async generators before closing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..exceptions import BackendError, BackendTimeoutError, ConfigurationError, MissingDriverError
+from ._options import _redact
+
+try:
+    import redis.exceptions as rex
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel
+    from redis.backoff import NoBackoff
+except ImportError as exc:  # pragma: no cover - exercised without the extra installed
+    raise MissingDriverError(
+        f"the Redis backends need the redis package ({exc}): pip install 'cacheframe[redis]'"
+    ) from exc
+
+__all__ = [
+    "DRIVER_ERRORS",
+    "ClusterOptions",
+    "LoopClients",
+    "RedisOptions",
+    "SentinelOptions",
+    "Target",
+    "build_cluster",
+    "build_redis",
+    "build_sentinel",
+    "driver_error",
+    "parse_target",
+]
+
+C = TypeVar("C")
+Closer = Callable[[], Awaitable[None]]
+
+DRIVER_ERRORS = (rex.RedisError, OSError, asyncio.TimeoutError)
+"""What a redis-py call may raise besides cancellation (asyncio.TimeoutError is an OSError too)."""
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float = Field(0.25, gt=0, description="socket read/write deadline of one call, seconds")
+    connect_timeout: float | None = Field(None, gt=0, description="connect deadline (default: timeout)")
+    max_connections: int | None = Field(None, gt=0, description="pool bound (per node on a cluster)")
+    health_check_interval: float = Field(0, ge=0, description="PING idle connections after N seconds")
+    retries: int = Field(1, ge=0, le=5, description="re-tries after a connection error, never a timeout")
+    client_name: str | None = None
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    def ssl_kwargs(self, tls: bool) -> dict[str, Any]:
+        """redis-py's ``ssl*`` arguments; ``ssl_*`` options without TLS are an error."""
+        given = sorted(f for f in self.model_fields_set if f.startswith("ssl_"))
+        if not tls:
+            if given:
+                raise ConfigurationError(f"option(s) {', '.join(given)} need TLS (rediss:// or ssl=true)")
+            return {}
+        return {"ssl": True, **{f: getattr(self, f) for f in type(self).model_fields if f.startswith("ssl_")}}
+
+
+class RedisOptions(_Common):
+    """Options of ``redis://``, ``rediss://`` and ``unix://`` URLs."""
+
+    db: int | None = Field(None, ge=0, description="database number (also the URL path /N)")
+
+
+class ClusterOptions(_Common):
+    """Options of ``redis+cluster://`` URLs (a cluster has only database 0)."""
+
+    ssl: bool = False
+
+
+class SentinelOptions(_Common):
+    """Options of ``redis+sentinel://`` URLs."""
+
+    db: int | None = Field(None, ge=0)
+    ssl: bool = False
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+# -- URLs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a URL points: TCP nodes or a unix socket path, credentials, db, service."""
+
+    scheme: str
+    nodes: tuple[tuple[str, int], ...] = ()
+    path: str | None = None
+    db: int | None = None
+    username: str | None = None
+    password: str | None = None
+    service: str | None = None
+
+
+def _bad(url: str, why: str) -> ConfigurationError:
+    return ConfigurationError(f"invalid cache URL {_redact(url)!r}: {why}")
+
+
+def _node(url: str, text: str, default_port: int) -> tuple[str, int]:
+    host, port = text, ""
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    if not host:
+        raise _bad(url, f"missing host in {text!r}")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise _bad(url, f"bad port {port!r}")
+    return host, int(port)
+
+
+def parse_target(url: str, schemes: tuple[str, ...]) -> Target:
+    """Split a Redis URL into a :class:`Target` (query options are parsed separately)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise _bad(url, f"scheme {scheme!r} is not one of {', '.join(schemes)}")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, has_password, password = userinfo.partition(":")
+    credentials = {
+        "username": unquote(user) or None,
+        "password": unquote(password) if has_password else None,
+    }
+    path = unquote(parts.path)
+    if scheme == "unix":
+        if not path.strip("/"):
+            raise _bad(url, "a unix:// URL needs a socket path: unix:///run/redis.sock")
+        return Target(scheme, path=path, **credentials)
+    default_port = 26379 if scheme == "redis+sentinel" else 6379
+    nodes = tuple(_node(url, h, default_port) for h in hosts.split(",") if h)
+    if not nodes:
+        raise _bad(url, "no host given")
+    if scheme == "redis+sentinel":
+        service = path.strip("/")
+        if not service or "/" in service:
+            raise _bad(url, "name the monitored service: redis+sentinel://host:26379/mymaster")
+        return Target(scheme, nodes, service=service, **credentials)
+    if scheme in ("redis", "rediss") and len(nodes) > 1:
+        raise _bad(url, "several hosts need redis+cluster:// or redis+sentinel://")
+    db_text = path.strip("/")
+    if db_text and not db_text.isdigit():
+        raise _bad(url, f"the path must be a database number, not {db_text!r}")
+    db = int(db_text) if db_text else None
+    if scheme == "redis+cluster" and db:
+        raise _bad(url, "a Redis Cluster has only database 0")
+    return Target(scheme, nodes, db=db, **credentials)
+
+
+def _db(url: str, target: Target, option: int | None) -> int:
+    if target.db is not None and option is not None and target.db != option:
+        raise _bad(url, f"database {target.db} in the path but db={option} in the query")
+    return target.db if target.db is not None else (option or 0)
+
+
+# -- clients ---------------------------------------------------------------------------
+
+
+def _connection_kwargs(target: Target, options: _Common) -> dict[str, Any]:
+    return {
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": options.timeout,
+        "socket_connect_timeout": options.connect_timeout or options.timeout,
+        "health_check_interval": options.health_check_interval,
+        "client_name": options.client_name,
+        "max_connections": options.max_connections,
+    }
+
+
+def _retry(options: _Common) -> Retry:
+    # Only a refused/reset connection is retried (at once): a timeout already used the deadline.
+    return Retry(NoBackoff(), options.retries, supported_errors=(rex.ConnectionError,))
+
+
+def build_redis(url: str, target: Target, options: RedisOptions) -> Callable[[], tuple[Redis, Closer]]:
+    """A factory of single-node clients for ``redis://``, ``rediss://`` or ``unix://``."""
+    kwargs = _connection_kwargs(target, options)
+    kwargs["db"] = _db(url, target, options.db)
+    if target.path is not None:
+        options.ssl_kwargs(False)
+        kwargs["unix_socket_path"] = target.path
+    else:
+        kwargs.update(options.ssl_kwargs(target.scheme == "rediss"))
+        kwargs["host"], kwargs["port"] = target.nodes[0]
+
+    def make() -> tuple[Redis, Closer]:
+        client = Redis(retry=_retry(options), **kwargs)
+        return client, client.aclose
+
+    return make
+
+
+class _Cluster(RedisCluster):
+    """RedisCluster that re-tries only connection errors: a timeout already spent the deadline."""
+
+    ERRORS_ALLOW_RETRY = (rex.ConnectionError,)
+
+
+def build_cluster(
+    url: str, target: Target, options: ClusterOptions
+) -> Callable[[], tuple[RedisCluster, Closer]]:
+    """A factory of cluster clients for ``redis+cluster://``."""
+    kwargs = _connection_kwargs(target, options)
+    kwargs["max_connections"] = options.max_connections or 2**31
+    kwargs.update(options.ssl_kwargs(options.ssl))
+
+    def make() -> tuple[RedisCluster, Closer]:
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        client = _Cluster(startup_nodes=nodes, retry=Retry(NoBackoff(), options.retries), **kwargs)
+        return client, client.aclose
+
+    return make
+
+
+def build_sentinel(
+    url: str, target: Target, options: SentinelOptions
+) -> Callable[[], tuple[Redis, Closer]]:
+    """A factory of master clients found through the sentinels of ``redis+sentinel://``."""
+    assert target.service is not None
+    kwargs = _connection_kwargs(target, options)
+    kwargs["db"] = _db(url, target, options.db)
+    kwargs.update(options.ssl_kwargs(options.ssl))
+    sentinel_kwargs = {
+        "username": options.sentinel_username,
+        "password": options.sentinel_password,
+        "socket_timeout": options.timeout,
+        "socket_connect_timeout": options.connect_timeout or options.timeout,
+        **({"ssl": True} if options.ssl else {}),
+    }
+
+    def make() -> tuple[Redis, Closer]:
+        sentinel = Sentinel(
+            list(target.nodes),
+            sentinel_kwargs={**sentinel_kwargs, "retry": _retry(options)},
+            retry=_retry(options),
+            **kwargs,
+        )
+        client = sentinel.master_for(target.service)
+
+        async def close() -> None:
+            await client.aclose()
+            for one in sentinel.sentinels:
+                await one.aclose()
+
+        return client, close
+
+    return make
+
+
+# -- one client per loop ---------------------------------------------------------------
+
+
+async def _guard(close: Closer, pid: int) -> AsyncIterator[None]:
+    """Suspended in its loop until closed; closing it (or the loop's shutdown) closes the client."""
+    try:
+        yield
+    finally:
+        if os.getpid() == pid:  # a forked child must not close its parent's connections
+            try:
+                await close()
+            except DRIVER_ERRORS:
+                pass  # a connection that is already broken needs no goodbye
+
+
+@dataclass
+class _Entry(Generic[C]):
+    client: C
+    guard: AsyncIterator[None]
+
+
+class LoopClients(Generic[C]):
+    """One client per running event loop and process; ``fixed`` serves a caller's own client."""
+
+    def __init__(self, factory: Callable[[], tuple[C, Closer]] | None, fixed: C | None = None) -> None:
+        self._factory = factory
+        self._fixed = fixed
+        self._pid = os.getpid()
+        self._clients: dict[asyncio.AbstractEventLoop, _Entry[C]] = {}
+
+    async def get(self) -> C:
+        """The client of the running loop, created on first use."""
+        if self._fixed is not None:
+            return self._fixed
+        loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+            self._pid, self._clients = os.getpid(), {}
+        entry = self._clients.get(loop)
+        if entry is None:
+            entry = await self._open(loop)
+        return entry.client
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Entry[C]:
+        assert self._factory is not None
+        for old in [lp for lp in self._clients if lp.is_closed()]:
+            del self._clients[old]
+        client, close = self._factory()
+        guard = _guard(close, self._pid)
+        await guard.__anext__()  # first iteration registers it with this loop (no suspension)
+        entry = self._clients[loop] = _Entry(client, guard)
+        return entry
+
+    async def close(self) -> None:
+        """Close this loop's client; other loops' clients are closed on their own loops."""
+        if self._fixed is not None:
+            return  # not ours to close
+        clients, self._clients = self._clients, {}
+        try:
+            entry = clients.pop(asyncio.get_running_loop(), None)
+        except RuntimeError:
+            entry = None
+        if entry is not None:
+            await entry.guard.aclose()  # type: ignore[attr-defined]
+        # Dropped guards of other loops are finalised by their loop (asyncgen finaliser hook).
+
+
+def driver_error(exc: BaseException, action: str, where: str, timeout: float | None) -> BackendError:
+    """The cacheframe error for a driver exception (raise it ``from exc``)."""
+    if isinstance(exc, rex.TimeoutError | TimeoutError):
+        limit = f" after {timeout:g}s" if timeout else ""
+        return BackendTimeoutError(f"redis {action} on {where} timed out{limit}: {exc}")
+    return BackendError(f"redis {action} on {where} failed: {type(exc).__name__}: {exc}")
