@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 
 import pytest
 from fastapi import FastAPI
@@ -112,7 +113,8 @@ def test_store_down_fails_open(caplog: pytest.LogCaptureFixture) -> None:
         responses = [client.get("/plain") for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert [r.json() for r in responses] == [{"n": 1}, {"n": 2}, {"n": 3}]
-    assert cache.stats.backend_errors == 6
+    assert {r.headers["x-cache"] for r in responses} == {"BYPASS"}
+    assert cache.stats.backend_errors == 3  # a failed read skips the write
     assert len([r for r in caplog.records if "failed" in r.message]) == 1
 
 
@@ -153,4 +155,44 @@ def test_damaged_entry_is_a_miss_and_overwritten(app_cache: Cache, damage: str) 
     resp = client.get("/plain")
     assert resp.status_code == 200 and resp.headers["x-cache"] == "MISS" and resp.json() == {"n": 2}
     assert app_cache.stats.bad_entries == 1
+    assert client.get("/plain").headers["x-cache"] == "HIT"
+
+
+class FlakyBackend(MemoryBackend):
+    """A real in-memory store that can be switched off, counting the calls that reach it."""
+
+    down = False
+    reached = 0
+
+    async def get(self, key: str) -> bytes | None:
+        self.reached += 1
+        if self.down:
+            raise BackendError("down")
+        return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self.reached += 1
+        if self.down:
+            raise BackendError("down")
+        await super().set(key, value, ttl)
+
+
+def test_circuit_breaker_opens_probes_and_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After N failures the store is skipped; after the cool-down one probe; recovery resumes caching."""
+    backend = FlakyBackend()
+    cache = cacheframe.configure(backend=backend, breaker_threshold=3, breaker_cooldown=30)
+    calls.clear()
+    client = TestClient(build_app())
+    backend.down = True
+    for _ in range(3):
+        assert client.get("/plain").headers["x-cache"] == "BYPASS"
+    assert backend.reached == 3 and cache.breaker.state == "open"
+    for _ in range(5):  # open: no store call at all
+        assert client.get("/plain").status_code == 200
+    assert backend.reached == 3 and cache.stats.short_circuited == 5
+    backend.down = False
+    clock = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: clock() + 31)
+    assert client.get("/plain").headers["x-cache"] == "MISS"  # the probe succeeds
+    assert cache.breaker.state == "closed"
     assert client.get("/plain").headers["x-cache"] == "HIT"

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import envelope, keys
+from .breaker import CircuitBreaker
 from .exceptions import BackendError, CacheframeError, ConfigurationError, EntryError
 from .registry import load_backend_factory, load_serializer_factory
 from .settings import CacheSettings, load_settings
@@ -32,6 +33,16 @@ _LOG_INTERVAL = 30.0
 STORE_ERRORS: tuple[type[BaseException], ...] = (CacheframeError, OSError, TimeoutError)
 
 
+class _StoreDown:
+    """Returned by ``read_entry`` when the store failed or the circuit is open."""
+
+    def __repr__(self) -> str:
+        return "STORE_DOWN"
+
+
+STORE_DOWN: Any = _StoreDown()
+
+
 @dataclass
 class CacheStats:
     """Counters of one ``Cache`` (process-local)."""
@@ -42,6 +53,7 @@ class CacheStats:
     stores: int = 0
     not_stored: int = 0
     backend_errors: int = 0
+    short_circuited: int = 0
     bad_entries: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -87,6 +99,7 @@ class Cache:
             backend = factory.from_url(self.settings.url, self.settings)
         self.backend: Backend = backend
         self.stats = CacheStats()
+        self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self._prefix = keys.safe_segment(self.settings.prefix)
         self._last_logged: float = float("-inf")
 
@@ -107,7 +120,16 @@ class Cache:
 
     # -- guarded store calls ------------------------------------------------------------
 
+    def _allowed(self) -> bool:
+        if self.breaker.allow():
+            return True
+        self.stats.short_circuited += 1
+        if not self.settings.fail_open:
+            raise BackendError(f"{self!r}: circuit open after repeated store failures")
+        return False
+
     def _failed(self, action: str, exc: BaseException) -> None:
+        self.breaker.failure()
         self.stats.backend_errors += 1
         now = time.monotonic()
         if now - self._last_logged >= _LOG_INTERVAL:
@@ -127,12 +149,15 @@ class Cache:
             raise BackendError(f"{action} failed: {exc}") from exc
 
     async def read_entry(self, key: str) -> envelope.ResponseEntry | envelope.ValueEntry | None:
-        """Fetch and decode an entry; a store error or damaged entry is a miss."""
+        """Fetch and decode an entry: ``None`` when absent or damaged, ``STORE_DOWN`` on failure."""
+        if not self._allowed():
+            return STORE_DOWN
         try:
             raw = await self.backend.get(key)
         except STORE_ERRORS as exc:
             self._failed("get", exc)
-            return None
+            return STORE_DOWN
+        self.breaker.success()
         if raw is None:
             return None
         try:
@@ -148,11 +173,14 @@ class Cache:
 
     async def write_entry(self, key: str, entry: envelope.ResponseEntry | envelope.ValueEntry) -> bool:
         """Encode and store an entry for its ttl plus stale window; errors are logged."""
+        if not self._allowed():
+            return False
         try:
             await self.backend.set(key, envelope.encode(entry), entry.ttl + entry.stale)
         except STORE_ERRORS as exc:
             self._failed("set", exc)
             return False
+        self.breaker.success()
         self.stats.stores += 1
         return True
 
@@ -180,7 +208,7 @@ class Cache:
         return await self.write_entry(self.key(namespace, key), entry)
 
     async def delete(self, key: str, *, namespace: str = KV_NAMESPACE) -> bool:
-        """Remove ``key``; return whether something was removed."""
+        """Remove ``key``; return whether something was removed (always tried, even when open)."""
         try:
             return await self.backend.delete(self.key(namespace, key))
         except STORE_ERRORS as exc:

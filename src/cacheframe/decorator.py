@@ -28,7 +28,7 @@ from . import http, keys
 from ._render import render
 from ._signature import inject
 from ._sync import run_sync
-from .cache import ttl_seconds
+from .cache import STORE_DOWN, ttl_seconds
 from .envelope import ResponseEntry, ValueEntry
 from .exceptions import ConfigurationError, EntryError
 from .routes import RouteInfo, route_info
@@ -201,6 +201,8 @@ class Decorator:
         )
         if not directives.no_cache:
             entry = await cache.read_entry(key)
+            if entry is STORE_DOWN:  # fail open: serve uncached, do not try to write either
+                return await self._bypass(cache, call_view, sub, status_header)
             if isinstance(entry, ResponseEntry):
                 age = entry.age()
                 if age < entry.ttl and (directives.max_age is None or age <= directives.max_age):
@@ -292,6 +294,9 @@ class Decorator:
 
     async def _lookup(self, cache: Cache, serializer: Serializer, key: str, return_type: Any) -> Any:
         entry = await cache.read_entry(key)
+        if entry is STORE_DOWN:
+            cache.stats.bypasses += 1
+            return STORE_DOWN
         if entry is None:
             cache.stats.misses += 1
             return _MISSING
@@ -336,6 +341,8 @@ class Decorator:
         else:
             key = self._function_key(namespace, signature, args, kwargs)
         value = await self._lookup(cache, serializer, key, return_type)
+        if value is STORE_DOWN:
+            return await func(*args, **kwargs)
         if value is not _MISSING:
             return value
         value = await func(*args, **kwargs)
@@ -358,6 +365,8 @@ class Decorator:
         else:
             key = self._function_key(namespace, signature, args, kwargs)
         value = run_sync(self._lookup(cache, serializer, key, return_type))
+        if value is STORE_DOWN:
+            return func(*args, **kwargs)
         if value is not _MISSING:
             return value
         value = func(*args, **kwargs)

@@ -30,6 +30,8 @@ class CacheSettings(BaseSettings):
     )
     timeout: float = Field(0.25, gt=0, description="Deadline in seconds for one store call.")
     fail_open: bool = Field(True, description="A store error is a miss, not an exception.")
+    breaker_threshold: int = Field(5, ge=1, description="Consecutive store failures that open the circuit.")
+    breaker_cooldown: float = Field(5.0, gt=0, description="Seconds the open circuit skips the store.")
     cache_status_header: str = Field("X-Cache", min_length=1, description="HIT/MISS header.")
 
     @field_validator("prefix")
