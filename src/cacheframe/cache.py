@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -15,6 +17,7 @@ from .breaker import CircuitBreaker
 from .exceptions import BackendError, CacheframeError, ConfigurationError, EntryError
 from .registry import load_backend_factory, load_serializer_factory
 from .settings import CacheSettings, load_settings
+from .stampede import Flights
 from .types import Backend, KeyBuilder, Serializer
 
 if TYPE_CHECKING:
@@ -33,14 +36,13 @@ _LOG_INTERVAL = 30.0
 STORE_ERRORS: tuple[type[BaseException], ...] = (CacheframeError, OSError, TimeoutError)
 
 
-class _StoreDown:
+class StoreDown(enum.Enum):
     """Returned by ``read_entry`` when the store failed or the circuit is open."""
 
-    def __repr__(self) -> str:
-        return "STORE_DOWN"
+    STORE_DOWN = "store down"
 
 
-STORE_DOWN: Any = _StoreDown()
+STORE_DOWN = StoreDown.STORE_DOWN
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Cache:
         self.backend: Backend = backend
         self.stats = CacheStats()
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
+        self.flights = Flights()
         self._prefix = keys.safe_segment(self.settings.prefix)
         self._last_logged: float = float("-inf")
 
@@ -148,7 +151,21 @@ class Cache:
                 raise exc
             raise BackendError(f"{action} failed: {exc}") from exc
 
-    async def read_entry(self, key: str) -> envelope.ResponseEntry | envelope.ValueEntry | None:
+    async def guarded(self, action: str, call: Awaitable[T], default: T) -> T:
+        """Await a store call under the breaker; on failure log, count and return ``default``."""
+        if not self._allowed():
+            if inspect.iscoroutine(call):
+                call.close()
+            return default
+        try:
+            result = await call
+        except STORE_ERRORS as exc:
+            self._failed(action, exc)
+            return default
+        self.breaker.success()
+        return result
+
+    async def read_entry(self, key: str) -> envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None:
         """Fetch and decode an entry: ``None`` when absent or damaged, ``STORE_DOWN`` on failure."""
         if not self._allowed():
             return STORE_DOWN

@@ -32,6 +32,7 @@ from .cache import STORE_DOWN, ttl_seconds
 from .envelope import ResponseEntry, ValueEntry
 from .exceptions import ConfigurationError, EntryError
 from .routes import RouteInfo, route_info
+from .stampede import follow, store_lock, wait_for_entry
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -211,14 +212,67 @@ class Decorator:
             elif entry is not None:
                 cache.bad_entry(key, EntryError("a value entry where a response was expected"))
 
+        return await self._fill(cache, key, ttl, request, sub, call_view, route, info, is_coroutine, kwargs)
+
+    async def _fill(
+        self,
+        cache: Cache,
+        key: str,
+        ttl: float,
+        request: Request,
+        sub: Response | None,
+        call_view: Callable[[], Awaitable[Any]],
+        route: Any,
+        info: RouteInfo,
+        is_coroutine: bool,
+        kwargs: dict[str, Any],
+    ) -> Response:
+        """A miss: share a computation already in flight, or lead one (under the store lock)."""
+        header = cache.settings.cache_status_header
+        compute = functools.partial(
+            self._compute, cache, key, ttl, request, sub, call_view, route, info, is_coroutine, kwargs
+        )
+        pending = cache.flights.pending(key)
+        if pending is not None:
+            shared = await follow(pending, cache.settings.stampede_wait)
+            if isinstance(shared, ResponseEntry):
+                cache.stats.hits += 1
+                return self._replay(shared, shared.age(), request, b"HIT", header)
+            return (await compute())[0]
+        async with cache.flights.lead(key) as future, store_lock(cache, key) as held:
+            if not held:
+                entry = await wait_for_entry(cache, key, _fresh_response)
+                if entry is not None:
+                    future.set_result(entry)
+                    cache.stats.hits += 1
+                    return self._replay(entry, entry.age(), request, b"HIT", header)
+            response, stored = await compute()
+            future.set_result(stored)
+            return response
+
+    async def _compute(
+        self,
+        cache: Cache,
+        key: str,
+        ttl: float,
+        request: Request,
+        sub: Response | None,
+        call_view: Callable[[], Awaitable[Any]],
+        route: Any,
+        info: RouteInfo,
+        is_coroutine: bool,
+        kwargs: dict[str, Any],
+    ) -> tuple[Response, ResponseEntry | None]:
+        """Run the view, render it as FastAPI would, store it when storable."""
         cache.stats.misses += 1
+        header = cache.settings.cache_status_header
         response = await render(await call_view(), route, sub, is_coroutine)
         reason = self._unstorable(response, info, kwargs)
         if reason is not None:
             cache.stats.not_stored += 1
-            log.debug("cacheframe: not storing %s %s: %s", method, request.url.path, reason)
-            response.headers[status_header] = "MISS"
-            return response
+            log.debug("cacheframe: not storing %s: %s", request.url.path, reason)
+            response.headers[header] = "MISS"
+            return response, None
         body = bytes(response.body)
         stored_headers = http.replayable_headers(response.raw_headers)
         vary = http.merge_vary(http.header_values(response.raw_headers, b"vary"), self.vary)
@@ -228,7 +282,7 @@ class Decorator:
             response.status_code, stored_headers, body, http.etag_for(body), time.time(), ttl
         )
         await cache.write_entry(key, entry)
-        return self._replay(entry, 0.0, request, b"MISS", status_header)
+        return self._replay(entry, 0.0, request, b"MISS", header), entry
 
     def _replay(
         self, entry: ResponseEntry, age: float, request: Request, status: bytes, header: str
@@ -314,7 +368,9 @@ class Decorator:
         cache.stats.hits += 1
         return value
 
-    async def _store(self, cache: Cache, serializer: Serializer, key: str, ttl: float, value: Any) -> None:
+    async def _store(
+        self, cache: Cache, serializer: Serializer, key: str, ttl: float, value: Any
+    ) -> ValueEntry | None:
         try:
             payload = serializer.dumps(value)
         except (TypeError, ValueError) as exc:
@@ -322,8 +378,10 @@ class Decorator:
             log.warning(
                 "cacheframe: cannot serialise the value for %s with %s: %s", key, serializer.name, exc
             )
-            return
-        await cache.write_entry(key, ValueEntry(serializer.name, payload, time.time(), ttl))
+            return None
+        entry = ValueEntry(serializer.name, payload, time.time(), ttl)
+        await cache.write_entry(key, entry)
+        return entry
 
     async def _call_async(
         self,
@@ -345,8 +403,18 @@ class Decorator:
             return await func(*args, **kwargs)
         if value is not _MISSING:
             return value
-        value = await func(*args, **kwargs)
-        await self._store(cache, serializer, key, ttl, value)
+        pending = cache.flights.pending(key)
+        if pending is not None:  # the same call is running: share its stored value
+            shared = await follow(pending, cache.settings.stampede_wait)
+            if isinstance(shared, ValueEntry):
+                try:
+                    return serializer.loads(shared.payload, return_type)
+                except EntryError:
+                    pass
+            return await func(*args, **kwargs)
+        async with cache.flights.lead(key) as future:
+            value = await func(*args, **kwargs)
+            future.set_result(await self._store(cache, serializer, key, ttl, value))
         return value
 
     def _call_sync(
@@ -372,6 +440,10 @@ class Decorator:
         value = func(*args, **kwargs)
         run_sync(self._store(cache, serializer, key, ttl, value))
         return value
+
+
+def _fresh_response(entry: Any) -> bool:
+    return isinstance(entry, ResponseEntry) and entry.age() < entry.ttl
 
 
 def _key_bytes(result: Any) -> bytes:

@@ -32,6 +32,9 @@ class CacheSettings(BaseSettings):
     fail_open: bool = Field(True, description="A store error is a miss, not an exception.")
     breaker_threshold: int = Field(5, ge=1, description="Consecutive store failures that open the circuit.")
     breaker_cooldown: float = Field(5.0, gt=0, description="Seconds the open circuit skips the store.")
+    stampede_wait: float = Field(5.0, gt=0, description="Seconds a concurrent miss waits for the first.")
+    stampede_lock: bool = Field(True, description="Take a lock in the store (where supported) on a miss.")
+    lock_lease: float = Field(5.0, gt=0, description="Lease of that lock; waiters give up after it.")
     cache_status_header: str = Field("X-Cache", min_length=1, description="HIT/MISS header.")
 
     @field_validator("prefix")

@@ -1,5 +1,8 @@
 """The embedded default: a bounded in-process LRU store with per-entry TTL (cachetools).
 
+It offers no store lock: it lives in one process, where single-flight already
+keeps concurrent misses on one key to one computation.
+
 ``memory://`` or ``memory://?max_entries=50000&max_bytes=268435456``. Each
 instance owns its own store; a lock makes it safe for the event loop and the
 threads that sync functions run in.
@@ -130,19 +133,6 @@ class MemoryBackend:
             if self._data.get(key) is not None:
                 return False
         return self._store(key, value, ttl)
-
-    async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
-        """Take a lease lock (in-process only, as the store itself is)."""
-        return await self.add(key, token.encode(), lease)
-
-    async def release_lock(self, key: str, token: str) -> bool:
-        """Release the lock if ``token`` owns it."""
-        with self._lock:
-            item = self._data.get(key)
-            if item is None or item[0] != token.encode():
-                return False
-            del self._data[key]
-            return True
 
     async def stats(self) -> Mapping[str, Any]:
         """Entries, bytes, bounds and hit counts."""

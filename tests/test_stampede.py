@@ -1,0 +1,94 @@
+"""Stampede protection: concurrent misses on one key compute once, per backend."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+import cacheframe
+
+pytestmark = [pytest.mark.usefixtures("app_cache"), pytest.mark.timeout(120)]
+
+
+def slow_app(counter: collections.Counter[str], delay: float = 0.2) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/cold")
+    @cacheframe.cache(ttl=60)
+    async def cold(k: int = 0) -> dict[str, int]:
+        counter["cold"] += 1
+        await asyncio.sleep(delay)
+        return {"k": k}
+
+    @app.get("/cookie")
+    @cacheframe.cache(ttl=60)
+    async def cookie(response: cacheframe_response_type()) -> dict[str, int]:  # type: ignore[valid-type]
+        counter["cookie"] += 1
+        await asyncio.sleep(delay)
+        response.set_cookie("s", "1")
+        return {"ok": 1}
+
+    return app
+
+
+def cacheframe_response_type() -> type:
+    from fastapi import Response
+
+    return Response
+
+
+async def test_thousand_concurrent_requests_run_view_once() -> None:
+    """1,000 concurrent requests on a cold key run the view once; all get the same body."""
+    counter: collections.Counter[str] = collections.Counter()
+    transport = httpx.ASGITransport(app=slow_app(counter))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        responses = await asyncio.gather(*(client.get("/cold?k=7") for _ in range(1000)))
+    assert counter["cold"] == 1
+    assert {r.status_code for r in responses} == {200}
+    assert {r.content for r in responses} == {b'{"k":7}'}
+    assert sum(r.headers["x-cache"] == "MISS" for r in responses) == 1
+
+
+async def test_unstorable_response_is_not_shared() -> None:
+    """Concurrent misses whose response cannot be stored (Set-Cookie) each run the view."""
+    counter: collections.Counter[str] = collections.Counter()
+    transport = httpx.ASGITransport(app=slow_app(counter, delay=0.05))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        responses = await asyncio.gather(*(client.get("/cookie") for _ in range(5)))
+    assert counter["cookie"] == 5
+    assert all("set-cookie" in r.headers for r in responses)
+
+
+async def test_concurrent_function_calls_compute_once() -> None:
+    """Concurrent calls of a cached async function with one key compute once."""
+    runs: list[int] = []
+
+    @cacheframe.cache(ttl=60)
+    async def slow_square(x: int) -> int:
+        runs.append(x)
+        await asyncio.sleep(0.1)
+        return x * x
+
+    assert await asyncio.gather(*(slow_square(4) for _ in range(200))) == [16] * 200
+    assert runs == [4]
+
+
+async def test_leader_failure_lets_followers_compute() -> None:
+    """When the first computation raises, the waiting callers run it themselves."""
+    attempts: list[int] = []
+
+    @cacheframe.cache(ttl=60)
+    async def flaky(x: int) -> int:
+        attempts.append(x)
+        await asyncio.sleep(0.05)
+        if len(attempts) == 1:
+            raise RuntimeError("first one fails")
+        return x
+
+    results = await asyncio.gather(*(flaky(1) for _ in range(3)), return_exceptions=True)
+    assert isinstance(results[0], RuntimeError)
+    assert results[1:] == [1, 1]
