@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from . import envelope, keys
 from .breaker import CircuitBreaker
@@ -18,10 +18,10 @@ from .exceptions import BackendError, CacheframeError, ConfigurationError, Entry
 from .registry import load_backend_factory, load_serializer_factory
 from .settings import CacheSettings, load_settings
 from .stampede import Flights
-from .types import Backend, KeyBuilder, Serializer
+from .types import Backend, Serializer
 
 if TYPE_CHECKING:
-    from .decorator import Decorator
+    from .decorator import Decorator, DecoratorOptions
 
 __all__ = ["Cache", "CacheStats"]
 
@@ -52,6 +52,7 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     bypasses: int = 0
+    stale: int = 0
     stores: int = 0
     not_stored: int = 0
     backend_errors: int = 0
@@ -103,6 +104,8 @@ class Cache:
         self.stats = CacheStats()
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self.flights = Flights()
+        self.refreshing: set[str] = set()  # keys with a background refresh under way
+        self.invalidations = 0  # bumped by delete/clear: a miss started before must not write back
         self._prefix = keys.safe_segment(self.settings.prefix)
         self._last_logged: float = float("-inf")
 
@@ -226,6 +229,7 @@ class Cache:
 
     async def delete(self, key: str, *, namespace: str = KV_NAMESPACE) -> bool:
         """Remove ``key``; return whether something was removed (always tried, even when open)."""
+        self.invalidations += 1
         try:
             return await self.backend.delete(self.key(namespace, key))
         except STORE_ERRORS as exc:
@@ -234,6 +238,7 @@ class Cache:
 
     async def clear(self, namespace: str | None = None) -> None:
         """Remove every entry of ``namespace`` (a decorated function's, or ``"kv"``), or all."""
+        self.invalidations += 1
         try:
             await self.backend.clear(self.namespace_key(namespace))
         except STORE_ERRORS as exc:
@@ -253,30 +258,11 @@ class Cache:
 
     # -- decorator ----------------------------------------------------------------------
 
-    def cache(
-        self,
-        ttl: float | timedelta | None = None,
-        *,
-        namespace: str | None = None,
-        key_builder: KeyBuilder | None = None,
-        serializer: str | Serializer | None = None,
-        vary: tuple[str, ...] | list[str] = (),
-        private: bool = False,
-        exclude: tuple[str, ...] | list[str] = (),
-    ) -> Decorator:
-        """Cache a view's rendered response, or a function's return value. See :func:`cacheframe.cache`."""
+    def cache(self, ttl: float | timedelta | None = None, **options: Unpack[DecoratorOptions]) -> Decorator:
+        """``@cache`` bound to this cache instead of the process default (same options)."""
         from .decorator import Decorator
 
-        return Decorator(
-            lambda: self,
-            ttl=ttl,
-            namespace=namespace,
-            key_builder=key_builder,
-            serializer=serializer,
-            vary=vary,
-            private=private,
-            exclude=exclude,
-        )
+        return Decorator(lambda: self, ttl=ttl, **options)
 
     def resolve_serializer(self, serializer: str | Serializer | None) -> Serializer:
         """The decorator's serialiser: its own (by name or object) or this cache's."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from .cache import Cache
-from .decorator import Decorator
-from .types import KeyBuilder, Serializer
+from .decorator import Decorator, DecoratorOptions
 
 __all__ = ["cache", "configure", "get_cache", "lifespan"]
 
@@ -43,36 +42,26 @@ def get_cache() -> Cache:
     return current
 
 
-def cache(
-    ttl: float | timedelta | None = None,
-    *,
-    namespace: str | None = None,
-    key_builder: KeyBuilder | None = None,
-    serializer: str | Serializer | None = None,
-    vary: Sequence[str] = (),
-    private: bool = False,
-    exclude: Sequence[str] = (),
-) -> Decorator:
+def cache(ttl: float | timedelta | None = None, **options: Unpack[DecoratorOptions]) -> Decorator:
     """Cache a FastAPI view's rendered response, or a function's return value.
 
     Place it under ``@app.get(...)``. ``ttl`` in seconds or a ``timedelta``
-    (default: the ``default_ttl`` setting); ``namespace`` defaults to the
-    function's ``module.qualname``; ``vary`` names request headers that are
-    keyed and listed in ``Vary``; ``private=True`` keys each user's
-    Authorization/Cookie (hashed) and answers ``Cache-Control: private``;
-    ``exclude`` names function parameters left out of the key;
-    ``key_builder(func, request, args, kwargs)`` replaces the default key.
+    (default: the ``default_ttl`` setting). Options:
+
+    - ``namespace``: key segment, default the function's ``module.qualname``;
+    - ``vary``: request headers that are keyed and listed in ``Vary``;
+    - ``private=True``: key each user's Authorization/Cookie (hashed), answer
+      ``Cache-Control: private``;
+    - ``key_builder(func, request, args, kwargs)``: replaces the default key;
+    - ``exclude``: function parameters left out of the key;
+    - ``serializer``: name or object for function values;
+    - ``stale_while_revalidate=S``: for S seconds after ``ttl`` serve the stale
+      entry (``X-Cache: STALE``) while one background refresh runs;
+    - ``stale_if_error=S``: for S seconds after ``ttl`` serve the stale entry
+      when the view raises or answers 5xx;
+    - ``xfetch_beta=B``: probabilistic early refresh of hot keys (1.0 is typical).
     """
-    return Decorator(
-        get_cache,
-        ttl=ttl,
-        namespace=namespace,
-        key_builder=key_builder,
-        serializer=serializer,
-        vary=vary,
-        private=private,
-        exclude=exclude,
-    )
+    return Decorator(get_cache, ttl=ttl, **options)
 
 
 @asynccontextmanager

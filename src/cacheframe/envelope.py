@@ -4,6 +4,7 @@ Layout (network byte order)::
 
     magic  b"\\xcfF"  version u8  kind u8 ("R" response | "V" value)
     created f64 (Unix time)  ttl f64  stale f64 (seconds kept past ttl)
+    delta f64 (seconds the value took to compute, for early refresh)
     R: status u16, etag u8-len bytes, header count u16, (u16-len name, u16-len value)*,
        body u32-len bytes
     V: serializer u8-len ascii, payload u32-len bytes
@@ -15,17 +16,19 @@ padded or foreign value raises :class:`~cacheframe.exceptions.EntryError`
 
 from __future__ import annotations
 
+import math
+import random
 import struct
 import time
 from dataclasses import dataclass
 
 from .exceptions import EntryError
 
-__all__ = ["ResponseEntry", "ValueEntry", "decode", "encode"]
+__all__ = ["ResponseEntry", "ValueEntry", "decode", "encode", "freshness"]
 
 MAGIC = b"\xcfF"
 VERSION = 1
-_HEAD = struct.Struct("!2sBcddd")
+_HEAD = struct.Struct("!2sBcdddd")
 _U8 = struct.Struct("!B")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -42,6 +45,7 @@ class ResponseEntry:
     created: float
     ttl: float
     stale: float = 0.0
+    delta: float = 0.0
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the entry was stored (never negative)."""
@@ -57,6 +61,7 @@ class ValueEntry:
     created: float
     ttl: float
     stale: float = 0.0
+    delta: float = 0.0
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the entry was stored (never negative)."""
@@ -67,7 +72,7 @@ def encode(entry: ResponseEntry | ValueEntry) -> bytes:
     """Serialise an entry into its envelope."""
     if isinstance(entry, ResponseEntry):
         parts = [
-            _HEAD.pack(MAGIC, VERSION, b"R", entry.created, entry.ttl, entry.stale),
+            _HEAD.pack(MAGIC, VERSION, b"R", entry.created, entry.ttl, entry.stale, entry.delta),
             _U16.pack(entry.status),
             _U8.pack(len(entry.etag)),
             entry.etag,
@@ -80,7 +85,7 @@ def encode(entry: ResponseEntry | ValueEntry) -> bytes:
     name = entry.serializer.encode("ascii")
     return b"".join(
         (
-            _HEAD.pack(MAGIC, VERSION, b"V", entry.created, entry.ttl, entry.stale),
+            _HEAD.pack(MAGIC, VERSION, b"V", entry.created, entry.ttl, entry.stale, entry.delta),
             _U8.pack(len(name)),
             name,
             _U32.pack(len(entry.payload)),
@@ -92,7 +97,7 @@ def encode(entry: ResponseEntry | ValueEntry) -> bytes:
 def decode(data: bytes) -> ResponseEntry | ValueEntry:
     """Parse an envelope; anything malformed raises :class:`EntryError`."""
     try:
-        magic, version, kind, created, ttl, stale = _HEAD.unpack_from(data, 0)
+        magic, version, kind, created, ttl, stale, delta = _HEAD.unpack_from(data, 0)
     except struct.error as exc:
         raise EntryError(f"entry too short ({len(data)} bytes)") from exc
     if magic != MAGIC:
@@ -110,12 +115,12 @@ def decode(data: bytes) -> ResponseEntry | ValueEntry:
                 headers.append((name, reader.take(reader.unpack(_U16))))
             body = reader.take(reader.unpack(_U32))
             reader.finish()
-            return ResponseEntry(status, headers, body, etag, created, ttl, stale)
+            return ResponseEntry(status, headers, body, etag, created, ttl, stale, delta)
         if kind == b"V":
             serializer = reader.take(reader.unpack(_U8)).decode("ascii")
             payload = reader.take(reader.unpack(_U32))
             reader.finish()
-            return ValueEntry(serializer, payload, created, ttl, stale)
+            return ValueEntry(serializer, payload, created, ttl, stale, delta)
     except (struct.error, UnicodeDecodeError) as exc:
         raise EntryError(f"damaged entry: {exc}") from exc
     raise EntryError(f"unknown entry kind {kind!r}")
@@ -144,3 +149,34 @@ class _Reader:
     def finish(self) -> None:
         if self.pos != len(self.data):
             raise EntryError("trailing bytes after entry")
+
+
+def freshness(
+    entry: ResponseEntry | ValueEntry,
+    *,
+    max_age: int | None = None,
+    stale_while_revalidate: float = 0.0,
+    xfetch_beta: float = 0.0,
+    now: float | None = None,
+) -> str:
+    """``"fresh"``, ``"stale"`` (servable while one refresh runs) or ``"expired"``.
+
+    ``max_age`` (a request's ``Cache-Control: max-age``) caps the acceptable
+    age and disables stale serving. With ``xfetch_beta`` > 0 a fresh entry is
+    reported ``"expired"`` early with the XFetch probability (Vattani et al.,
+    2015), so one caller recomputes a hot key before it expires for everyone.
+    """
+    now = time.time() if now is None else now
+    age = entry.age(now)
+    if max_age is not None:
+        return "fresh" if age <= max_age and age < entry.ttl else "expired"
+    if age < entry.ttl:
+        if xfetch_beta > 0 and entry.delta > 0:
+            # 1 - random() lies in (0, 1], so the logarithm is defined and <= 0.
+            early = -entry.delta * xfetch_beta * math.log(1.0 - random.random())
+            if now + early >= entry.created + entry.ttl:
+                return "expired"
+        return "fresh"
+    if age < entry.ttl + min(stale_while_revalidate, entry.stale):
+        return "stale"
+    return "expired"

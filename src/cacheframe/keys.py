@@ -26,6 +26,7 @@ from .exceptions import KeyBuildError
 
 __all__ = [
     "canonical",
+    "custom_key",
     "digest",
     "function_digest",
     "join_key",
@@ -165,6 +166,20 @@ def request_digest(
         credentials = canonical([headers.getlist("authorization"), headers.getlist("cookie")])
         parts.append(hashlib.sha256(credentials).digest())
     return digest(b"view1", canonical(parts))
+
+
+async def custom_key(
+    builder: Callable[..., Any], func: Callable[..., Any], request: Any, args: Any, kwargs: Any
+) -> bytes:
+    """Call a user key builder (sync or async) and return its result as bytes."""
+    result = builder(func, request, args, kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    if isinstance(result, str):
+        return result.encode("utf-8", "surrogatepass")
+    if isinstance(result, bytes):
+        return result
+    raise KeyBuildError(f"a key_builder must return str or bytes, got {type(result).__qualname__}")
 
 
 def normalize_query(query_string: str) -> list[tuple[str, str]]:

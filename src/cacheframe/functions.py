@@ -1,0 +1,224 @@
+"""The plain-function path of ``@cache``: values keyed on arguments, serialised.
+
+Async functions share concurrent misses (single-flight) and may serve a stale
+value while one background refresh runs. Sync functions stay sync: their store
+calls run on the private portal loop (:mod:`cacheframe._sync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from . import keys
+from ._sync import run_sync
+from .cache import STORE_DOWN
+from .envelope import ValueEntry, freshness
+from .exceptions import EntryError
+from .stampede import follow
+
+if TYPE_CHECKING:
+    from .decorator import Bound, Policy
+    from .types import Serializer
+
+__all__ = ["call_async", "call_sync"]
+
+log = logging.getLogger("cacheframe")
+_MISSING: Any = object()
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _key(policy: Policy, bound: Bound, signature: inspect.Signature, args: Any, kwargs: Any) -> str:
+    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude)
+
+
+async def _lookup(policy: Policy, bound: Bound, key: str, return_type: Any) -> tuple[Any, ValueEntry | None]:
+    """(value or _MISSING or STORE_DOWN, the stale entry usable on error)."""
+    cache, serializer = bound.cache, bound.serializer
+    entry = await cache.read_entry(key)
+    if entry is STORE_DOWN:
+        cache.stats.bypasses += 1
+        return STORE_DOWN, None
+    if entry is None:
+        cache.stats.misses += 1
+        return _MISSING, None
+    if not isinstance(entry, ValueEntry) or entry.serializer != serializer.name:
+        cache.bad_entry(key, EntryError("entry of another kind or serializer"))
+        return _MISSING, None
+    state = freshness(
+        entry, stale_while_revalidate=policy.stale_while_revalidate, xfetch_beta=policy.xfetch_beta
+    )
+    usable_on_error = entry if entry.age() < entry.ttl + min(entry.stale, policy.stale_if_error) else None
+    if state == "expired":
+        cache.stats.misses += 1
+        return _MISSING, usable_on_error
+    try:
+        value = serializer.loads(entry.payload, return_type)
+    except EntryError as exc:
+        cache.bad_entry(key, exc)
+        return _MISSING, None
+    if state == "stale":
+        cache.stats.stale += 1
+        return _StaleValue(value), usable_on_error
+    cache.stats.hits += 1
+    return value, usable_on_error
+
+
+class _StaleValue:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+async def _store(
+    bound: Bound, policy: Policy, key: str, value: Any, delta: float, epoch: int
+) -> ValueEntry | None:
+    cache, serializer = bound.cache, bound.serializer
+    try:
+        payload = serializer.dumps(value)
+    except (TypeError, ValueError) as exc:
+        cache.stats.not_stored += 1
+        log.warning("cacheframe: cannot serialise the value for %s with %s: %s", key, serializer.name, exc)
+        return None
+    stale = max(policy.stale_while_revalidate, policy.stale_if_error)
+    entry = ValueEntry(serializer.name, payload, time.time(), bound.ttl, stale, delta)
+    if cache.invalidations != epoch:  # invalidated while computing: do not write back
+        cache.stats.not_stored += 1
+        return entry
+    await cache.write_entry(key, entry)
+    return entry
+
+
+def _decode_shared(serializer: Serializer, shared: Any, return_type: Any) -> Any:
+    if isinstance(shared, ValueEntry):
+        try:
+            return serializer.loads(shared.payload, return_type)
+        except EntryError:
+            pass
+    return _MISSING
+
+
+async def _compute(
+    policy: Policy,
+    bound: Bound,
+    key: str,
+    func: Callable[..., Awaitable[Any]],
+    args: Any,
+    kwargs: Any,
+    stale: ValueEntry | None,
+    return_type: Any,
+) -> Any:
+    """Run ``func`` once per key in this loop (single-flight) and store the value."""
+    cache = bound.cache
+    pending = cache.flights.pending(key)
+    if pending is not None:
+        shared = await follow(pending, cache.settings.stampede_wait)
+        value = _decode_shared(bound.serializer, shared, return_type)
+        if value is not _MISSING:
+            return value
+        return await func(*args, **kwargs)
+    async with cache.flights.lead(key) as future:
+        epoch, started = cache.invalidations, time.perf_counter()
+        try:
+            value = await func(*args, **kwargs)
+        except Exception as exc:
+            fallback = _decode_shared(bound.serializer, stale, return_type)
+            if fallback is _MISSING:
+                raise
+            log.warning("cacheframe: %s failed (%s); returning the stale value", key, exc)
+            return fallback
+        future.set_result(await _store(bound, policy, key, value, time.perf_counter() - started, epoch))
+        return value
+
+
+async def call_async(
+    policy: Policy,
+    bound: Bound,
+    func: Callable[..., Awaitable[Any]],
+    signature: inspect.Signature,
+    return_type: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call a cached async function."""
+    cache = bound.cache
+    if not cache.settings.enabled:
+        return await func(*args, **kwargs)
+    if policy.key_builder is not None:
+        key = bound.namespace + keys.digest(
+            await keys.custom_key(policy.key_builder, func, None, args, kwargs)
+        )
+    else:
+        key = _key(policy, bound, signature, args, kwargs)
+    value, stale = await _lookup(policy, bound, key, return_type)
+    if value is STORE_DOWN:
+        return await func(*args, **kwargs)
+    if isinstance(value, _StaleValue):
+        if key not in cache.refreshing:
+            cache.refreshing.add(key)
+            task = asyncio.create_task(_refresh(policy, bound, key, func, args, kwargs, return_type))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+        return value.value
+    if value is not _MISSING:
+        return value
+    return await _compute(policy, bound, key, func, args, kwargs, stale, return_type)
+
+
+async def _refresh(
+    policy: Policy,
+    bound: Bound,
+    key: str,
+    func: Callable[..., Awaitable[Any]],
+    args: Any,
+    kwargs: Any,
+    return_type: Any,
+) -> None:
+    try:
+        await _compute(policy, bound, key, func, args, kwargs, None, return_type)
+    except Exception as exc:  # keep serving the stale value
+        log.warning("cacheframe: background refresh of %s failed: %s", key, exc)
+    finally:
+        bound.cache.refreshing.discard(key)
+
+
+def call_sync(
+    policy: Policy,
+    bound: Bound,
+    func: Callable[..., Any],
+    signature: inspect.Signature,
+    return_type: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call a cached sync function; stale values are served only on error (no background refresh)."""
+    cache = bound.cache
+    if not cache.settings.enabled:
+        return func(*args, **kwargs)
+    if policy.key_builder is not None:
+        custom = run_sync(keys.custom_key(policy.key_builder, func, None, args, kwargs))
+        key = bound.namespace + keys.digest(custom)
+    else:
+        key = _key(policy, bound, signature, args, kwargs)
+    value, stale = run_sync(_lookup(policy, bound, key, return_type))
+    if value is STORE_DOWN:
+        return func(*args, **kwargs)
+    if isinstance(value, _StaleValue):
+        value = _MISSING  # sync callers get a fresh value
+    if value is not _MISSING:
+        return value
+    epoch, started = cache.invalidations, time.perf_counter()
+    try:
+        value = func(*args, **kwargs)
+    except Exception:
+        fallback = _decode_shared(bound.serializer, stale, return_type)
+        if fallback is _MISSING:
+            raise
+        return fallback
+    run_sync(_store(bound, policy, key, value, time.perf_counter() - started, epoch))
+    return value

@@ -1,0 +1,302 @@
+"""The view path of ``@cache``: key a request, replay a stored response, or fill a miss.
+
+A hit replays the stored rendered response (status, headers, body) without
+calling the view, validating a response model or encoding JSON. A miss renders
+exactly what FastAPI would send, stores it when the HTTP rules allow, and
+answers with the same headers a hit would carry.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import HTTPException
+from starlette.background import BackgroundTask, BackgroundTasks
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from . import http, keys
+from ._render import render
+from .cache import STORE_DOWN
+from .envelope import ResponseEntry, freshness
+from .exceptions import EntryError
+from .routes import RouteInfo, route_info
+from .stampede import follow, store_lock, wait_for_entry
+
+if TYPE_CHECKING:
+    from .cache import Cache
+    from .decorator import Bound, Policy
+
+__all__ = ["ReplayResponse", "serve"]
+
+log = logging.getLogger("cacheframe")
+CallView = Callable[[], Awaitable[Any]]
+
+
+class ReplayResponse(Response):
+    """A response rebuilt from stored parts, skipping ``Response.__init__``'s work."""
+
+    def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.body = body
+        self.background = None
+
+
+class _Request:
+    """Everything about one request that the fill path needs, gathered once."""
+
+    __slots__ = (
+        "bound",
+        "call_view",
+        "info",
+        "is_coroutine",
+        "key",
+        "kwargs",
+        "policy",
+        "request",
+        "route",
+        "sub",
+    )
+
+    def __init__(
+        self,
+        policy: Policy,
+        bound: Bound,
+        key: str,
+        request: Request,
+        sub: Response | None,
+        call_view: CallView,
+        route: Any,
+        info: RouteInfo,
+        is_coroutine: bool,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.policy, self.bound, self.key, self.request, self.sub = policy, bound, key, request, sub
+        self.call_view, self.route, self.info = call_view, route, info
+        self.is_coroutine, self.kwargs = is_coroutine, kwargs
+
+
+async def serve(
+    policy: Policy,
+    bound: Bound,
+    func: Callable[..., Any],
+    request: Request,
+    sub: Response | None,
+    call_view: CallView,
+    is_coroutine: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Answer one request to a decorated view."""
+    cache = bound.cache
+    settings = cache.settings
+    route = request.scope.get("route")
+    info = route_info(route)
+    headers = request.headers
+    if (
+        not settings.enabled
+        or request.method not in ("GET", "HEAD")
+        or (not policy.keys_auth and (info.has_security or "authorization" in headers))
+    ):
+        return await _bypass(cache, call_view, sub)
+    directives = http.NO_DIRECTIVES
+    if settings.honor_request_cache_control:
+        directives = http.request_directives(headers.get("cache-control"), headers.get("pragma"))
+        if directives.no_store:
+            return await _bypass(cache, call_view, sub)
+
+    custom = None
+    if policy.key_builder is not None:
+        custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
+    key = bound.namespace + keys.request_digest(
+        method=request.method,
+        root_path=request.scope.get("root_path", ""),
+        path=request.scope["path"],
+        query_string=request.scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        cookies=request.cookies if info.cookie_names else {},
+        vary=policy.vary_lower,
+        header_params=info.header_names,
+        cookie_params=info.cookie_names,
+        private=policy.private,
+        custom=custom,
+    )
+    req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
+    stale: ResponseEntry | None = None
+    if not directives.no_cache:
+        entry = await cache.read_entry(key)
+        if entry is STORE_DOWN:  # fail open: serve uncached, do not try to write either
+            return await _bypass(cache, call_view, sub)
+        if isinstance(entry, ResponseEntry):
+            state = freshness(
+                entry,
+                max_age=directives.max_age,
+                stale_while_revalidate=policy.stale_while_revalidate,
+                xfetch_beta=policy.xfetch_beta,
+            )
+            if state == "fresh":
+                cache.stats.hits += 1
+                return replay(req, entry, b"HIT")
+            if state == "stale":
+                return _serve_stale(req, entry)
+            if entry.age() < entry.ttl + min(entry.stale, policy.stale_if_error):
+                stale = entry
+        elif entry is not None:
+            cache.bad_entry(key, EntryError("a value entry where a response was expected"))
+    return await _fill(req, stale)
+
+
+def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
+    """The stored response with this reply's Cache-Control, ETag, Age and status header."""
+    policy = req.policy
+    whole_age = int(entry.age()) if status != b"MISS" else 0
+    cache_control = http.cache_control(
+        entry.ttl,
+        whole_age,
+        private=policy.private,
+        stale_while_revalidate=policy.stale_while_revalidate,
+        stale_if_error=policy.stale_if_error,
+    )
+    extra = [
+        (b"cache-control", cache_control.encode()),
+        (b"etag", entry.etag),
+        (req.bound.status_header, status),
+    ]
+    if status != b"MISS":
+        extra.append((b"age", str(whole_age).encode()))
+    request = req.request
+    if http.none_match(request.headers.get("if-none-match"), entry.etag):
+        kept = [h for h in entry.headers if h[0] == b"vary"]
+        return ReplayResponse(304, kept + extra, b"")
+    body = b"" if request.method == "HEAD" else entry.body
+    return ReplayResponse(entry.status, entry.headers + extra, body)
+
+
+def _serve_stale(req: _Request, entry: ResponseEntry) -> Response:
+    """Serve a stale entry and refresh it once, in the background, after the reply is sent."""
+    cache = req.bound.cache
+    cache.stats.stale += 1
+    response = replay(req, entry, b"STALE")
+    if req.key not in cache.refreshing:
+        cache.refreshing.add(req.key)
+        response.background = BackgroundTask(_refresh, req)
+    return response
+
+
+async def _refresh(req: _Request) -> None:
+    cache = req.bound.cache
+    try:
+        await _fill(req, None)
+    except Exception as exc:  # the view failed in the background: keep serving stale
+        log.warning("cacheframe: background refresh of %s failed: %s", req.key, exc)
+    finally:
+        cache.refreshing.discard(req.key)
+
+
+async def _fill(req: _Request, stale: ResponseEntry | None) -> Response:
+    """A miss: share a computation already in flight, or lead one (under the store lock)."""
+    cache = req.bound.cache
+    compute = functools.partial(_compute, req, stale)
+    pending = cache.flights.pending(req.key)
+    if pending is not None:
+        shared = await follow(pending, cache.settings.stampede_wait)
+        if isinstance(shared, ResponseEntry):
+            cache.stats.hits += 1
+            return replay(req, shared, b"HIT")
+        return (await compute())[0]
+    async with cache.flights.lead(req.key) as future, store_lock(cache, req.key) as held:
+        if not held:
+            entry = await wait_for_entry(cache, req.key, _fresh)
+            if entry is not None:
+                future.set_result(entry)
+                cache.stats.hits += 1
+                return replay(req, entry, b"HIT")
+        response, stored = await compute()
+        future.set_result(stored)
+        return response
+
+
+async def _compute(req: _Request, stale: ResponseEntry | None) -> tuple[Response, ResponseEntry | None]:
+    """Run the view, render it as FastAPI would, store it when storable."""
+    cache = req.bound.cache
+    cache.stats.misses += 1
+    epoch = cache.invalidations
+    started = time.perf_counter()
+    try:
+        value = await req.call_view()
+    except Exception as exc:
+        if stale is None or (isinstance(exc, HTTPException) and exc.status_code < 500):
+            raise
+        log.warning("cacheframe: view failed (%s); serving the stale entry (stale-if-error)", exc)
+        cache.stats.stale += 1
+        return replay(req, stale, b"STALE"), None
+    response = await render(value, req.route, req.sub, req.is_coroutine)
+    if response.status_code >= 500 and stale is not None:
+        cache.stats.stale += 1
+        return replay(req, stale, b"STALE"), None
+    reason = _unstorable(req, response)
+    if reason is not None:
+        cache.stats.not_stored += 1
+        log.debug("cacheframe: not storing %s: %s", req.request.url.path, reason)
+        response.headers[cache.settings.cache_status_header] = "MISS"
+        return response, None
+    body = bytes(response.body)
+    stored_headers = http.replayable_headers(response.raw_headers)
+    vary = http.merge_vary(http.header_values(response.raw_headers, b"vary"), req.policy.vary)
+    if vary:
+        stored_headers.append((b"vary", vary.encode("latin-1")))
+    policy = req.policy
+    entry = ResponseEntry(
+        response.status_code,
+        stored_headers,
+        body,
+        http.etag_for(body),
+        time.time(),
+        req.bound.ttl,
+        max(policy.stale_while_revalidate, policy.stale_if_error),
+        time.perf_counter() - started,
+    )
+    if cache.invalidations == epoch:  # never write back over an invalidation made meanwhile
+        await cache.write_entry(req.key, entry)
+    else:
+        cache.stats.not_stored += 1
+    return replay(req, entry, b"MISS"), entry
+
+
+def _unstorable(req: _Request, response: Response) -> str | None:
+    if isinstance(response, StreamingResponse | FileResponse) or not hasattr(response, "body"):
+        return "streaming or file response"
+    if response.background is not None or any(
+        isinstance(v, BackgroundTasks) and v.tasks for v in req.kwargs.values()
+    ):
+        return "background tasks"
+    reason = http.unstorable_reason(response.status_code, response.raw_headers)
+    if reason is not None:
+        return reason
+    keyed = set(req.policy.vary_lower) | set(req.info.header_names)
+    if req.policy.private:
+        keyed |= {"authorization", "cookie"}
+    unkeyed = [v for v in http.header_values(response.raw_headers, b"vary") if v.lower() not in keyed]
+    if unkeyed:
+        return f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"
+    return None
+
+
+async def _bypass(cache: Cache, call_view: CallView, sub: Response | None) -> Any:
+    cache.stats.bypasses += 1
+    value = await call_view()
+    header = cache.settings.cache_status_header
+    if isinstance(value, Response):
+        value.headers[header] = "BYPASS"
+    elif sub is not None:
+        sub.headers[header] = "BYPASS"
+    return value
+
+
+def _fresh(entry: Any) -> bool:
+    return isinstance(entry, ResponseEntry) and entry.age() < entry.ttl
