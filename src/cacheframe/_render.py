@@ -13,29 +13,31 @@ import inspect
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
-from fastapi.routing import APIRoute, serialize_response
+from fastapi.routing import serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.responses import JSONResponse, Response
+
+from .routes import is_api_route
 
 __all__ = ["render"]
 
 _SERIALIZE_PARAMS = frozenset(inspect.signature(serialize_response).parameters)
 
 
-def _response_class(route: APIRoute) -> tuple[type[Response], bool]:
+def _response_class(route: Any) -> tuple[type[Response], bool]:
     """The route's response class, and whether it is FastAPI's default placeholder."""
     cls = route.response_class
     value = getattr(cls, "value", None)
     if value is not None and type(cls).__name__ == "DefaultPlaceholder":
         return value, True
-    return cls, False  # type: ignore[return-value]
+    return cls, False
 
 
 async def render(value: Any, route: Any, sub_response: Response | None, is_coroutine: bool) -> Response:
     """The ``Response`` FastAPI would send for ``value`` returned by ``route``'s endpoint."""
     if isinstance(value, Response):
         return value
-    if not isinstance(route, APIRoute):
+    if not is_api_route(route):
         response: Response = JSONResponse(jsonable_encoder(value))
     else:
         cls, is_default = _response_class(route)

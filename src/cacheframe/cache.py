@@ -50,6 +50,7 @@ class CacheStats:
     """Counters of one ``Cache`` (process-local)."""
 
     hits: int = 0
+    fast_hits: int = 0
     misses: int = 0
     bypasses: int = 0
     stale: int = 0

@@ -15,7 +15,12 @@ from typing import Any
 from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
 
-__all__ = ["RouteInfo", "route_info"]
+__all__ = ["RouteInfo", "effective_route", "route_info"]
+
+try:  # FastAPI >= 0.16x serves included routers through an "effective route context"
+    from fastapi.routing import _FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY, _FASTAPI_SCOPE_KEY
+except ImportError:  # older FastAPI copies included routes, and scope["route"] says it all
+    _FASTAPI_SCOPE_KEY = _FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,7 @@ def _header_name(field: Any) -> str:
     return alias.lower()
 
 
-def _analyse(route: APIRoute) -> RouteInfo:
+def _analyse(route: Any) -> RouteInfo:
     headers: list[str] = []
     cookies: list[str] = []
     security = False
@@ -71,9 +76,31 @@ def _analyse(route: APIRoute) -> RouteInfo:
     )
 
 
+def effective_route(scope: Any) -> Any:
+    """The route FastAPI serves for this request, with router- and app-level settings applied.
+
+    For a route of an included router, recent FastAPI versions keep the
+    combined dependencies and response class in an effective context and put
+    the router's own ``APIRoute`` in ``scope["route"]``; prefer the former.
+    """
+    if _FASTAPI_SCOPE_KEY is not None:
+        context = scope.get(_FASTAPI_SCOPE_KEY, {}).get(_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY)
+        if context is not None and getattr(context, "dependant", None) is not None:
+            return context
+    return scope.get("route")
+
+
+def is_api_route(route: Any) -> bool:
+    """An ``APIRoute`` or FastAPI's effective context of one."""
+    return isinstance(route, APIRoute) or (
+        getattr(route, "dependant", None) is not None
+        and isinstance(getattr(route, "original_route", None), APIRoute)
+    )
+
+
 def route_info(route: Any) -> RouteInfo:
-    """Facts about ``route`` (an ``APIRoute``); anything else gets an empty record."""
-    if not isinstance(route, APIRoute):
+    """Facts about ``route`` (an ``APIRoute`` or its effective context); else an empty record."""
+    if not is_api_route(route):
         return _EMPTY
     hit = _cache.get(id(route))
     if hit is not None and hit[0] is route:

@@ -24,7 +24,7 @@ from ._render import render
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
 from .exceptions import EntryError
-from .routes import RouteInfo, route_info
+from .routes import RouteInfo, effective_route, route_info
 from .stampede import follow, store_lock, wait_for_entry
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["ReplayResponse", "serve"]
 
 log = logging.getLogger("cacheframe")
+CHECKED = "cacheframe.checked"  # scope key the fast path sets: (store key, what it read)
 CallView = Callable[[], Awaitable[Any]]
 
 
@@ -95,7 +96,7 @@ async def serve(
     """Answer one request to a decorated view."""
     cache = bound.cache
     settings = cache.settings
-    route = request.scope.get("route")
+    route = effective_route(request.scope)
     info = route_info(route)
     headers = request.headers
     if (
@@ -129,7 +130,8 @@ async def serve(
     req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
     stale: ResponseEntry | None = None
     if not directives.no_cache:
-        entry = await cache.read_entry(key)
+        checked = request.scope.get(CHECKED)
+        entry = checked[1] if checked is not None and checked[0] == key else await cache.read_entry(key)
         if entry is STORE_DOWN:  # fail open: serve uncached, do not try to write either
             return await _bypass(cache, call_view, sub)
         if isinstance(entry, ResponseEntry):
