@@ -11,11 +11,18 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import cacheframe  # noqa: E402
-from cacheframe import default  # noqa: E402
+import cacheframe
+from cacheframe import default
 
 # Backend name -> fixture yielding an object with ``.url`` (memory needs none).
-BACKEND_FIXTURES: dict[str, str | None] = {"memory": None}
+ALL_BACKENDS: dict[str, str | None] = {
+    "memory": None,
+    "memcached": "memcached_server",
+    "memcached-pair": "memcached_pair",
+}
+# CF_TEST_BACKENDS=memory,redis limits the app-level suites (nox sessions per backend use it).
+_selected = [b for b in os.environ.get("CF_TEST_BACKENDS", "").split(",") if b]
+BACKEND_FIXTURES = {k: v for k, v in ALL_BACKENDS.items() if not _selected or k in _selected}
 
 
 @pytest.fixture(autouse=True)
@@ -43,4 +50,7 @@ def cache_url(request: pytest.FixtureRequest) -> str:
 def app_cache(cache_url: str) -> cacheframe.Cache:
     """The process default cache on each backend, under a prefix no other test uses."""
     return cacheframe.configure(url=cache_url, prefix=f"t{uuid.uuid4().hex[:10]}")
-from servers.redis import *  # noqa: F403
+
+
+from servers.memcached import *  # noqa: E402, F403
+from servers.redis import *  # noqa: E402, F403

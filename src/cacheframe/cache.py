@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import logging
@@ -104,7 +105,8 @@ class Cache:
         self.backend: Backend = backend
         self.stats = CacheStats()
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
-        self.flights = Flights()
+        self.flights = Flights()  # computations in flight, by key
+        self.reads = Flights()  # store reads in flight, by key: concurrent lookups share one
         self.refreshing: set[str] = set()  # keys with a background refresh under way
         self.invalidations = 0  # bumped by delete/clear: a miss started before must not write back
         self._prefix = keys.safe_segment(self.settings.prefix)
@@ -186,6 +188,19 @@ class Cache:
         except EntryError as exc:
             self.bad_entry(key, exc)
             return None
+
+    async def read_shared(self, key: str) -> envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None:
+        """``read_entry``, but concurrent reads of one key in this loop share one store call."""
+        pending = self.reads.pending(key)
+        if pending is not None:
+            shared: envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None = await asyncio.shield(
+                pending
+            )
+            return shared
+        async with self.reads.lead(key) as future:
+            entry = await self.read_entry(key)
+            future.set_result(entry)
+            return entry
 
     def bad_entry(self, key: str, exc: Exception) -> None:
         """Count and log an entry that could not be used (it will be overwritten)."""

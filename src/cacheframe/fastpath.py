@@ -90,7 +90,7 @@ class FastPath:
             headers=headers,
             cookies={},
         )
-        entry = await cache.read_entry(key)
+        entry = await cache.read_shared(key)
         if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
             scope[CHECKED] = (key, entry)
             await self.app(scope, receive, send)

@@ -8,6 +8,7 @@ calls run on the private portal loop (:mod:`cacheframe._sync`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -39,7 +40,7 @@ def _key(policy: Policy, bound: Bound, signature: inspect.Signature, args: Any, 
 async def _lookup(policy: Policy, bound: Bound, key: str, return_type: Any) -> tuple[Any, ValueEntry | None]:
     """(value or _MISSING or STORE_DOWN, the stale entry usable on error)."""
     cache, serializer = bound.cache, bound.serializer
-    entry = await cache.read_entry(key)
+    entry = await cache.read_shared(key)
     if entry is STORE_DOWN:
         cache.stats.bypasses += 1
         return STORE_DOWN, None
@@ -112,8 +113,9 @@ async def _compute(
     kwargs: Any,
     stale: ValueEntry | None,
     return_type: Any,
+    use_store: bool = True,
 ) -> Any:
-    """Run ``func`` once per key in this loop (single-flight) and store the value."""
+    """Run ``func`` once per key in this loop (single-flight) and store the value (if ``use_store``)."""
     cache = bound.cache
     pending = cache.flights.pending(key)
     if pending is not None:
@@ -132,7 +134,13 @@ async def _compute(
                 raise
             log.warning("cacheframe: %s failed (%s); returning the stale value", key, exc)
             return fallback
-        future.set_result(await _store(bound, policy, key, value, time.perf_counter() - started, epoch))
+        delta = time.perf_counter() - started
+        if use_store:
+            future.set_result(await _store(bound, policy, key, value, delta, epoch))
+        else:  # the store is down: share the value in this process only
+            with contextlib.suppress(TypeError, ValueError):
+                payload = bound.serializer.dumps(value)
+                future.set_result(ValueEntry(bound.serializer.name, payload, time.time(), bound.ttl))
         return value
 
 
@@ -157,7 +165,7 @@ async def call_async(
         key = _key(policy, bound, signature, args, kwargs)
     value, stale = await _lookup(policy, bound, key, return_type)
     if value is STORE_DOWN:
-        return await func(*args, **kwargs)
+        return await _compute(policy, bound, key, func, args, kwargs, None, return_type, use_store=False)
     if isinstance(value, _StaleValue):
         if key not in cache.refreshing:
             cache.refreshing.add(key)

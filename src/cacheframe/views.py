@@ -131,9 +131,10 @@ async def serve(
     stale: ResponseEntry | None = None
     if not directives.no_cache:
         checked = request.scope.get(CHECKED)
-        entry = checked[1] if checked is not None and checked[0] == key else await cache.read_entry(key)
-        if entry is STORE_DOWN:  # fail open: serve uncached, do not try to write either
-            return await _bypass(cache, call_view, sub)
+        entry = checked[1] if checked is not None and checked[0] == key else await cache.read_shared(key)
+        if entry is STORE_DOWN:  # fail open: compute (once per key here), never write
+            cache.stats.bypasses += 1
+            return await _fill(req, None, use_store=False)
         if isinstance(entry, ResponseEntry):
             state = freshness(
                 entry,
@@ -156,7 +157,8 @@ async def serve(
 def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
     """The stored response with this reply's Cache-Control, ETag, Age and status header."""
     policy = req.policy
-    whole_age = int(entry.age()) if status != b"MISS" else 0
+    fresh = status in (b"MISS", b"BYPASS")
+    whole_age = 0 if fresh else int(entry.age())
     cache_control = http.cache_control(
         entry.ttl,
         whole_age,
@@ -169,7 +171,7 @@ def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
         (b"etag", entry.etag),
         (req.bound.status_header, status),
     ]
-    if status != b"MISS":
+    if not fresh:
         extra.append((b"age", str(whole_age).encode()))
     request = req.request
     if http.none_match(request.headers.get("if-none-match"), entry.etag):
@@ -200,33 +202,44 @@ async def _refresh(req: _Request) -> None:
         cache.refreshing.discard(req.key)
 
 
-async def _fill(req: _Request, stale: ResponseEntry | None) -> Response:
-    """A miss: share a computation already in flight, or lead one (under the store lock)."""
+async def _fill(req: _Request, stale: ResponseEntry | None, use_store: bool = True) -> Response:
+    """A miss: share a computation already in flight, or lead one (under the store lock).
+
+    With ``use_store=False`` (the store just failed) the computation is still
+    shared in this process, but nothing is locked in or written to the store.
+    """
     cache = req.bound.cache
-    compute = functools.partial(_compute, req, stale)
+    compute = functools.partial(_compute, req, stale, use_store)
     pending = cache.flights.pending(req.key)
     if pending is not None:
         shared = await follow(pending, cache.settings.stampede_wait)
         if isinstance(shared, ResponseEntry):
-            cache.stats.hits += 1
-            return replay(req, shared, b"HIT")
+            cache.stats.hits += use_store
+            return replay(req, shared, b"HIT" if use_store else b"BYPASS")
         return (await compute())[0]
-    async with cache.flights.lead(req.key) as future, store_lock(cache, req.key) as held:
-        if not held:
-            entry = await wait_for_entry(cache, req.key, _fresh)
-            if entry is not None:
-                future.set_result(entry)
-                cache.stats.hits += 1
-                return replay(req, entry, b"HIT")
-        response, stored = await compute()
-        future.set_result(stored)
-        return response
+    async with cache.flights.lead(req.key) as future:
+        if not use_store:
+            response, shared = await compute()
+            future.set_result(shared)
+            return response
+        async with store_lock(cache, req.key) as held:
+            if not held:
+                entry = await wait_for_entry(cache, req.key, _fresh)
+                if entry is not None:
+                    future.set_result(entry)
+                    cache.stats.hits += 1
+                    return replay(req, entry, b"HIT")
+            response, stored = await compute()
+            future.set_result(stored)
+            return response
 
 
-async def _compute(req: _Request, stale: ResponseEntry | None) -> tuple[Response, ResponseEntry | None]:
-    """Run the view, render it as FastAPI would, store it when storable."""
+async def _compute(
+    req: _Request, stale: ResponseEntry | None, use_store: bool = True
+) -> tuple[Response, ResponseEntry | None]:
+    """Run the view, render it as FastAPI would, store it when storable (and ``use_store``)."""
     cache = req.bound.cache
-    cache.stats.misses += 1
+    cache.stats.misses += use_store
     epoch = cache.invalidations
     started = time.perf_counter()
     try:
@@ -245,7 +258,7 @@ async def _compute(req: _Request, stale: ResponseEntry | None) -> tuple[Response
     if reason is not None:
         cache.stats.not_stored += 1
         log.debug("cacheframe: not storing %s: %s", req.request.url.path, reason)
-        response.headers[cache.settings.cache_status_header] = "MISS"
+        response.headers[cache.settings.cache_status_header] = "MISS" if use_store else "BYPASS"
         return response, None
     body = bytes(response.body)
     stored_headers = http.replayable_headers(response.raw_headers)
@@ -263,6 +276,8 @@ async def _compute(req: _Request, stale: ResponseEntry | None) -> tuple[Response
         max(policy.stale_while_revalidate, policy.stale_if_error),
         time.perf_counter() - started,
     )
+    if not use_store:
+        return replay(req, entry, b"BYPASS"), entry
     if cache.invalidations == epoch:  # never write back over an invalidation made meanwhile
         await cache.write_entry(req.key, entry)
     else:
