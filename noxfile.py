@@ -10,7 +10,7 @@ nox.options.default_venv_backend = "venv"
 TEST_DEPS = [".[test,redis,memcached]", "./tests/plugin_example"]
 BACKEND_SELECTIONS = {
     "memory": ("memory", ["tests"]),
-    "redis": ("redis,redis+cluster,redis+sentinel", ["tests/test_backend_redis.py", "tests/test_views.py"]),
+    "redis": ("redis,redis-cluster,redis-sentinel", ["tests/test_backend_redis.py", "tests/test_views.py"]),
     "memcached": ("memcached,memcached-pair", ["tests/test_backend_memcached.py", "tests/test_views.py"]),
 }
 

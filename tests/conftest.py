@@ -17,6 +17,9 @@ from cacheframe import default
 # Backend name -> fixture yielding an object with ``.url`` (memory needs none).
 ALL_BACKENDS: dict[str, str | None] = {
     "memory": None,
+    "redis": "redis_server",
+    "redis-cluster": "redis_cluster",
+    "redis-sentinel": "redis_sentinel",
     "memcached": "memcached_server",
     "memcached-pair": "memcached_pair",
 }

@@ -29,6 +29,11 @@ __all__ = [
 ]
 
 _READY_TIMEOUT = 20.0
+_CLUSTER_ARGS = (
+    *("--cluster-enabled", "yes"),
+    *("--cluster-config-file", "nodes.conf"),
+    *("--cluster-node-timeout", "2000"),
+)
 
 
 @dataclass
@@ -93,14 +98,8 @@ def _wait_for(check: Callable[[], bool], what: str) -> None:
 def start_redis(name: str = "redis", *extra: str, port: int | None = None) -> ServerProcess:
     """Start a non-persistent redis-server on a free loopback port (``extra``: more arguments)."""
     port = port or free_port()
-    argv = [
-        require_binary("redis-server"),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        *extra,
-    ]  # fmt: skip
+    argv = [require_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", *extra]
     return ServerProcess(argv, port, name).start()
 
 
@@ -135,20 +134,10 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
     cluster = RedisClusterServers()
     try:
         for _ in range(3):
-            cluster.nodes.append(
-                start_redis(
-                    "redis-cluster",
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "2000",
-                    port=free_port(55535),
-                )  # fmt: skip
-            )
+            cluster.nodes.append(start_redis("redis-cluster", *_CLUSTER_ARGS, port=free_port(55535)))
         addresses = [f"127.0.0.1:{n.port}" for n in cluster.nodes]
-        created = _cli(
-            cluster.nodes[0].port, "--cluster", "create", *addresses,
-            "--cluster-replicas", "0", "--cluster-yes",
-        )  # fmt: skip
+        create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+        created = _cli(cluster.nodes[0].port, *create)
         if "[OK] All 16384 slots covered" not in created:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{created}")
         for node in cluster.nodes:
@@ -178,8 +167,10 @@ def redis_sentinel() -> Iterator[RedisSentinelServers]:
     try:
         sentinel.start()
         _wait_for(
-            lambda: str(master.port) in _cli(port, "SENTINEL", "get-master-addr-by-name", "mymaster")
-            and "s_down" not in _cli(port, "SENTINEL", "master", "mymaster"),
+            lambda: (
+                str(master.port) in _cli(port, "SENTINEL", "get-master-addr-by-name", "mymaster")
+                and "s_down" not in _cli(port, "SENTINEL", "master", "mymaster")
+            ),
             "the sentinel to report mymaster",
         )
         yield servers

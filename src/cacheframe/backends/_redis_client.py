@@ -9,8 +9,9 @@ the loop shuts down (``asyncio.run`` finalises async generators before closing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -33,24 +34,30 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 __all__ = [
-    "DRIVER_ERRORS",
-    "ClusterOptions",
-    "LoopClients",
-    "RedisOptions",
-    "SentinelOptions",
-    "Target",
     "build_cluster",
     "build_redis",
     "build_sentinel",
+    "ClusterOptions",
     "driver_error",
+    "DRIVER_ERRORS",
+    "LoopClients",
     "parse_target",
+    "prepare_cluster",
+    "Redis",
+    "RedisCluster",
+    "RedisOptions",
+    "rex",
+    "SentinelOptions",
+    "Target",
 ]
 
 C = TypeVar("C")
+_UNBOUNDED = 2**31
 Closer = Callable[[], Awaitable[None]]
 
-DRIVER_ERRORS = (rex.RedisError, OSError, asyncio.TimeoutError)
-"""What a redis-py call may raise besides cancellation (asyncio.TimeoutError is an OSError too)."""
+DRIVER_ERRORS = (Exception,)
+"""What a redis-py call may raise besides cancellation: RedisError, OSError, TimeoutError, and
+(redis-py 8.1 on a connection closed under it) AttributeError/TypeError, so any Exception."""
 
 
 # -- options ---------------------------------------------------------------------------
@@ -61,10 +68,15 @@ class _Common(BaseModel):
 
     timeout: float = Field(0.25, gt=0, description="socket read/write deadline of one call, seconds")
     connect_timeout: float | None = Field(None, gt=0, description="connect deadline (default: timeout)")
-    max_connections: int | None = Field(None, gt=0, description="pool bound (per node on a cluster)")
+    max_connections: int | None = Field(
+        None, gt=0, description="connections per pool (per node on a cluster); a call beyond fails"
+    )
     health_check_interval: float = Field(0, ge=0, description="PING idle connections after N seconds")
-    retries: int = Field(1, ge=0, le=5, description="re-tries after a connection error, never a timeout")
+    retries: int = Field(
+        1, ge=0, le=5, description="retries after a connection error (never after a timeout)"
+    )
     client_name: str | None = None
+    protocol: Literal[2, 3] = Field(2, description="RESP version (2 needs no HELLO on connect)")
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
@@ -146,15 +158,13 @@ def parse_target(url: str, schemes: tuple[str, ...]) -> Target:
         raise _bad(url, f"scheme {scheme!r} is not one of {', '.join(schemes)}")
     userinfo, _, hosts = parts.netloc.rpartition("@")
     user, has_password, password = userinfo.partition(":")
-    credentials = {
-        "username": unquote(user) or None,
-        "password": unquote(password) if has_password else None,
-    }
+    username = unquote(user) or None
+    secret = unquote(password) if has_password else None
     path = unquote(parts.path)
     if scheme == "unix":
         if not path.strip("/"):
             raise _bad(url, "a unix:// URL needs a socket path: unix:///run/redis.sock")
-        return Target(scheme, path=path, **credentials)
+        return Target(scheme, path=path, username=username, password=secret)
     default_port = 26379 if scheme == "redis+sentinel" else 6379
     nodes = tuple(_node(url, h, default_port) for h in hosts.split(",") if h)
     if not nodes:
@@ -163,7 +173,7 @@ def parse_target(url: str, schemes: tuple[str, ...]) -> Target:
         service = path.strip("/")
         if not service or "/" in service:
             raise _bad(url, "name the monitored service: redis+sentinel://host:26379/mymaster")
-        return Target(scheme, nodes, service=service, **credentials)
+        return Target(scheme, nodes, service=service, username=username, password=secret)
     if scheme in ("redis", "rediss") and len(nodes) > 1:
         raise _bad(url, "several hosts need redis+cluster:// or redis+sentinel://")
     db_text = path.strip("/")
@@ -172,7 +182,7 @@ def parse_target(url: str, schemes: tuple[str, ...]) -> Target:
     db = int(db_text) if db_text else None
     if scheme == "redis+cluster" and db:
         raise _bad(url, "a Redis Cluster has only database 0")
-    return Target(scheme, nodes, db=db, **credentials)
+    return Target(scheme, nodes, db=db, username=username, password=secret)
 
 
 def _db(url: str, target: Target, option: int | None) -> int:
@@ -192,7 +202,8 @@ def _connection_kwargs(target: Target, options: _Common) -> dict[str, Any]:
         "socket_connect_timeout": options.connect_timeout or options.timeout,
         "health_check_interval": options.health_check_interval,
         "client_name": options.client_name,
-        "max_connections": options.max_connections,
+        "max_connections": options.max_connections or _UNBOUNDED,  # redis-py 8 would cap at 100
+        "protocol": options.protocol,
     }
 
 
@@ -222,7 +233,7 @@ def build_redis(url: str, target: Target, options: RedisOptions) -> Callable[[],
 class _Cluster(RedisCluster):
     """RedisCluster that re-tries only connection errors: a timeout already spent the deadline."""
 
-    ERRORS_ALLOW_RETRY = (rex.ConnectionError,)
+    ERRORS_ALLOW_RETRY = (rex.ConnectionError,)  # type: ignore[assignment]
 
 
 def build_cluster(
@@ -230,7 +241,6 @@ def build_cluster(
 ) -> Callable[[], tuple[RedisCluster, Closer]]:
     """A factory of cluster clients for ``redis+cluster://``."""
     kwargs = _connection_kwargs(target, options)
-    kwargs["max_connections"] = options.max_connections or 2**31
     kwargs.update(options.ssl_kwargs(options.ssl))
 
     def make() -> tuple[RedisCluster, Closer]:
@@ -241,11 +251,23 @@ def build_cluster(
     return make
 
 
-def build_sentinel(
-    url: str, target: Target, options: SentinelOptions
-) -> Callable[[], tuple[Redis, Closer]]:
+async def prepare_cluster(client: RedisCluster) -> None:
+    """Discover the topology before traffic, and let redis-py's refresh housekeeping finish.
+
+    redis-py 8.1 disconnects "free" connections in a background task after each
+    topology refresh; a command that picks such a connection meanwhile fails
+    (``'NoneType' object has no attribute 'writelines'``). Waiting here keeps
+    the first burst of concurrent calls on a new loop clear of that race.
+    """
+    await client.initialize()
+    pending = list(getattr(client.nodes_manager, "_background_tasks", ()))
+    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.sleep(0)
+
+
+def build_sentinel(url: str, target: Target, options: SentinelOptions) -> Callable[[], tuple[Redis, Closer]]:
     """A factory of master clients found through the sentinels of ``redis+sentinel://``."""
-    assert target.service is not None
+    service = target.service or ""
     kwargs = _connection_kwargs(target, options)
     kwargs["db"] = _db(url, target, options.db)
     kwargs.update(options.ssl_kwargs(options.ssl))
@@ -254,17 +276,19 @@ def build_sentinel(
         "password": options.sentinel_password,
         "socket_timeout": options.timeout,
         "socket_connect_timeout": options.connect_timeout or options.timeout,
+        "protocol": options.protocol,
+        "max_connections": _UNBOUNDED,
         **({"ssl": True} if options.ssl else {}),
     }
 
     def make() -> tuple[Redis, Closer]:
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
             sentinel_kwargs={**sentinel_kwargs, "retry": _retry(options)},
             retry=_retry(options),
             **kwargs,
         )
-        client = sentinel.master_for(target.service)
+        client = sentinel.master_for(service)
 
         async def close() -> None:
             await client.aclose()
@@ -279,30 +303,39 @@ def build_sentinel(
 # -- one client per loop ---------------------------------------------------------------
 
 
-async def _guard(close: Closer, pid: int) -> AsyncIterator[None]:
+async def _guard(close: Closer, pid: int) -> AsyncGenerator[None, None]:
     """Suspended in its loop until closed; closing it (or the loop's shutdown) closes the client."""
     try:
         yield
     finally:
         if os.getpid() == pid:  # a forked child must not close its parent's connections
-            try:
+            with contextlib.suppress(*DRIVER_ERRORS):  # a broken connection needs no goodbye
                 await close()
-            except DRIVER_ERRORS:
-                pass  # a connection that is already broken needs no goodbye
 
 
 @dataclass
 class _Entry(Generic[C]):
     client: C
-    guard: AsyncIterator[None]
+    guard: AsyncGenerator[None, None]
+    ready: asyncio.Future[None] | None = None  # set while ``prepare`` runs
 
 
 class LoopClients(Generic[C]):
-    """One client per running event loop and process; ``fixed`` serves a caller's own client."""
+    """One client per running event loop and process; ``fixed`` serves a caller's own client.
 
-    def __init__(self, factory: Callable[[], tuple[C, Closer]] | None, fixed: C | None = None) -> None:
+    ``prepare`` (awaited once per new client, before any other task may use it)
+    lets the cluster client discover its topology before concurrent traffic.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], tuple[C, Closer]] | None,
+        fixed: C | None = None,
+        prepare: Callable[[C], Awaitable[None]] | None = None,
+    ) -> None:
         self._factory = factory
         self._fixed = fixed
+        self._prepare = prepare
         self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, _Entry[C]] = {}
 
@@ -314,11 +347,15 @@ class LoopClients(Generic[C]):
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours
             self._pid, self._clients = os.getpid(), {}
         entry = self._clients.get(loop)
-        if entry is None:
-            entry = await self._open(loop)
-        return entry.client
+        if entry is not None and entry.ready is None:
+            return entry.client
+        if entry is not None and entry.ready is not None:  # another task is preparing it
+            await asyncio.shield(entry.ready)
+            if self._clients.get(loop) is entry:
+                return entry.client
+        return await self._open(loop)  # first use, or that preparation failed
 
-    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Entry[C]:
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> C:
         assert self._factory is not None
         for old in [lp for lp in self._clients if lp.is_closed()]:
             del self._clients[old]
@@ -326,7 +363,20 @@ class LoopClients(Generic[C]):
         guard = _guard(close, self._pid)
         await guard.__anext__()  # first iteration registers it with this loop (no suspension)
         entry = self._clients[loop] = _Entry(client, guard)
-        return entry
+        if self._prepare is None:
+            return client
+        entry.ready = ready = loop.create_future()
+        try:
+            await self._prepare(client)
+        except BaseException:
+            if self._clients.get(loop) is entry:
+                del self._clients[loop]  # the dropped guard closes the client on this loop
+            raise
+        finally:
+            entry.ready = None
+            if not ready.done():
+                ready.set_result(None)
+        return client
 
     async def close(self) -> None:
         """Close this loop's client; other loops' clients are closed on their own loops."""
@@ -338,7 +388,7 @@ class LoopClients(Generic[C]):
         except RuntimeError:
             entry = None
         if entry is not None:
-            await entry.guard.aclose()  # type: ignore[attr-defined]
+            await entry.guard.aclose()
         # Dropped guards of other loops are finalised by their loop (asyncgen finaliser hook).
 
 

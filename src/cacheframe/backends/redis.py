@@ -1,0 +1,345 @@
+"""Redis backends on redis-py's asyncio client: single node, Redis Cluster, Sentinel.
+
+URLs (query parameters carry the options of :class:`RedisOptions` and friends)::
+
+    redis://[[user]:password@]host[:port][/db]?timeout=0.25&max_connections=50
+    rediss://host:6380/0?ssl_ca_certs=/etc/ca.pem       (TLS)
+    unix://[[user]:password@]/run/redis.sock?db=0
+    redis+cluster://host:port[,host:port...]
+    redis+sentinel://host:26379[,host:26379...]/mymaster?db=0
+
+Every call is one command with a socket deadline (``timeout``, by default the
+settings' timeout) and no retry after a timeout. Driver errors are re-raised as
+:class:`~cacheframe.exceptions.BackendError` / ``BackendTimeoutError``.
+
+On a cluster, a key is stored as ``{tag}key`` where ``tag`` is the CRC-32 (8 hex
+digits) of the key without its trailing ``:lock`` suffixes, so an entry and its
+lock share a slot, and ``clear`` matches ``{????????}<namespace>*`` on every primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import zlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import BackendError, ConfigurationError
+from ._options import _redact, parse_options
+from ._redis_client import (
+    DRIVER_ERRORS,
+    ClusterOptions,
+    LoopClients,
+    Redis,
+    RedisCluster,
+    RedisOptions,
+    SentinelOptions,
+    build_cluster,
+    build_redis,
+    build_sentinel,
+    driver_error,
+    parse_target,
+    prepare_cluster,
+    rex,
+)
+
+if TYPE_CHECKING:
+    from ..settings import CacheSettings
+
+__all__ = [
+    "ClusterOptions",
+    "RedisBackend",
+    "RedisClusterBackend",
+    "RedisOptions",
+    "RedisSentinelBackend",
+    "SentinelOptions",
+]
+
+SCAN_COUNT = 1000
+_RELEASE_LOCK = """\
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_RELEASE_LOCK_SHA = hashlib.sha1(_RELEASE_LOCK.encode(), usedforsecurity=False).hexdigest()
+_GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis MATCH pattern."""
+    return text.translate(_GLOB)
+
+
+def _expiry(ttl: float | None) -> tuple[int | None, int | None]:
+    """``(ex, px)`` for SET: whole seconds as EX, fractions as PX (at least 1 ms), None = never."""
+    if ttl is None or math.isinf(ttl):
+        return None, None
+    if ttl >= 1 and float(ttl).is_integer():
+        return int(ttl), None
+    return None, max(1, round(ttl * 1000))
+
+
+def _defaults(settings: CacheSettings | None) -> dict[str, Any]:
+    return {} if settings is None else {"timeout": settings.timeout}
+
+
+class _RedisBase:
+    """The store operations shared by the three deployments."""
+
+    name = "redis"
+
+    def __init__(self, clients: LoopClients[Any], where: str, timeout: float | None) -> None:
+        self._clients = clients
+        self._where = where
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._where!r})"
+
+    def _key(self, key: str) -> str:
+        return key
+
+    def _error(self, exc: BaseException, action: str) -> BackendError:
+        return driver_error(exc, action, self._where, self._timeout)
+
+    async def get(self, key: str) -> bytes | None:
+        """GET: the stored bytes or ``None``."""
+        try:
+            client = await self._clients.get()
+            value = await client.get(self._key(key))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "GET") from exc
+        if value is None or isinstance(value, bytes):
+            return value
+        raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """SET with EX (whole seconds) or PX (fractions), none when ``ttl`` is None."""
+        ex, px = _expiry(ttl)
+        try:
+            client = await self._clients.get()
+            await client.set(self._key(key), value, ex=ex, px=px)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "SET") from exc
+
+    async def delete(self, key: str) -> bool:
+        """UNLINK; whether a key was removed."""
+        try:
+            client = await self._clients.get()
+            return bool(await client.unlink(self._key(key)))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "UNLINK") from exc
+
+    async def clear(self, namespace: str) -> None:
+        """SCAN MATCH ``<namespace>*`` (glob-escaped) and UNLINK each batch; never KEYS."""
+        try:
+            client = await self._clients.get()
+            await self._clear(client, glob_escape(namespace) + "*")
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "clear") from exc
+
+    async def _clear(self, client: Any, pattern: str) -> None:
+        cursor = 0
+        while True:
+            cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT)
+            if keys:
+                await client.unlink(*keys)
+            if not cursor:
+                return
+
+    async def close(self) -> None:
+        """Disconnect the pool of this loop's client (a client passed in is left open)."""
+        try:
+            await self._clients.close()
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "close") from exc
+
+    async def ttl(self, key: str) -> float | None:
+        """PTTL in seconds; ``inf`` without expiry, ``None`` when absent."""
+        try:
+            client = await self._clients.get()
+            ms = await client.pttl(self._key(key))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "PTTL") from exc
+        if ms == -2:
+            return None
+        return math.inf if ms == -1 else ms / 1000
+
+    async def add(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """SET NX (with PX/EX); whether it was stored."""
+        ex, px = _expiry(ttl)
+        try:
+            client = await self._clients.get()
+            return bool(await client.set(self._key(key), value, ex=ex, px=px, nx=True))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "SET NX") from exc
+
+    async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        """SET key token NX PX lease."""
+        try:
+            client = await self._clients.get()
+            stored = await client.set(self._key(key), token, px=max(1, round(lease * 1000)), nx=True)
+            return bool(stored)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "lock") from exc
+
+    async def release_lock(self, key: str, token: str) -> bool:
+        """Compare-and-delete in a constant Lua script (EVALSHA, EVAL when not cached)."""
+        stored = self._key(key)
+        try:
+            client = await self._clients.get()
+            try:
+                done = await client.evalsha(_RELEASE_LOCK_SHA, 1, stored, token)
+            except rex.NoScriptError:
+                done = await client.eval(_RELEASE_LOCK, 1, stored, token)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "unlock") from exc
+        return bool(done)
+
+    async def stats(self) -> Mapping[str, Any]:
+        """INFO and DBSIZE figures (for the whole database, not only cacheframe's keys)."""
+        try:
+            client = await self._clients.get()
+            infos = await self._infos(client)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "INFO") from exc
+
+        def total(field: str) -> int:
+            return sum(int(info.get(field, 0)) for info, _ in infos)
+
+        first = infos[0][0]
+        return {
+            "backend": self.name,
+            "nodes": len(infos),
+            "entries": sum(size for _, size in infos),
+            "bytes": total("used_memory"),
+            "hits": total("keyspace_hits"),
+            "misses": total("keyspace_misses"),
+            "evicted": total("evicted_keys"),
+            "expired": total("expired_keys"),
+            "connected_clients": total("connected_clients"),
+            "maxmemory_policy": first.get("maxmemory_policy"),
+            "server_version": first.get("redis_version"),
+        }
+
+    async def _infos(self, client: Any) -> list[tuple[dict[str, Any], int]]:
+        return [(await client.info(), int(await client.dbsize()))]
+
+
+def _client_checked(client: Any, kind: type[Any], name: str) -> Any:
+    if not isinstance(client, kind):
+        raise ConfigurationError(f"{name}(client=...) needs a {kind.__module__}.{kind.__name__}")
+    pool = getattr(client, "connection_pool", None)
+    kwargs: Mapping[str, Any] = client.get_connection_kwargs() if pool is None else pool.connection_kwargs
+    if kwargs.get("decode_responses"):
+        raise ConfigurationError(f"{name}(client=...) needs decode_responses=False: values are bytes")
+    return client
+
+
+class RedisBackend(_RedisBase):
+    """One Redis server (``redis://``, ``rediss://``, ``unix://``) or a client you pass in."""
+
+    schemes: tuple[str, ...] = ("redis", "rediss", "unix")
+
+    def __init__(
+        self, client: Redis | None = None, *, url: str | None = None, settings: CacheSettings | None = None
+    ) -> None:
+        if (client is None) == (url is None):
+            raise ConfigurationError(f"{type(self).__name__} needs either client= or url=")
+        if client is not None:
+            checked = _client_checked(client, Redis, type(self).__name__)
+            super().__init__(LoopClients(None, checked), repr(checked), None)
+            return
+        assert url is not None
+        options, factory = self._configure(url, settings)
+        super().__init__(LoopClients(factory), _redact(url), options.timeout)
+
+    def _configure(self, url: str, settings: CacheSettings | None) -> tuple[Any, Any]:
+        target = parse_target(url, self.schemes)
+        options = parse_options(url, RedisOptions, _defaults(settings))
+        return options, build_redis(url, target, options)
+
+    @classmethod
+    def from_url(cls, url: str, settings: CacheSettings | None = None) -> RedisBackend:
+        """Build from a URL; its query options override the settings' timeout."""
+        return cls(url=url, settings=settings)
+
+
+class RedisSentinelBackend(RedisBackend):
+    """The master of a Sentinel-monitored service: ``redis+sentinel://h:p[,h:p]/service``."""
+
+    name = "redis+sentinel"
+    schemes = ("redis+sentinel",)
+
+    def _configure(self, url: str, settings: CacheSettings | None) -> tuple[Any, Any]:
+        target = parse_target(url, self.schemes)
+        options = parse_options(url, SentinelOptions, _defaults(settings))
+        return options, build_sentinel(url, target, options)
+
+
+class RedisClusterBackend(_RedisBase):
+    """A Redis Cluster: ``redis+cluster://h:p[,h:p...]``; keys are hash-tagged (see module doc)."""
+
+    name = "redis+cluster"
+
+    def __init__(
+        self,
+        client: RedisCluster | None = None,
+        *,
+        url: str | None = None,
+        settings: CacheSettings | None = None,
+    ) -> None:
+        if (client is None) == (url is None):
+            raise ConfigurationError("RedisClusterBackend needs either client= or url=")
+        if client is not None:
+            checked = _client_checked(client, RedisCluster, "RedisClusterBackend")
+            super().__init__(LoopClients(None, checked), repr(checked), None)
+            return
+        assert url is not None
+        target = parse_target(url, ("redis+cluster",))
+        options = parse_options(url, ClusterOptions, _defaults(settings))
+        clients = LoopClients(build_cluster(url, target, options), prepare=prepare_cluster)
+        super().__init__(clients, _redact(url), options.timeout)
+
+    @classmethod
+    def from_url(cls, url: str, settings: CacheSettings | None = None) -> RedisClusterBackend:
+        """Build from a ``redis+cluster://`` URL."""
+        return cls(url=url, settings=settings)
+
+    def _key(self, key: str) -> str:
+        base = key
+        while base.endswith(":lock"):  # k, k:lock, k:lock:lock... share one slot
+            base = base[:-5]
+        return f"{{{zlib.crc32(base.encode()):08x}}}{key}"
+
+    async def clear(self, namespace: str) -> None:
+        """SCAN every primary for ``{????????}<namespace>*`` and UNLINK per slot."""
+        try:
+            client = await self._clients.get()
+            await client.initialize()
+            pattern = "{????????}" + glob_escape(namespace) + "*"
+            await asyncio.gather(*(self._clear_node(client, n, pattern) for n in client.get_primaries()))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "clear") from exc
+
+    async def _clear_node(self, client: Any, node: Any, pattern: str) -> None:
+        cursor = 0
+        while True:
+            cursors, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
+            cursor = cursors[node.name]
+            if keys:
+                await client.unlink(*keys)  # redis-py pipelines one UNLINK per slot
+            if not cursor:
+                return
+
+    async def _infos(self, client: Any) -> list[tuple[dict[str, Any], int]]:
+        await client.initialize()
+        out = []
+        for node in client.get_primaries():
+            info = await client.info(target_nodes=node)
+            size = await client.dbsize(target_nodes=node)
+            out.append((info.get(node.name, info), int(size)))
+        return out

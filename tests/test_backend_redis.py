@@ -1,0 +1,536 @@
+"""The Redis backends against real servers (single node, cluster, sentinel), plus Redis specifics."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
+
+import cacheframe
+from cacheframe.backends.redis import RedisBackend, RedisClusterBackend, RedisSentinelBackend, _expiry
+from cacheframe.exceptions import (
+    BackendError,
+    BackendTimeoutError,
+    ConfigurationError,
+    MissingDriverError,
+)
+from cacheframe.registry import load_backend_factory
+from cacheframe.settings import CacheSettings
+from cacheframe.testing import BackendConformance
+from servers import free_port
+from servers.redis import RedisClusterServers, RedisSentinelServers, RedisServer, start_redis
+
+
+def _ns() -> str:
+    return f"t-redis-{uuid.uuid4().hex[:10]}:"
+
+
+def _client_of(backend: Any) -> Any:
+    """A fresh driver client built the way the backend builds them (never connected)."""
+    client, _close = backend._clients._factory()
+    return client
+
+
+def _raw(server: RedisServer) -> aioredis.Redis:
+    return aioredis.Redis(host="127.0.0.1", port=server.port)
+
+
+# -- the conformance suite on each deployment -------------------------------------------
+
+# The suite checks behaviour, not latency: its 300-call cold burst takes ~0.1-0.2 s of
+# event-loop time (new connections included), too near the 0.25 s default deadline on a
+# busy CI machine. Deadlines are tested below, on their own.
+_SUITE = "timeout=1"
+
+
+class TestRedisConformance(BackendConformance):
+    """The whole backend contract on one redis-server."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, redis_server: RedisServer) -> AsyncIterator[RedisBackend]:
+        backend = RedisBackend.from_url(redis_server.url + "?" + _SUITE)
+        yield backend
+        await backend.close()
+
+
+class TestRedisClusterConformance(BackendConformance):
+    """The whole backend contract on a three-primary Redis Cluster."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, redis_cluster: RedisClusterServers) -> AsyncIterator[RedisClusterBackend]:
+        backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
+        yield backend
+        await backend.close()
+
+
+class TestRedisSentinelConformance(BackendConformance):
+    """The whole backend contract on a master found through Sentinel."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, redis_sentinel: RedisSentinelServers) -> AsyncIterator[RedisSentinelBackend]:
+        backend = RedisSentinelBackend.from_url(redis_sentinel.url + "?" + _SUITE)
+        yield backend
+        await backend.close()
+
+
+# -- URLs and options -------------------------------------------------------------------
+
+
+def test_entry_points_resolve() -> None:
+    """Every Redis scheme resolves to its backend class through the registry."""
+    assert load_backend_factory("redis://h") is RedisBackend
+    assert load_backend_factory("rediss://h") is RedisBackend
+    assert load_backend_factory("unix:///s") is RedisBackend
+    assert load_backend_factory("redis+cluster://h:1") is RedisClusterBackend
+    assert load_backend_factory("redis+sentinel://h/m") is RedisSentinelBackend
+
+
+def test_url_tcp_db_and_credentials() -> None:
+    """Host, port, db path, percent-encoded user and password reach the connection."""
+    backend = RedisBackend.from_url("redis://me:p%40ss@cache.example:6390/3?timeout=0.5")
+    kw = _client_of(backend).connection_pool.connection_kwargs
+    assert (kw["host"], kw["port"], kw["db"]) == ("cache.example", 6390, 3)
+    assert (kw["username"], kw["password"]) == ("me", "p@ss")
+    assert kw["socket_timeout"] == 0.5 and kw["socket_connect_timeout"] == 0.5
+    assert "p@ss" not in repr(backend) and "p%40ss" not in repr(backend)
+
+
+def test_url_defaults() -> None:
+    """Without options: port 6379, db 0, 0.25 s deadlines, at most one retry, on connection errors."""
+    kw = _client_of(RedisBackend.from_url("redis://h")).connection_pool.connection_kwargs
+    assert (kw["port"], kw["db"], kw["password"]) == (6379, 0, None)
+    assert kw["socket_timeout"] == 0.25 and kw["socket_connect_timeout"] == 0.25
+    assert kw["retry"].get_retries() == 1
+
+
+def test_url_rediss_tls_options() -> None:
+    """rediss:// uses TLS with the ssl_* options given in the query."""
+    backend = RedisBackend.from_url("rediss://:pw@h:6380/1?ssl_cert_reqs=none&ssl_check_hostname=false")
+    pool = _client_of(backend).connection_pool
+    assert issubclass(pool.connection_class, SSLConnection)
+    kw = pool.connection_kwargs
+    assert (kw["ssl_cert_reqs"], kw["ssl_check_hostname"], kw["password"], kw["db"]) == (
+        "none",
+        False,
+        "pw",
+        1,
+    )
+
+
+def test_ssl_option_without_tls_rejected() -> None:
+    """An ssl_* option on plain redis:// is an error naming the option."""
+    with pytest.raises(ConfigurationError, match="ssl_ca_certs"):
+        RedisBackend.from_url("redis://h/0?ssl_ca_certs=/ca.pem")
+
+
+def test_url_unix_socket() -> None:
+    """unix:// takes the socket path, ?db= and the password."""
+    pool = _client_of(RedisBackend.from_url("unix://:pw@/run/redis/r.sock?db=4")).connection_pool
+    assert issubclass(pool.connection_class, UnixDomainSocketConnection)
+    kw = pool.connection_kwargs
+    assert (kw["path"], kw["db"], kw["password"]) == ("/run/redis/r.sock", 4, "pw")
+
+
+def test_url_db_conflict_rejected() -> None:
+    """A db in the path and a different ?db= is an error."""
+    with pytest.raises(ConfigurationError, match="database 1"):
+        RedisBackend.from_url("redis://h/1?db=2")
+    with pytest.raises(ConfigurationError, match="database number"):
+        RedisBackend.from_url("redis://h/zero")
+
+
+def test_url_cluster_nodes() -> None:
+    """redis+cluster:// lists every startup node; a missing port means 6379."""
+    client = _client_of(RedisClusterBackend.from_url("redis+cluster://a:7000,b,[::1]:7002?timeout=1"))
+    assert sorted(client.nodes_manager.startup_nodes) == ["::1:7002", "a:7000", "b:6379"]
+    assert client.get_connection_kwargs()["socket_timeout"] == 1
+
+
+def test_url_cluster_has_no_db() -> None:
+    """A cluster URL with a database other than 0, or a db option, is rejected."""
+    with pytest.raises(ConfigurationError, match="database 0"):
+        RedisClusterBackend.from_url("redis+cluster://a:7000/2")
+    with pytest.raises(ConfigurationError, match="db"):
+        RedisClusterBackend.from_url("redis+cluster://a:7000?db=1")
+
+
+def test_url_sentinel_service() -> None:
+    """redis+sentinel:// names the sentinels, the service, the master's db and passwords."""
+    url = "redis+sentinel://:pw@s1:5000,s2/cache-main?db=2&sentinel_password=sp"
+    client = _client_of(RedisSentinelBackend.from_url(url))
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "cache-main"
+    assert (pool.connection_kwargs["db"], pool.connection_kwargs["password"]) == (2, "pw")
+    sentinels = [s.connection_pool.connection_kwargs for s in pool.sentinel_manager.sentinels]
+    assert [(s["host"], s["port"], s["password"]) for s in sentinels] == [
+        ("s1", 5000, "sp"),
+        ("s2", 26379, "sp"),
+    ]
+
+
+def test_url_sentinel_needs_service() -> None:
+    """A sentinel URL without a service name is rejected."""
+    with pytest.raises(ConfigurationError, match="service"):
+        RedisSentinelBackend.from_url("redis+sentinel://s1:26379")
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("redis://h/0?timeout=soon", "timeout"),
+        ("redis://h/0?max_connections=0", "max_connections"),
+        ("redis://h/0?nope=1", "nope"),
+        ("redis+cluster://h:1?health_check_interval=-1", "health_check_interval"),
+        ("redis+sentinel://h/m?retries=many", "retries"),
+    ],
+)
+def test_bad_option_names_itself(url: str, name: str) -> None:
+    """A bad query option raises ConfigurationError naming it."""
+    factory = load_backend_factory(url)
+    with pytest.raises(ConfigurationError, match=name):
+        factory.from_url(url)
+
+
+def test_wrong_scheme_rejected() -> None:
+    """Each class accepts only its own schemes."""
+    with pytest.raises(ConfigurationError, match="redis\\+cluster"):
+        RedisBackend.from_url("redis+cluster://a:1")
+
+
+def test_settings_timeout_is_the_default() -> None:
+    """settings.timeout sets the deadlines; the URL's timeout wins over it."""
+    settings = CacheSettings(timeout=0.8)
+    kw = _client_of(RedisBackend.from_url("redis://h", settings)).connection_pool.connection_kwargs
+    assert kw["socket_timeout"] == 0.8 and kw["socket_connect_timeout"] == 0.8
+    kw = _client_of(
+        RedisBackend.from_url("redis://h?timeout=0.1", settings)
+    ).connection_pool.connection_kwargs
+    assert kw["socket_timeout"] == 0.1
+
+
+def test_missing_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without redis-py, importing the backend says which extra to install."""
+    monkeypatch.setitem(sys.modules, "redis", None)
+    for name in ("cacheframe.backends.redis", "cacheframe.backends._redis_client"):
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(MissingDriverError, match=r"pip install 'cacheframe\[redis\]'"):
+        importlib.import_module("cacheframe.backends.redis")
+
+
+def test_expiry_arguments() -> None:
+    """Whole seconds use EX, fractions PX (never 0 ms), None no expiry."""
+    assert _expiry(None) == (None, None)
+    assert _expiry(30) == (30, None)
+    assert _expiry(2.0) == (2, None)
+    assert _expiry(1.5) == (None, 1500)
+    assert _expiry(0.4) == (None, 400)
+    assert _expiry(0.0001) == (None, 1)
+    assert _expiry(0) == (None, 1)
+
+
+# -- client= ----------------------------------------------------------------------------
+
+
+async def test_client_object_accepted(redis_server: RedisServer) -> None:
+    """Cache(backend=RedisBackend(client=...)) works, and close() leaves that client open."""
+    mine = _raw(redis_server)
+    try:
+        backend = RedisBackend(client=mine)
+        cache = cacheframe.Cache(backend=backend, prefix=f"t{uuid.uuid4().hex[:8]}")
+        assert await cache.set("k", {"v": 1}) is True
+        assert await cache.get("k") == {"v": 1}
+        await cache.clear()
+        await backend.close()
+        assert await mine.ping() is True
+    finally:
+        await mine.aclose()
+
+
+async def test_client_object_checked(redis_server: RedisServer) -> None:
+    """A client decoding responses, or of the wrong kind, is refused."""
+    decoding = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisBackend(client=decoding)
+    with pytest.raises(ConfigurationError, match="RedisCluster"):
+        RedisClusterBackend(client=_raw(redis_server))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="either"):
+        RedisBackend()
+
+
+# -- one command per call ---------------------------------------------------------------
+
+
+async def _commandstats(raw: aioredis.Redis) -> dict[str, int]:
+    stats = await raw.info("commandstats")
+    return {name: int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info"}
+
+
+async def _count_commands(raw: aioredis.Redis, action: Callable[[], Awaitable[Any]]) -> dict[str, int]:
+    before = await _commandstats(raw)
+    await action()
+    after = await _commandstats(raw)
+    return {name: n - before.get(name, 0) for name, n in after.items() if n != before.get(name, 0)}
+
+
+async def test_one_command_per_call(redis_server: RedisServer) -> None:
+    """A hit is exactly one GET, a set one SET, a delete one UNLINK (INFO commandstats deltas)."""
+    backend = RedisBackend.from_url(redis_server.url)
+    raw = _raw(redis_server)
+    key = _ns() + "k"
+    try:
+        await backend.set(key, b"warm", 60)  # connects (handshake) before counting
+        assert await _count_commands(raw, lambda: backend.get(key)) == {"cmdstat_get": 1}
+        assert await _count_commands(raw, lambda: backend.set(key, b"v", 1.5)) == {"cmdstat_set": 1}
+        assert await _count_commands(raw, lambda: backend.delete(key)) == {"cmdstat_unlink": 1}
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+async def test_fractional_ttl_uses_px(redis_server: RedisServer) -> None:
+    """A fractional ttl is sent as SET ... PX <ms> (seen with MONITOR); whole seconds as EX."""
+    backend = RedisBackend.from_url(redis_server.url)
+    raw = _raw(redis_server)
+    key = _ns() + "frac"
+    try:
+        await backend.set(key, b"warm", 60)
+        async with raw.monitor() as monitor:
+            await backend.set(key, b"v", 1.5)
+            await backend.set(key, b"v", 7)
+            seen = [(await monitor.next_command())["command"] for _ in range(2)]
+        assert seen == [f"SET {key} v PX 1500", f"SET {key} v EX 7"]
+        assert 1000 < await raw.pttl(key) <= 7000
+        await backend.delete(key)
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+# -- event loops ------------------------------------------------------------------------
+
+
+def test_two_event_loops_in_sequence(redis_server: RedisServer) -> None:
+    """One backend used by asyncio.run twice works, and each loop's connections close with it."""
+    backend = RedisBackend.from_url(redis_server.url)
+    key = _ns() + "k"
+
+    async def clients() -> int:
+        raw = _raw(redis_server)
+        try:
+            return int((await raw.info("clients"))["connected_clients"])
+        finally:
+            await raw.aclose()
+
+    async def use(value: bytes) -> bytes | None:
+        await backend.set(key, value, 60)
+        return await backend.get(key)
+
+    baseline = asyncio.run(clients())
+    assert asyncio.run(use(b"one")) == b"one"
+    assert asyncio.run(clients()) == baseline  # the first loop's pool was closed at its shutdown
+    assert asyncio.run(use(b"two")) == b"two"
+    asyncio.run(backend.delete(key))
+
+
+async def test_two_event_loops_at_once(redis_server: RedisServer) -> None:
+    """A loop in another thread and the test's own loop use one backend at the same time."""
+    backend = RedisBackend.from_url(redis_server.url)
+    ns = _ns()
+    results: list[bytes | None] = []
+
+    async def other() -> None:
+        for i in range(50):
+            await backend.set(f"{ns}thread:{i}", b"t", 60)
+            results.append(await backend.get(f"{ns}thread:{i}"))
+
+    thread = threading.Thread(target=lambda: asyncio.run(other()))
+    thread.start()
+    for i in range(50):
+        await backend.set(f"{ns}main:{i}", b"m", 60)
+        assert await backend.get(f"{ns}main:{i}") == b"m"
+        await asyncio.sleep(0)
+    await asyncio.to_thread(thread.join, 10)
+    assert results == [b"t"] * 50
+    await backend.clear(ns)
+    await backend.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_gets_its_own_connections(redis_server: RedisServer) -> None:
+    """After os.fork the child opens new connections instead of sharing the parent's."""
+    backend = RedisBackend.from_url(redis_server.url)
+    key = _ns() + "k"
+
+    async def parent_first() -> None:
+        await backend.set(key, b"parent", 60)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(parent_first())
+        pid = os.fork()
+        if pid == 0:  # child: same loop object, but new sockets are needed
+            code = 1
+            try:
+                code = 0 if loop.run_until_complete(backend.get(key)) == b"parent" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert loop.run_until_complete(backend.get(key)) == b"parent"  # parent's connection intact
+        loop.run_until_complete(backend.delete(key))
+        loop.run_until_complete(backend.close())
+    finally:
+        loop.close()
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+async def test_paused_server_times_out(fresh_redis_server: RedisServer) -> None:
+    """A SIGSTOPped server gives BackendTimeoutError within about the deadline, then recovers."""
+    backend = RedisBackend.from_url(fresh_redis_server.url)
+    await backend.set("k", b"v", 60)
+    fresh_redis_server.process.pause()
+    try:
+        for candidate in (backend, RedisBackend.from_url(fresh_redis_server.url)):  # pooled and new
+            started = time.monotonic()
+            with pytest.raises(BackendTimeoutError) as caught:
+                await candidate.get("k")
+            assert time.monotonic() - started < 2.0
+            assert caught.value.__cause__ is not None
+    finally:
+        fresh_redis_server.process.resume()
+    assert await backend.get("k") == b"v"
+    await backend.close()
+
+
+async def test_cancelled_call_keeps_connection_in_step(fresh_redis_server: RedisServer) -> None:
+    """A GET cancelled while waiting for its reply does not hand that reply to the next call."""
+    backend = RedisBackend.from_url(fresh_redis_server.url + "?timeout=5")
+    await backend.set("a", b"A", 60)
+    await backend.set("b", b"B", 60)
+    fresh_redis_server.process.pause()
+    try:
+        task = asyncio.ensure_future(backend.get("a"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        fresh_redis_server.process.resume()
+    assert [await backend.get("b") for _ in range(3)] == [b"B"] * 3
+    await backend.close()
+
+
+async def test_refused_connection_is_backend_error() -> None:
+    """Nothing listening: BackendError (not a timeout) quickly, the driver error chained."""
+    backend = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        await backend.get("k")
+    assert time.monotonic() - started < 1.0
+    assert not isinstance(caught.value, BackendTimeoutError)
+    assert isinstance(caught.value.__cause__, Exception)
+    await backend.close()
+
+
+async def test_unix_socket_server(tmp_path: Any) -> None:
+    """unix:// talks to a real server over its socket."""
+    sock = tmp_path / "redis.sock"
+    process = start_redis("redis-unix", "--unixsocket", str(sock), "--unixsocketperm", "700")
+    try:
+        backend = RedisBackend.from_url(f"unix://{sock}?db=1")
+        await backend.set("k", b"v", 60)
+        assert await backend.get("k") == b"v"
+        await backend.close()
+    finally:
+        process.stop()
+
+
+# -- cluster specifics ------------------------------------------------------------------
+
+
+def _primaries(cluster: RedisClusterServers) -> list[aioredis.Redis]:
+    return [aioredis.Redis(port=node.port) for node in cluster.nodes]
+
+
+async def test_cluster_clear_leaves_zero_keys(redis_cluster: RedisClusterServers) -> None:
+    """After clear, DBSIZE is 0 on every primary, though the keys were spread over all of them."""
+    nodes = _primaries(redis_cluster)
+    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    ns = _ns()
+    try:
+        for node in nodes:
+            await node.flushall()
+        for i in range(300):
+            await backend.set(f"{ns}k:{i}", b"v", 60)
+            if i % 10 == 0:
+                assert await backend.acquire_lock(f"{ns}k:{i}:lock", "t", 60)
+        await backend.set(f"{ns}lock", b"v", 60)  # its slot tag is the namespace itself
+        sizes = [await node.dbsize() for node in nodes]
+        assert sum(sizes) == 331 and all(sizes)
+        await backend.clear(ns)
+        assert [await node.dbsize() for node in nodes] == [0, 0, 0]
+    finally:
+        await backend.close()
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_cluster_entry_and_lock_share_a_slot(redis_cluster: RedisClusterServers) -> None:
+    """An entry and its ``:lock`` key hash to one slot; keys with braces get distinct stored names."""
+    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    client = await backend._clients.get()
+    for key in ("p:ns:abc", "p:{x}:y", "p:}odd{", "p:ns:lock"):
+        assert client.keyslot(backend._key(key)) == client.keyslot(backend._key(key + ":lock"))
+    assert backend._key("a{b}") != backend._key("a{c}")
+    await backend.close()
+
+
+async def test_cluster_stats_cover_every_primary(redis_cluster: RedisClusterServers) -> None:
+    """Cluster stats add up INFO/DBSIZE over the three primaries."""
+    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    stats = await backend.stats()
+    assert stats["nodes"] == 3 and stats["backend"] == "redis+cluster"
+    assert stats["bytes"] > 0 and stats["entries"] >= 0
+    await backend.close()
+
+
+async def test_cluster_accepts_client_object(redis_cluster: RedisClusterServers) -> None:
+    """RedisClusterBackend(client=RedisCluster(...)) works and leaves the client open."""
+    mine = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    backend = RedisClusterBackend(client=mine)
+    try:
+        await backend.set("cf-client-k", b"v", 60)
+        assert await backend.get("cf-client-k") == b"v"
+        assert await backend.delete("cf-client-k") is True
+        await backend.close()
+        assert await mine.ping() is True
+    finally:
+        await mine.aclose()
+
+
+async def test_single_node_stats(redis_server: RedisServer) -> None:
+    """Single-node stats report entries (DBSIZE), bytes, hits and misses from INFO."""
+    backend = RedisBackend.from_url(redis_server.url)
+    key = _ns() + "k"
+    await backend.set(key, b"v", 60)
+    await backend.get(key)
+    stats = await backend.stats()
+    assert stats["entries"] >= 1 and stats["bytes"] > 0 and stats["hits"] >= 1
+    assert {"misses", "evicted", "server_version"} <= set(stats)
+    await backend.delete(key)
+    await backend.close()
