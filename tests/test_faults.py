@@ -1,0 +1,211 @@
+"""The cache never becomes the outage: real stores killed, paused, down at start, restarted.
+
+Each test starts its own redis-server or memcached, so it can SIGKILL or SIGSTOP
+it. The per-request bound asserted here (2 s) is a hang detector — redis-py's
+defaults take 58 s against a paused server — not a performance claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+import cacheframe
+from servers import ServerProcess
+from servers.memcached import start_memcached
+from servers.redis import start_redis
+
+pytestmark = pytest.mark.timeout(120)
+
+VIEW_TIME = 0.02
+HANG_BOUND = 2.0
+
+
+@pytest.fixture(params=["redis", "memcached"])
+def store(request: pytest.FixtureRequest) -> Iterator[tuple[str, ServerProcess]]:
+    """A store process of this test's own, and its cacheframe URL."""
+    if request.param == "redis":
+        process = start_redis("redis-fault")
+        url = f"redis://127.0.0.1:{process.port}/0"
+    else:
+        process = start_memcached("memcached-fault")
+        url = f"memcached://127.0.0.1:{process.port}"
+    try:
+        yield url, process
+    finally:
+        process.stop()
+
+
+def make_app(counter: collections.Counter[str]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/work")
+    @cacheframe.cache(ttl=60)
+    async def work(k: int = 0) -> dict[str, int]:
+        counter["work"] += 1
+        await asyncio.sleep(VIEW_TIME)
+        return {"k": k}
+
+    return app
+
+
+async def timed_get(client: httpx.AsyncClient, k: int) -> tuple[httpx.Response, float]:
+    start = time.monotonic()
+    response = await client.get(f"/work?k={k}")
+    return response, time.monotonic() - start
+
+
+async def assert_serves_correctly(client: httpx.AsyncClient, rounds: int = 10) -> None:
+    """Every request answers 200 with its own body, well within the hang bound."""
+    for i in range(rounds):
+        response, elapsed = await timed_get(client, i)
+        assert response.status_code == 200 and response.json() == {"k": i}
+        assert elapsed < HANG_BOUND, f"request {i} took {elapsed:.2f}s"
+
+
+async def caching_resumes(client: httpx.AsyncClient, within: float = 15.0) -> float:
+    """Seconds until a repeated request is a HIT again."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        await client.get("/work?k=999")
+        if (await client.get("/work?k=999")).headers["x-cache"] == "HIT":
+            return time.monotonic() - start
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"caching did not resume within {within}s")
+
+
+def configure(url: str) -> cacheframe.Cache:
+    return cacheframe.configure(url=url, timeout=0.25, breaker_threshold=3, breaker_cooldown=0.5)
+
+
+async def test_killed_store_then_restarted(store: tuple[str, ServerProcess]) -> None:
+    """SIGKILL mid-run: requests keep answering; a restart on the same port resumes caching."""
+    url, process = store
+    configure(url)
+    counter: collections.Counter[str] = collections.Counter()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=make_app(counter)), base_url="http://t"
+    ) as c:
+        await c.get("/work?k=1")
+        assert (await c.get("/work?k=1")).headers["x-cache"] == "HIT"
+        process.kill()
+        await assert_serves_correctly(c)
+        process.start()  # same port
+        await caching_resumes(c)
+
+
+async def test_paused_store_then_resumed(store: tuple[str, ServerProcess]) -> None:
+    """SIGSTOP: each request pays at most the deadline; SIGCONT resumes caching by itself."""
+    url, process = store
+    configure(url)
+    counter: collections.Counter[str] = collections.Counter()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=make_app(counter)), base_url="http://t"
+    ) as c:
+        await c.get("/work?k=1")
+        process.pause()
+        try:
+            await assert_serves_correctly(c)
+            labels = {(await c.get("/work?k=1")).headers["x-cache"] for _ in range(3)}
+            assert labels == {"BYPASS"}
+        finally:
+            process.resume()
+        await caching_resumes(c)
+
+
+async def test_app_started_with_store_down(store: tuple[str, ServerProcess]) -> None:
+    """With the store down from the start, the app serves uncached; when it comes up, caching starts."""
+    url, process = store
+    process.kill()
+    configure(url)
+    counter: collections.Counter[str] = collections.Counter()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=make_app(counter)), base_url="http://t"
+    ) as c:
+        await assert_serves_correctly(c)
+        process.start()
+        await caching_resumes(c)
+
+
+async def test_open_circuit_costs_no_store_latency(store: tuple[str, ServerProcess]) -> None:
+    """Once the breaker is open, requests against a paused store do not wait for it at all."""
+    url, process = store
+    cache = configure(url)
+    counter: collections.Counter[str] = collections.Counter()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=make_app(counter)), base_url="http://t"
+    ) as c:
+        process.pause()
+        try:
+            for i in range(3):
+                await c.get(f"/work?k={i}")
+            assert cache.breaker.state == "open"
+            before = cache.stats.short_circuited
+            await c.get("/work?k=50")
+            assert cache.stats.short_circuited == before + 1
+        finally:
+            process.resume()
+
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import httpx
+    from fastapi import FastAPI
+    import cacheframe
+
+    url, start_at, log = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    cacheframe.configure(url=url, prefix="two-workers", timeout=1.0)
+    app = FastAPI()
+
+    @app.get("/cold")
+    @cacheframe.cache(ttl=60, namespace="cold")
+    async def cold() -> dict[str, str]:
+        with open(log, "a") as f:
+            f.write("ran\\n")
+        await asyncio.sleep(0.5)
+        return {"v": "x"}
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            responses = await asyncio.gather(*(client.get("/cold") for _ in range(20)))
+        assert {r.status_code for r in responses} == {200}
+        print(",".join(sorted({r.headers["x-cache"] for r in responses})))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_two_worker_processes_run_view_once(tmp_path: Path) -> None:
+    """Two processes sharing Redis, missing one cold key at the same moment, run the view once."""
+    process = start_redis("redis-workers")
+    try:
+        script, log = tmp_path / "worker.py", tmp_path / "runs.log"
+        script.write_text(WORKER)
+        start_at = time.time() + 3.0  # both interpreters are up and importing by then
+        url = f"redis://127.0.0.1:{process.port}/0"
+        workers = [
+            subprocess.Popen(
+                [sys.executable, str(script), url, str(start_at), str(log)], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        outputs = [w.communicate(timeout=60)[0].strip() for w in workers]
+        assert [w.returncode for w in workers] == [0, 0]
+        assert log.read_text().count("ran") == 1, outputs
+        assert "HIT" in ",".join(outputs)
+    finally:
+        process.stop()
