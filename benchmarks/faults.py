@@ -175,9 +175,7 @@ def main() -> None:
         store.send_signal(signal.SIGCONT)
         store.kill()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(
-        f"fault run: {args.store}, {args.concurrency} concurrent clients, {args.keys} keys, {args.seconds}s per phase"
-    )
+    print(f"fault run: {args.store}, {args.concurrency} clients, {args.keys} keys, {args.seconds}s per phase")
     print("| phase | requests | p50 ms | p99 ms | X-Cache | errors |")
     print("|---|---|---|---|---|---|")
     for name, value in rows:
