@@ -164,3 +164,45 @@ def test_long_segment_hashed() -> None:
     """10 kB of text becomes a short hashed segment; two such texts differ."""
     a, b = keys.safe_segment("x" * 10_000), keys.safe_segment("x" * 9_999 + "y")
     assert len(a) < 100 and a != b
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="%+", codec="utf-8"), max_size=40))
+def test_query_fast_split_matches_parse_qsl(query: str) -> None:
+    """The undecoded fast split gives exactly what parse_qsl gives."""
+    from urllib.parse import parse_qsl
+
+    assert keys.normalize_query(query) == sorted(parse_qsl(query, keep_blank_values=True), key=lambda p: p[0])
+
+
+def _digest(headers: dict[str, list[str]], **kw: Any) -> str:
+    from starlette.datastructures import Headers
+
+    raw = [(k.encode(), v.encode()) for k, vs in headers.items() for v in vs]
+    return keys.request_digest(
+        method="GET", root_path="", path="/p", query_string="", headers=Headers(raw=raw), cookies={}, **kw
+    )
+
+
+def test_request_digest_header_boundaries() -> None:
+    """Vary values cannot shift between headers (Django's ("ab","c") vs ("a","bc") collision)."""
+    a = _digest({"x-a": ["ab"], "x-b": ["c"]}, vary=["x-a", "x-b"])
+    b = _digest({"x-a": ["a"], "x-b": ["bc"]}, vary=["x-a", "x-b"])
+    assert a != b
+
+
+def test_request_digest_absent_vs_empty_header() -> None:
+    """An absent vary header and an empty one are different keys."""
+    assert _digest({}, vary=["x-a"]) != _digest({"x-a": [""]}, vary=["x-a"])
+
+
+def test_request_digest_head_is_get_and_private_differs() -> None:
+    """HEAD shares GET's key; private keys differ per Authorization."""
+    from starlette.datastructures import Headers
+
+    common = {"root_path": "", "path": "/p", "query_string": "a=1", "cookies": {}}
+    get = keys.request_digest(method="GET", headers=Headers(), **common)  # type: ignore[arg-type]
+    head = keys.request_digest(method="HEAD", headers=Headers(), **common)  # type: ignore[arg-type]
+    assert get == head
+    alice = _digest({"authorization": ["Bearer a"]}, private=True)
+    bob = _digest({"authorization": ["Bearer b"]}, private=True)
+    assert alice != bob != _digest({}, private=True)

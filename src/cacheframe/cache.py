@@ -30,6 +30,7 @@ log = logging.getLogger("cacheframe")
 T = TypeVar("T")
 
 KV_NAMESPACE = "kv"
+_DECODED_MAX = 512
 _LOG_INTERVAL = 30.0
 
 # Errors a store call may raise that must never reach a view when failing open. Backends
@@ -44,6 +45,7 @@ class StoreDown(enum.Enum):
 
 
 STORE_DOWN = StoreDown.STORE_DOWN
+Read = envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Cache:
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self.flights = Flights()  # computations in flight, by key
         self.reads = Flights()  # store reads in flight, by key: concurrent lookups share one
+        # Recently decoded entries by their stored bytes (decoding costs more than hashing).
+        self._decoded: dict[bytes, envelope.ResponseEntry | envelope.ValueEntry] = {}
         self.refreshing: set[str] = set()  # keys with a background refresh under way
         self.invalidations = 0  # bumped by delete/clear: a miss started before must not write back
         self._prefix = keys.safe_segment(self.settings.prefix)
@@ -171,7 +175,7 @@ class Cache:
         self.breaker.success()
         return result
 
-    async def read_entry(self, key: str) -> envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None:
+    async def read_entry(self, key: str) -> Read:
         """Fetch and decode an entry: ``None`` when absent or damaged, ``STORE_DOWN`` on failure."""
         if not self._allowed():
             return STORE_DOWN
@@ -183,13 +187,20 @@ class Cache:
         self.breaker.success()
         if raw is None:
             return None
+        decoded = self._decoded.get(raw)  # bytes hash is cached on the object: cheap for memory
+        if decoded is not None:
+            return decoded
         try:
-            return envelope.decode(raw)
+            decoded = envelope.decode(raw)
+            if len(self._decoded) >= _DECODED_MAX:
+                self._decoded.clear()
+            self._decoded[raw] = decoded
+            return decoded
         except EntryError as exc:
             self.bad_entry(key, exc)
             return None
 
-    async def read_shared(self, key: str) -> envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None:
+    async def read_shared(self, key: str) -> Read:
         """``read_entry``, but concurrent reads of one key in this loop share one store call."""
         pending = self.reads.pending(key)
         if pending is not None:
@@ -197,10 +208,13 @@ class Cache:
                 pending
             )
             return shared
-        async with self.reads.lead(key) as future:
+        future = self.reads.start(key)
+        entry = None
+        try:
             entry = await self.read_entry(key)
-            future.set_result(entry)
             return entry
+        finally:
+            self.reads.finish(key, future, entry)
 
     def bad_entry(self, key: str, exc: Exception) -> None:
         """Count and log an entry that could not be used (it will be overwritten)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable
@@ -171,6 +172,7 @@ def merge_vary(*groups: Iterable[str]) -> str:
     return ", ".join(seen.values())
 
 
+@functools.lru_cache(maxsize=4096)
 def cache_control(
     ttl: float,
     age: float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import hashlib
 import inspect
 import re
@@ -148,24 +149,79 @@ def request_digest(
     HEAD shares GET's key; an absent header differs from an empty one; with
     ``private`` the credentials (Authorization, Cookie) are hashed in.
     """
-    parts: list[Any] = [
-        "GET" if method == "HEAD" else method,
-        [(name, headers.getlist(name) or None) for name in vary],
-    ]
+    if custom is None and not vary and not header_params and not cookie_params and not private:
+        return _url_digest(method, root_path, path, query_string)
+    return _request_digest(
+        method,
+        root_path,
+        path,
+        query_string,
+        headers,
+        cookies,
+        vary,
+        header_params,
+        cookie_params,
+        private,
+        custom,
+    )
+
+
+@functools.lru_cache(maxsize=16384)
+def _url_digest(method: str, root_path: str, path: str, query_string: str) -> str:
+    """The digest when only the URL is keyed: memoised, as hot URLs repeat."""
+    return _request_digest(method, root_path, path, query_string, None, {}, (), (), (), False, None)
+
+
+def _request_digest(
+    method: str,
+    root_path: str,
+    path: str,
+    query_string: str,
+    headers: Any,
+    cookies: Mapping[str, str],
+    vary: Sequence[str],
+    header_params: Sequence[str],
+    cookie_params: Sequence[str],
+    private: bool,
+    custom: bytes | None,
+) -> str:
+    # A fixed layout of length-prefixed fields: cheaper than canonical() on the hot path,
+    # equally unambiguous (every field is sized, absent values are marked).
+    parts = [_text("GET" if method == "HEAD" else method), _headers(headers, vary)]
     if custom is not None:  # a custom key builder replaces the URL and parameter parts
-        parts.append(custom)
+        parts.append(b"C%d:%b" % (len(custom), custom))
     else:
+        pairs = normalize_query(query_string)
         parts += [
-            root_path,
-            path,
-            normalize_query(query_string),
-            [(name, headers.getlist(name) or None) for name in header_params],
-            [(name, cookies.get(name)) for name in cookie_params],
+            _text(root_path),
+            _text(path),
+            b"Q%d:" % len(pairs),
+            *[_text(k) + _text(v) for k, v in pairs],
+            _headers(headers, header_params),
+            b"K%d:" % len(cookie_params),
+            *[_optional(cookies.get(name)) for name in cookie_params],
         ]
     if private:
-        credentials = canonical([headers.getlist("authorization"), headers.getlist("cookie")])
-        parts.append(hashlib.sha256(credentials).digest())
-    return digest(b"view1", canonical(parts))
+        credentials = _headers(headers, ("authorization", "cookie"))
+        parts.append(b"P" + hashlib.sha256(credentials).digest())
+    return digest(b"view2", b"".join(parts))
+
+
+def _text(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogatepass")
+    return b"%d:%b" % (len(data), data)
+
+
+def _optional(text: str | None) -> bytes:
+    return b"N" if text is None else b"S" + _text(text)
+
+
+def _headers(headers: Any, names: Sequence[str]) -> bytes:
+    out = [b"H%d:" % len(names)]
+    for name in names:
+        values = headers.getlist(name)
+        out.append(b"L%d:" % len(values) + b"".join(_text(v) for v in values) if values else b"N")
+    return b"".join(out)
 
 
 async def custom_key(
@@ -184,8 +240,17 @@ async def custom_key(
 
 def normalize_query(query_string: str) -> list[tuple[str, str]]:
     """Query pairs as the app sees them, sorted by name; repeated names keep their order."""
-    pairs = parse_qsl(query_string, keep_blank_values=True)
-    return sorted(pairs, key=lambda pair: pair[0])
+    if not query_string:
+        return []
+    if "%" in query_string or "+" in query_string:
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+    else:  # nothing to decode: split as parse_qsl would ('&' only, empty fields dropped)
+        pairs = [(name, value) for name, _, value in (f.partition("=") for f in query_string.split("&") if f)]
+    return sorted(pairs, key=_first)
+
+
+def _first(pair: tuple[str, str]) -> str:
+    return pair[0]
 
 
 def safe_segment(text: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -28,41 +27,49 @@ _POLL = 0.025
 
 
 class Flights:
-    """In-flight computations by key, one table per running event loop."""
+    """In-flight computations by key; a future only counts within the loop that made it."""
 
     def __init__(self) -> None:
-        self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _table(self) -> dict[str, asyncio.Future[Any]]:
-        loop = asyncio.get_running_loop()
-        table = self._tables.get(loop)
-        if table is None:
-            table = self._tables[loop] = {}
-        return table
+        self._table: dict[str, asyncio.Future[Any]] = {}
 
     def pending(self, key: str) -> asyncio.Future[Any] | None:
-        """The future of a computation already running for ``key`` in this loop."""
-        return self._table().get(key)
+        """The future of a computation already running for ``key`` in the running loop."""
+        future = self._table.get(key)
+        if future is None or future.get_loop() is not asyncio.get_running_loop():
+            return None
+        return future
+
+    def start(self, key: str) -> asyncio.Future[Any] | None:
+        """Register as the computation for ``key``; ``None`` when another loop already is."""
+        current = self._table.get(key)
+        if current is not None and not current.done():
+            return None  # another loop (a sync function's portal, say) leads: do not share across loops
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._table[key] = future
+        return future
+
+    def finish(self, key: str, future: asyncio.Future[Any] | None, result: Any = None) -> None:
+        """Publish ``result`` (if not already) and unregister."""
+        if future is None:
+            return
+        if not future.done():
+            future.set_result(result)
+        if self._table.get(key) is future:
+            del self._table[key]
 
     @asynccontextmanager
     async def lead(self, key: str) -> AsyncIterator[asyncio.Future[Any]]:
-        """Register as the computation for ``key``; followers get what is set on the future.
+        """Lead the computation for ``key``; followers get what is set on the future.
 
         If the block exits without a result (an exception, a cancellation), followers
         receive ``None`` and compute for themselves.
         """
-        table = self._table()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        table[key] = future
+        future = self.start(key)
+        placeholder = future or asyncio.get_running_loop().create_future()
         try:
-            yield future
+            yield placeholder
         finally:
-            if not future.done():
-                future.set_result(None)
-            if table.get(key) is future:
-                del table[key]
+            self.finish(key, future, placeholder.result() if placeholder.done() else None)
 
 
 async def follow(future: asyncio.Future[Any], wait: float) -> Any:

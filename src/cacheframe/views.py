@@ -54,6 +54,7 @@ class _Request:
     __slots__ = (
         "bound",
         "call_view",
+        "if_none_match",
         "info",
         "is_coroutine",
         "key",
@@ -80,6 +81,7 @@ class _Request:
         self.policy, self.bound, self.key, self.request, self.sub = policy, bound, key, request, sub
         self.call_view, self.route, self.info = call_view, route, info
         self.is_coroutine, self.kwargs = is_coroutine, kwargs
+        self.if_none_match: str | None = None
 
 
 async def serve(
@@ -96,30 +98,32 @@ async def serve(
     """Answer one request to a decorated view."""
     cache = bound.cache
     settings = cache.settings
-    route = effective_route(request.scope)
+    scope = request.scope
+    route = effective_route(scope)
     info = route_info(route)
-    headers = request.headers
+    authorization, cache_control, pragma, if_none_match = _scan(scope["headers"])
     if (
         not settings.enabled
-        or request.method not in ("GET", "HEAD")
-        or (not policy.keys_auth and (info.has_security or "authorization" in headers))
+        or scope["method"] not in ("GET", "HEAD")
+        or (not policy.keys_auth and (info.has_security or authorization))
     ):
         return await _bypass(cache, call_view, sub)
     directives = http.NO_DIRECTIVES
-    if settings.honor_request_cache_control:
-        directives = http.request_directives(headers.get("cache-control"), headers.get("pragma"))
+    if settings.honor_request_cache_control and (cache_control or pragma):
+        directives = http.request_directives(cache_control, pragma)
         if directives.no_store:
             return await _bypass(cache, call_view, sub)
 
     custom = None
     if policy.key_builder is not None:
         custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
+    keyed_headers = policy.vary or info.header_names or policy.private
     key = bound.namespace + keys.request_digest(
-        method=request.method,
-        root_path=request.scope.get("root_path", ""),
-        path=request.scope["path"],
-        query_string=request.scope.get("query_string", b"").decode("latin-1"),
-        headers=headers,
+        method=scope["method"],
+        root_path=scope.get("root_path", ""),
+        path=scope["path"],
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=request.headers if keyed_headers else None,
         cookies=request.cookies if info.cookie_names else {},
         vary=policy.vary_lower,
         header_params=info.header_names,
@@ -128,9 +132,10 @@ async def serve(
         custom=custom,
     )
     req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
+    req.if_none_match = if_none_match
     stale: ResponseEntry | None = None
     if not directives.no_cache:
-        checked = request.scope.get(CHECKED)
+        checked = scope.get(CHECKED)
         entry = checked[1] if checked is not None and checked[0] == key else await cache.read_shared(key)
         if entry is STORE_DOWN:  # fail open: compute (once per key here), never write
             cache.stats.bypasses += 1
@@ -154,6 +159,24 @@ async def serve(
     return await _fill(req, stale)
 
 
+def _scan(raw: list[tuple[bytes, bytes]]) -> tuple[bool, str | None, str | None, str | None]:
+    """One pass over the raw request headers for what the cache looks at."""
+    authorization = False
+    cache_control = pragma = if_none_match = None
+    for name, value in raw:
+        if name == b"authorization":
+            authorization = True
+        elif name == b"cache-control":
+            text = value.decode("latin-1")
+            cache_control = text if cache_control is None else f"{cache_control}, {text}"
+        elif name == b"pragma":
+            pragma = value.decode("latin-1")
+        elif name == b"if-none-match":
+            text = value.decode("latin-1")
+            if_none_match = text if if_none_match is None else f"{if_none_match}, {text}"
+    return authorization, cache_control, pragma, if_none_match
+
+
 def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
     """The stored response with this reply's Cache-Control, ETag, Age and status header."""
     policy = req.policy
@@ -174,7 +197,7 @@ def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
     if not fresh:
         extra.append((b"age", str(whole_age).encode()))
     request = req.request
-    if http.none_match(request.headers.get("if-none-match"), entry.etag):
+    if req.if_none_match is not None and http.none_match(req.if_none_match, entry.etag):
         kept = [h for h in entry.headers if h[0] == b"vary"]
         return ReplayResponse(304, kept + extra, b"")
     body = b"" if request.method == "HEAD" else entry.body
