@@ -16,8 +16,8 @@ apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
-# Debian starts the packaged services; the tests run their own on free ports, so leave the
-# machine's Redis on 6379 alone and stop only a memcached the install just started.
+# Debian may start the packaged memcached service; the tests run their own servers on free
+# ports, so stop only that service (never other memcached processes, never Redis on 6379).
 if [[ " ${missing[*]} " == *" memcached "* ]]; then
-  (service memcached stop || pkill -x memcached || true) >/dev/null 2>&1
+  service memcached stop >/dev/null 2>&1 || true
 fi

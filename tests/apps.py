@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Cookie, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Cookie, Depends, FastAPI, Header, Request, Response, Security
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
@@ -41,6 +42,25 @@ def current_locale(accept_language: Annotated[str | None, Header()] = None) -> s
 
 
 bearer = HTTPBearer(auto_error=False)
+
+
+def session_user(request: Request) -> str:
+    """A hand-written security dependency: identifies the user from a cookie."""
+    return request.cookies.get("sid", "anon")
+
+
+class TenantHeaders(BaseModel):
+    x_tenant: str | None = None
+
+
+class ThemeCookies(BaseModel):
+    theme: str | None = None
+
+
+def request_id(response: Response) -> None:
+    """A dependency setting a per-request header on the shared Response."""
+    calls["request_id"] += 1
+    response.headers["X-Request-Id"] = str(calls["request_id"])
 
 
 def build_app() -> FastAPI:
@@ -121,6 +141,55 @@ def build_app() -> FastAPI:
     async def secured(token: Annotated[object, Depends(bearer)]) -> dict[str, bool]:
         calls["secured"] += 1
         return {"ok": True}
+
+    @app.get("/scoped")
+    @cache(ttl=60)
+    async def scoped(user: Annotated[str, Security(session_user, scopes=["me"])]) -> dict[str, str]:
+        calls["scoped"] += 1
+        return {"user": user}
+
+    @app.get("/header-model")
+    @cache(ttl=60)
+    async def header_model(h: Annotated[TenantHeaders, Header()]) -> dict[str, str | None]:
+        calls["header_model"] += 1
+        return {"tenant": h.x_tenant}
+
+    @app.get("/cookie-model")
+    @cache(ttl=60)
+    async def cookie_model(c: Annotated[ThemeCookies, Cookie()]) -> dict[str, str | None]:
+        calls["cookie_model"] += 1
+        return {"theme": c.theme}
+
+    @app.get("/host")
+    @cache(ttl=60)
+    async def host(request: Request) -> dict[str, str]:
+        calls["host"] += 1
+        return {"link": str(request.url_for("host"))}
+
+    @app.get("/dep-header-set")
+    @cache(ttl=60)
+    async def dep_header_set(_: Annotated[None, Depends(request_id)]) -> dict[str, bool]:
+        calls["dep_header_set"] += 1
+        return {"ok": True}
+
+    @app.get("/raises/{code}")
+    @cache(ttl=60)
+    async def raises(code: int) -> dict[str, int]:
+        from fastapi import HTTPException
+
+        raise HTTPException(code)
+
+    @app.get("/vary-auth")
+    @cache(ttl=60, vary=["Authorization"])
+    async def vary_auth(request: Request) -> dict[str, str | None]:
+        calls["vary_auth"] += 1
+        return {"auth": request.headers.get("authorization")}
+
+    @app.get("/td")
+    @cache(ttl=timedelta(seconds=30))
+    async def td() -> dict[str, int]:
+        calls["td"] += 1
+        return {"ok": 1}
 
     @app.get("/plain")
     @cache(ttl=60)

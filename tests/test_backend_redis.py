@@ -534,3 +534,30 @@ async def test_single_node_stats(redis_server: RedisServer) -> None:
     assert {"misses", "evicted", "server_version"} <= set(stats)
     await backend.delete(key)
     await backend.close()
+
+
+def test_client_object_serves_every_event_loop(redis_server: RedisServer) -> None:
+    """A client passed in works across TestClient loops and from a sync function's portal loop."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    cache = cacheframe.Cache(
+        backend=RedisBackend(client=aioredis.Redis(port=redis_server.port)), prefix="fixed"
+    )
+    app = FastAPI()
+
+    @app.get("/x")
+    @cache.cache(ttl=60)
+    async def x() -> dict[str, int]:
+        return {"ok": 1}
+
+    client = TestClient(app)  # no `with`: every request runs on a fresh event loop
+    labels = [client.get("/x").headers["x-cache"] for _ in range(3)]
+    assert labels == ["MISS", "HIT", "HIT"]
+
+    @cache.cache(ttl=60)
+    def square(n: int) -> int:
+        return n * n
+
+    assert square(3) == square(3) == 9
+    assert cache.stats.backend_errors == 0

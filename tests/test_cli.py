@@ -31,6 +31,10 @@ def test_ping_ok(cache_url: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_ping_unreachable_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
     """`cacheframe ping` exits non-zero when the store is unreachable or the URL unknown."""
+    port = free_port()  # nothing listens there: connection refused
+    assert main(["--url", f"redis://127.0.0.1:{port}/0", "ping"]) == 1
+    assert "unreachable" in capsys.readouterr().err
+    assert main(["--url", f"memcached://127.0.0.1:{port}", "ping"]) == 1
     assert main(["--url", "nosuch://x", "ping"]) != 0
     assert "installed schemes" in capsys.readouterr().err
 

@@ -10,6 +10,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 import cacheframe
 from cacheframe import fastpath
+from helpers import assert_freshness
 
 pytestmark = pytest.mark.usefixtures("app_cache")
 
@@ -75,7 +76,7 @@ def test_same_bytes_and_headers_as_decorator_path() -> None:
     hit = plain.get("/simple?n=3")
     assert miss.headers["x-cache"] == "MISS" and hit.headers["x-cache"] == "HIT"
     assert hit.content == miss.content and hit.headers["etag"] == miss.headers["etag"]
-    assert hit.headers["cache-control"] == "public, max-age=60" and hit.headers["age"] == "0"
+    assert_freshness(hit, 60)
     assert hit.headers["content-type"] == "application/json"
     assert counter["simple"] == 1 and fast_hits() == 1
     # the decorator path with the same request would send the same headers (minus order)

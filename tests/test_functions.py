@@ -211,3 +211,79 @@ async def test_concurrent_calls_keep_values_apart() -> None:
 
     assert await asyncio.gather(*(echo(i) for i in range(100))) == list(range(100))
     assert await asyncio.gather(*(echo(i) for i in range(100))) == list(range(100))
+
+
+async def test_shared_namespace_keeps_functions_apart() -> None:
+    """Two functions given the same namespace never share entries (the qualified name is keyed)."""
+
+    @cacheframe.cache(ttl=60, namespace="users")
+    async def user_name(uid: int) -> str:
+        return f"name-{uid}"
+
+    @cacheframe.cache(ttl=60, namespace="users")
+    async def user_email(uid: int) -> str:
+        return f"email-{uid}"
+
+    assert await user_name(1) == "name-1"
+    assert await user_email(1) == "email-1"
+    assert await user_email(1) == "email-1"
+
+
+async def test_helper_given_a_request_is_not_a_view() -> None:
+    """A cached helper called with request=... is keyed as a function (Request must be excluded)."""
+    from starlette.requests import Request
+
+    @cacheframe.cache(ttl=60, exclude=["request"])
+    async def helper(request: Request, x: int) -> dict[str, int]:
+        return {"x": x}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    assert await helper(request=Request(scope), x=1) == {"x": 1}
+    assert await helper(request=Request(scope), x=1) == {"x": 1}
+
+    @cacheframe.cache(ttl=60)
+    async def careless(request: Request) -> int:
+        return 1
+
+    with pytest.raises(KeyBuildError, match="parameter 'request' of type starlette.requests.Request"):
+        await careless(request=Request(scope))
+
+
+async def test_miss_and_hit_return_the_same_types() -> None:
+    """Without a precise return annotation a miss returns what a hit will (no type flip)."""
+    when = dt.datetime(2024, 1, 1)
+
+    @cacheframe.cache(ttl=60)
+    async def loose() -> Any:
+        return {"at": when, "pair": (1, 2)}
+
+    miss, hit = await loose(), await loose()
+    assert miss == hit == {"at": "2024-01-01T00:00:00", "pair": [1, 2]}
+
+
+async def test_decorator_serializer_option() -> None:
+    """@cache(serializer="pickle") keeps exact Python types (signed with the configured secret)."""
+    cacheframe.configure(url="memory://", secret="s" * 32)
+    when = dt.datetime(2024, 1, 1)
+
+    @cacheframe.cache(ttl=60, serializer="pickle")
+    async def exact() -> Any:
+        return {"at": when, "pair": (1, 2)}
+
+    assert await exact() == await exact() == {"at": when, "pair": (1, 2)}
+    assert isinstance((await exact())["pair"], tuple)
+
+
+async def test_cache_instance_decorator() -> None:
+    """Cache(...).cache(...) binds the decorator to that instance, not the default."""
+    own = cacheframe.Cache(url="memory://", prefix="own")
+    runs: list[int] = []
+
+    @own.cache(ttl=60)
+    async def f(x: int) -> int:
+        runs.append(x)
+        return x
+
+    assert await f(1) == await f(1) == 1
+    assert runs == [1] and own.stats.hits == 1
+    assert cacheframe.get_cache().stats.hits == 0

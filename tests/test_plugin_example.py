@@ -42,3 +42,38 @@ def test_environment_url_selects_plugin(tmp_path: Path, monkeypatch: pytest.Monk
     assert client.get("/plain").headers["x-cache"] == "MISS"
     assert client.get("/plain").headers["x-cache"] == "HIT"
     assert (tmp_path / "app.db").stat().st_size > 0
+
+
+def test_conformance_plugin_with_url_option(tmp_path: Path) -> None:
+    """A backend author's empty subclass plus --cacheframe-url runs the suite (pytest-asyncio strict mode)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_mine.py").write_text(
+        "from cacheframe.testing import BackendConformance\n\n\n"
+        "class TestMine(BackendConformance):\n    pass\n"
+    )
+    url = f"sqlitecache://{tmp_path}/author.db"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "asyncio_mode=strict",
+            "--rootdir",
+            str(tmp_path),
+            "--cacheframe-url",
+            url,
+            str(tmp_path / "test_mine.py"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "error" not in result.stdout.lower()

@@ -7,7 +7,7 @@ import enum
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -96,8 +96,8 @@ class Cache:
     ) -> None:
         if url is not None:
             options["url"] = url
-        if settings is not None and options:
-            settings = settings.model_copy(update=options)
+        if settings is not None and options:  # re-validate the merged values
+            settings = load_settings(**{**settings.model_dump(), **options})
         self.settings = settings if settings is not None else load_settings(**options)
         secret = self.settings.secret.get_secret_value().encode() if self.settings.secret else None
         self.serializer: Serializer = load_serializer_factory(self.settings.serializer)(secret=secret)
@@ -117,7 +117,7 @@ class Cache:
         self._last_logged: float = float("-inf")
 
     def __repr__(self) -> str:
-        return f"Cache(url={_redacted(self.settings.url)!r}, prefix={self.settings.prefix!r})"
+        return f"Cache(backend={self.backend!r}, prefix={self.settings.prefix!r})"
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -305,12 +305,3 @@ class Cache:
             made: Serializer = load_serializer_factory(serializer)(secret=secret)
             return made
         return serializer
-
-
-def _redacted(url: str) -> str:
-    from .backends._options import _redact
-
-    return _redact(url)
-
-
-Factory = Callable[[], Cache]

@@ -1,8 +1,9 @@
 """``@cache``: the decorator's options and the wrappers that route each call.
 
-A call that FastAPI makes (a ``Request`` arrives in the injected or declared
-parameter) takes the view path (:mod:`cacheframe.views`); any other call takes
-the plain-function path (:mod:`cacheframe.functions`).
+A call that FastAPI makes for the route this wrapper serves (a ``Request``
+whose scope names the wrapper as its endpoint) takes the view path
+(:mod:`cacheframe.views`); any other call, even one passing a ``Request``,
+takes the plain-function path (:mod:`cacheframe.functions`).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class Decorator:
                 for name in strip:
                     kwargs.pop(name, None)
                 bound = self.bind(func)
-                if isinstance(request, Request):
+                if isinstance(request, Request) and request.scope.get("endpoint") is async_wrapper:
                     return await views.serve(
                         policy, bound, func, request, sub, lambda: func(*args, **kwargs), True, args, kwargs
                     )
@@ -180,7 +181,7 @@ class Decorator:
                 for name in strip:
                     kwargs.pop(name, None)
                 bound = self.bind(func)
-                if isinstance(request, Request):
+                if isinstance(request, Request) and request.scope.get("endpoint") is sync_wrapper:
 
                     async def call_view() -> Any:
                         return await run_in_threadpool(func, *args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ __all__ = ["cache", "configure", "get_cache", "lifespan"]
 
 _lock = threading.Lock()
 _default: Cache | None = None
+_closing: set[asyncio.Task[None]] = set()
 
 
 def configure(url: str | None = None, **options: Any) -> Cache:
@@ -26,8 +28,22 @@ def configure(url: str | None = None, **options: Any) -> Cache:
     global _default
     new = Cache(url, **options)
     with _lock:
-        _default = new
+        old, _default = _default, new
+    if old is not None:
+        _close_later(old)
     return new
+
+
+def _close_later(old: Cache) -> None:
+    """Close a replaced default without blocking: on the running loop, else right away."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(old.close())
+        return
+    task = loop.create_task(old.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def get_cache() -> Cache:

@@ -84,6 +84,8 @@ class FastPath:
         headers = Headers(scope=scope)
         key = bound.namespace + keys.request_digest(
             method=scope["method"],
+            scheme=scope.get("scheme", "http"),
+            host=headers.get("host", ""),
             root_path=scope.get("root_path", ""),
             path=scope["path"],
             query_string=scope.get("query_string", b"").decode("latin-1"),

@@ -33,8 +33,16 @@ _MISSING: Any = object()
 _background: set[asyncio.Task[Any]] = set()
 
 
-def _key(policy: Policy, bound: Bound, signature: inspect.Signature, args: Any, kwargs: Any) -> str:
-    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude)
+def _key(
+    policy: Policy,
+    bound: Bound,
+    func: Callable[..., Any],
+    signature: inspect.Signature,
+    args: Any,
+    kwargs: Any,
+) -> str:
+    name = keys.namespace_for(func)
+    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude, name)
 
 
 async def _lookup(policy: Policy, bound: Bound, key: str, return_type: Any) -> tuple[Any, ValueEntry | None]:
@@ -95,6 +103,12 @@ async def _store(
     return entry
 
 
+def _as_cached(serializer: Serializer, entry: ValueEntry | None, value: Any, return_type: Any) -> Any:
+    """What a hit would return for ``entry``: a miss returns the same, so types never flip."""
+    decoded = _decode_shared(serializer, entry, return_type)
+    return value if decoded is _MISSING else decoded
+
+
 def _decode_shared(serializer: Serializer, shared: Any, return_type: Any) -> Any:
     if isinstance(shared, ValueEntry):
         try:
@@ -136,12 +150,14 @@ async def _compute(
             return fallback
         delta = time.perf_counter() - started
         if use_store:
-            future.set_result(await _store(bound, policy, key, value, delta, epoch))
+            entry = await _store(bound, policy, key, value, delta, epoch)
         else:  # the store is down: share the value in this process only
+            entry = None
             with contextlib.suppress(TypeError, ValueError):
                 payload = bound.serializer.dumps(value)
-                future.set_result(ValueEntry(bound.serializer.name, payload, time.time(), bound.ttl))
-        return value
+                entry = ValueEntry(bound.serializer.name, payload, time.time(), bound.ttl)
+        future.set_result(entry)
+        return _as_cached(bound.serializer, entry, value, return_type)
 
 
 async def call_async(
@@ -158,11 +174,10 @@ async def call_async(
     if not cache.settings.enabled:
         return await func(*args, **kwargs)
     if policy.key_builder is not None:
-        key = bound.namespace + keys.digest(
-            await keys.custom_key(policy.key_builder, func, None, args, kwargs)
-        )
+        custom = await keys.custom_key(policy.key_builder, func, None, args, kwargs)
+        key = bound.namespace + keys.custom_function_digest(keys.namespace_for(func), custom)
     else:
-        key = _key(policy, bound, signature, args, kwargs)
+        key = _key(policy, bound, func, signature, args, kwargs)
     value, stale = await _lookup(policy, bound, key, return_type)
     if value is STORE_DOWN:
         return await _compute(policy, bound, key, func, args, kwargs, None, return_type, use_store=False)
@@ -210,9 +225,9 @@ def call_sync(
         return func(*args, **kwargs)
     if policy.key_builder is not None:
         custom = run_sync(keys.custom_key(policy.key_builder, func, None, args, kwargs))
-        key = bound.namespace + keys.digest(custom)
+        key = bound.namespace + keys.custom_function_digest(keys.namespace_for(func), custom)
     else:
-        key = _key(policy, bound, signature, args, kwargs)
+        key = _key(policy, bound, func, signature, args, kwargs)
     value, stale = run_sync(_lookup(policy, bound, key, return_type))
     if value is STORE_DOWN:
         return func(*args, **kwargs)
@@ -228,5 +243,5 @@ def call_sync(
         if fallback is _MISSING:
             raise
         return fallback
-    run_sync(_store(bound, policy, key, value, time.perf_counter() - started, epoch))
-    return value
+    entry = run_sync(_store(bound, policy, key, value, time.perf_counter() - started, epoch))
+    return _as_cached(bound.serializer, entry, value, return_type)

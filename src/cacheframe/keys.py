@@ -22,11 +22,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel
+from starlette.requests import HTTPConnection
 
 from .exceptions import KeyBuildError
 
 __all__ = [
     "canonical",
+    "custom_function_digest",
     "custom_key",
     "digest",
     "function_digest",
@@ -66,7 +68,7 @@ def canonical(value: Any, *, _path: str = "argument") -> bytes:
     if isinstance(value, tuple | list):
         tag = b"t" if isinstance(value, tuple) else b"l"
         return _sized(tag, b"".join(canonical(v, _path=f"{_path}[{i}]") for i, v in enumerate(value)))
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and not isinstance(value, HTTPConnection):  # a Request is a Mapping
         items = sorted(
             canonical(k, _path=f"{_path} key") + canonical(v, _path=f"{_path}[{k!r}]")
             for k, v in value.items()
@@ -114,25 +116,34 @@ def function_digest(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     exclude: Iterable[str] = (),
+    name: str = "",
 ) -> str:
-    """Digest of a call's arguments bound to ``signature`` (``f(1, b=2)`` == ``f(1, 2)``)."""
+    """Digest of the function's qualified ``name`` and its call's arguments bound to
+    ``signature`` (``f(1, b=2)`` == ``f(1, 2)``)."""
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as exc:
         raise KeyBuildError(f"arguments do not match the function's signature: {exc}") from exc
     bound.apply_defaults()
     skip = set(exclude)
-    parts = []
-    for name, value in bound.arguments.items():
-        if name in skip:
+    parts = [_sized(b"n", name.encode("utf-8", "surrogatepass"))]
+    for param, value in bound.arguments.items():
+        if param in skip:
             continue
-        parts.append(_sized(b"p", name.encode()) + canonical(value, _path=f"parameter {name!r}"))
+        parts.append(_sized(b"p", param.encode()) + canonical(value, _path=f"parameter {param!r}"))
     return digest(*parts)
+
+
+def custom_function_digest(name: str, custom: bytes) -> str:
+    """Digest of a custom key builder's result for the function ``name``."""
+    return digest(_sized(b"n", name.encode("utf-8", "surrogatepass")), _sized(b"c", custom))
 
 
 def request_digest(
     *,
     method: str,
+    scheme: str = "http",
+    host: str = "",
     root_path: str,
     path: str,
     query_string: str,
@@ -146,14 +157,17 @@ def request_digest(
 ) -> str:
     """Digest of what identifies a view's response (``headers`` offers ``getlist(name)``).
 
+    The whole target URI is keyed (scheme, Host, root path, path, query), so a
+    view that builds absolute URLs from Host cannot poison another host's entry.
     HEAD shares GET's key; an absent header differs from an empty one; with
     ``private`` the credentials (Authorization, Cookie) are hashed in.
     """
+    url = (scheme, host, root_path)
     if custom is None and not vary and not header_params and not cookie_params and not private:
-        return _url_digest(method, root_path, path, query_string)
+        return _url_digest(method, url, path, query_string)
     return _request_digest(
         method,
-        root_path,
+        url,
         path,
         query_string,
         headers,
@@ -167,14 +181,14 @@ def request_digest(
 
 
 @functools.lru_cache(maxsize=16384)
-def _url_digest(method: str, root_path: str, path: str, query_string: str) -> str:
+def _url_digest(method: str, url: tuple[str, str, str], path: str, query_string: str) -> str:
     """The digest when only the URL is keyed: memoised, as hot URLs repeat."""
-    return _request_digest(method, root_path, path, query_string, None, {}, (), (), (), False, None)
+    return _request_digest(method, url, path, query_string, None, {}, (), (), (), False, None)
 
 
 def _request_digest(
     method: str,
-    root_path: str,
+    url: tuple[str, str, str],
     path: str,
     query_string: str,
     headers: Any,
@@ -192,7 +206,10 @@ def _request_digest(
         parts.append(b"C%d:%b" % (len(custom), custom))
     else:
         pairs = normalize_query(query_string)
+        scheme, host, root_path = url
         parts += [
+            _text(scheme),
+            _text(host.lower()),
             _text(root_path),
             _text(path),
             b"Q%d:" % len(pairs),

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
+from pydantic import BaseModel
 
 __all__ = ["RouteInfo", "effective_route", "route_info"]
 
@@ -45,28 +46,49 @@ def _walk(dependant: Any) -> Iterator[Any]:
         yield from _walk(sub)
 
 
-def _header_name(field: Any) -> str:
-    alias = str(getattr(field, "alias", None) or field.name)
+def _model_of(field: Any) -> type[BaseModel] | None:
+    """The pydantic model of a ``Annotated[Model, Header()]``/``Cookie()`` parameter, if any."""
+    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _names(field: Any, *, header: bool) -> list[str]:
+    """The request header (lower-case) or cookie names one parameter reads."""
     info = getattr(field, "field_info", None)
-    if getattr(info, "convert_underscores", True) and alias == field.name:
-        alias = alias.replace("_", "-")
-    return alias.lower()
+    convert = header and getattr(info, "convert_underscores", True)
+    model = _model_of(field)
+    if model is not None:  # a model parameter reads one header/cookie per model field
+        candidates = [(name, f.alias or name) for name, f in model.model_fields.items()]
+    else:
+        candidates = [(field.name, str(getattr(field, "alias", None) or field.name))]
+    names = []
+    for name, alias in candidates:
+        if convert and alias == name:
+            alias = alias.replace("_", "-")
+        names.append(alias.lower() if header else alias)
+    return names
+
+
+def _is_security(node: Any) -> bool:
+    """A security scheme, ``Security(...)`` with scopes, or a ``SecurityScopes`` consumer."""
+    return bool(
+        isinstance(getattr(node, "call", None), SecurityBase)
+        or getattr(node, "security_scopes_param_name", None)
+        or getattr(node, "own_oauth_scopes", None)
+        or getattr(node, "security_requirements", None)  # older FastAPI
+    )
 
 
 def _analyse(route: Any) -> RouteInfo:
     headers: list[str] = []
     cookies: list[str] = []
-    security = False
-    dependant = route.dependant
-    subs = list(_walk(dependant))
+    subs = list(_walk(route.dependant))
     for node in subs:
-        headers += [_header_name(f) for f in getattr(node, "header_params", ())]
-        cookies += [str(getattr(f, "alias", None) or f.name) for f in getattr(node, "cookie_params", ())]
-        call = getattr(node, "call", None)
-        if isinstance(call, SecurityBase) or getattr(node, "security_scopes_param_name", None):
-            security = True
-        if getattr(node, "security_requirements", None):  # older FastAPI
-            security = True
+        for field in getattr(node, "header_params", ()):
+            headers += _names(field, header=True)
+        for field in getattr(node, "cookie_params", ()):
+            cookies += _names(field, header=False)
+    security = any(_is_security(node) for node in subs)
     return RouteInfo(
         header_names=tuple(sorted(set(headers))),
         cookie_names=tuple(sorted(set(cookies))),

@@ -54,6 +54,7 @@ class _Request:
     __slots__ = (
         "bound",
         "call_view",
+        "dep_headers",
         "if_none_match",
         "info",
         "is_coroutine",
@@ -82,6 +83,11 @@ class _Request:
         self.call_view, self.route, self.info = call_view, route, info
         self.is_coroutine, self.kwargs = is_coroutine, kwargs
         self.if_none_match: str | None = None
+        # Headers dependencies set on the shared Response before the view ran: per request,
+        # never stored, added to every reply (hit or miss) of this request.
+        self.dep_headers: list[tuple[bytes, bytes]] = (
+            [(n.lower(), v) for n, v in sub.raw_headers] if sub is not None else []
+        )
 
 
 async def serve(
@@ -101,7 +107,7 @@ async def serve(
     scope = request.scope
     route = effective_route(scope)
     info = route_info(route)
-    authorization, cache_control, pragma, if_none_match = _scan(scope["headers"])
+    host, authorization, cache_control, pragma, if_none_match = _scan(scope["headers"])
     if (
         not settings.enabled
         or scope["method"] not in ("GET", "HEAD")
@@ -120,6 +126,8 @@ async def serve(
     keyed_headers = policy.vary or info.header_names or policy.private
     key = bound.namespace + keys.request_digest(
         method=scope["method"],
+        scheme=scope.get("scheme", "http"),
+        host=host,
         root_path=scope.get("root_path", ""),
         path=scope["path"],
         query_string=scope.get("query_string", b"").decode("latin-1"),
@@ -134,6 +142,7 @@ async def serve(
     req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
     req.if_none_match = if_none_match
     stale: ResponseEntry | None = None
+    reread = not directives.no_cache  # a plain miss re-checks the store once it leads
     if not directives.no_cache:
         checked = scope.get(CHECKED)
         entry = checked[1] if checked is not None and checked[0] == key else await cache.read_shared(key)
@@ -152,19 +161,24 @@ async def serve(
                 return replay(req, entry, b"HIT")
             if state == "stale":
                 return _serve_stale(req, entry)
+            if entry.age() < entry.ttl:  # fresh but picked for early refresh (XFetch)
+                reread = False
             if entry.age() < entry.ttl + min(entry.stale, policy.stale_if_error):
                 stale = entry
         elif entry is not None:
             cache.bad_entry(key, EntryError("a value entry where a response was expected"))
-    return await _fill(req, stale)
+    return await _fill(req, stale, reread=reread)
 
 
-def _scan(raw: list[tuple[bytes, bytes]]) -> tuple[bool, str | None, str | None, str | None]:
-    """One pass over the raw request headers for what the cache looks at."""
+def _scan(raw: list[tuple[bytes, bytes]]) -> tuple[str, bool, str | None, str | None, str | None]:
+    """One pass over the raw request headers: Host, Authorization?, Cache-Control, Pragma, If-None-Match."""
+    host = ""
     authorization = False
     cache_control = pragma = if_none_match = None
     for name, value in raw:
-        if name == b"authorization":
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"authorization":
             authorization = True
         elif name == b"cache-control":
             text = value.decode("latin-1")
@@ -174,7 +188,7 @@ def _scan(raw: list[tuple[bytes, bytes]]) -> tuple[bool, str | None, str | None,
         elif name == b"if-none-match":
             text = value.decode("latin-1")
             if_none_match = text if if_none_match is None else f"{if_none_match}, {text}"
-    return authorization, cache_control, pragma, if_none_match
+    return host, authorization, cache_control, pragma, if_none_match
 
 
 def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
@@ -197,6 +211,8 @@ def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
     if not fresh:
         extra.append((b"age", str(whole_age).encode()))
     request = req.request
+    if req.dep_headers:
+        extra += req.dep_headers
     if req.if_none_match is not None and http.none_match(req.if_none_match, entry.etag):
         kept = [h for h in entry.headers if h[0] == b"vary"]
         return ReplayResponse(304, kept + extra, b"")
@@ -225,11 +241,15 @@ async def _refresh(req: _Request) -> None:
         cache.refreshing.discard(req.key)
 
 
-async def _fill(req: _Request, stale: ResponseEntry | None, use_store: bool = True) -> Response:
+async def _fill(
+    req: _Request, stale: ResponseEntry | None, use_store: bool = True, reread: bool = False
+) -> Response:
     """A miss: share a computation already in flight, or lead one (under the store lock).
 
-    With ``use_store=False`` (the store just failed) the computation is still
-    shared in this process, but nothing is locked in or written to the store.
+    The leader first looks at the store once more (``reread``): another request
+    or process may have filled the entry since this request's read. With
+    ``use_store=False`` (the store just failed) the computation is still shared
+    in this process, but nothing is locked in or written to the store.
     """
     cache = req.bound.cache
     compute = functools.partial(_compute, req, stale, use_store)
@@ -246,12 +266,15 @@ async def _fill(req: _Request, stale: ResponseEntry | None, use_store: bool = Tr
             future.set_result(shared)
             return response
         async with store_lock(cache, req.key) as held:
-            if not held:
-                entry = await wait_for_entry(cache, req.key, _fresh)
-                if entry is not None:
-                    future.set_result(entry)
-                    cache.stats.hits += 1
-                    return replay(req, entry, b"HIT")
+            if held and reread:
+                current = await cache.read_entry(req.key)
+                entry = current if _fresh(current) else None
+            else:
+                entry = None if held else await wait_for_entry(cache, req.key, _fresh)
+            if isinstance(entry, ResponseEntry):
+                future.set_result(entry)
+                cache.stats.hits += 1
+                return replay(req, entry, b"HIT")
             response, stored = await compute()
             future.set_result(stored)
             return response
@@ -265,10 +288,12 @@ async def _compute(
     cache.stats.misses += use_store
     epoch = cache.invalidations
     started = time.perf_counter()
+    label = "MISS" if use_store else "BYPASS"
     try:
         value = await req.call_view()
     except Exception as exc:
         if stale is None or (isinstance(exc, HTTPException) and exc.status_code < 500):
+            _label_error(exc, cache.settings.cache_status_header, label)
             raise
         log.warning("cacheframe: view failed (%s); serving the stale entry (stale-if-error)", exc)
         cache.stats.stale += 1
@@ -277,15 +302,22 @@ async def _compute(
     if response.status_code >= 500 and stale is not None:
         cache.stats.stale += 1
         return replay(req, stale, b"STALE"), None
-    reason = _unstorable(req, response)
+    own_headers = _without([(n.lower(), v) for n, v in response.raw_headers], req.dep_headers)
+    reason = _unstorable(req, response, own_headers)
     if reason is not None:
         cache.stats.not_stored += 1
         log.debug("cacheframe: not storing %s: %s", req.request.url.path, reason)
-        response.headers[cache.settings.cache_status_header] = "MISS" if use_store else "BYPASS"
+        response.headers[cache.settings.cache_status_header] = label
         return response, None
     body = bytes(response.body)
-    stored_headers = http.replayable_headers(response.raw_headers)
-    vary = http.merge_vary(http.header_values(response.raw_headers, b"vary"), req.policy.vary)
+    stored_headers = [h for h in http.replayable_headers(own_headers) if h[0] != b"vary"]
+    info = req.info
+    vary = http.merge_vary(
+        http.header_values(own_headers, b"vary"),
+        req.policy.vary,
+        info.header_names,
+        ("Cookie",) if info.cookie_names else (),
+    )
     if vary:
         stored_headers.append((b"vary", vary.encode("latin-1")))
     policy = req.policy
@@ -308,20 +340,42 @@ async def _compute(
     return replay(req, entry, b"MISS"), entry
 
 
-def _unstorable(req: _Request, response: Response) -> str | None:
+def _without(
+    headers: list[tuple[bytes, bytes]], remove: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` minus one occurrence of each pair in ``remove``."""
+    if not remove:
+        return headers
+    pending = list(remove)
+    kept = []
+    for header in headers:
+        if header in pending:
+            pending.remove(header)
+        else:
+            kept.append(header)
+    return kept
+
+
+def _label_error(exc: Exception, header: str, label: str) -> None:
+    """Put the cache status on an ``HTTPException`` so the error reply carries it too."""
+    if isinstance(exc, HTTPException):
+        exc.headers = {**(exc.headers or {}), header: label}
+
+
+def _unstorable(req: _Request, response: Response, own_headers: list[tuple[bytes, bytes]]) -> str | None:
     if isinstance(response, StreamingResponse | FileResponse) or not hasattr(response, "body"):
         return "streaming or file response"
     if response.background is not None or any(
         isinstance(v, BackgroundTasks) and v.tasks for v in req.kwargs.values()
     ):
         return "background tasks"
-    reason = http.unstorable_reason(response.status_code, response.raw_headers)
+    reason = http.unstorable_reason(response.status_code, own_headers)
     if reason is not None:
         return reason
     keyed = set(req.policy.vary_lower) | set(req.info.header_names)
     if req.policy.private:
         keyed |= {"authorization", "cookie"}
-    unkeyed = [v for v in http.header_values(response.raw_headers, b"vary") if v.lower() not in keyed]
+    unkeyed = [v for v in http.header_values(own_headers, b"vary") if v.lower() not in keyed]
     if unkeyed:
         return f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"
     return None
@@ -329,8 +383,12 @@ def _unstorable(req: _Request, response: Response) -> str | None:
 
 async def _bypass(cache: Cache, call_view: CallView, sub: Response | None) -> Any:
     cache.stats.bypasses += 1
-    value = await call_view()
     header = cache.settings.cache_status_header
+    try:
+        value = await call_view()
+    except Exception as exc:
+        _label_error(exc, header, "BYPASS")
+        raise
     if isinstance(value, Response):
         value.headers[header] = "BYPASS"
     elif sub is not None:

@@ -23,7 +23,7 @@ from ._options import _redact
 
 try:
     import redis.exceptions as rex
-    from redis.asyncio import Redis
+    from redis.asyncio import ConnectionPool, Redis
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
@@ -335,15 +335,28 @@ class LoopClients(Generic[C]):
     ) -> None:
         self._factory = factory
         self._fixed = fixed
+        self._home: asyncio.AbstractEventLoop | None = None  # the loop a passed-in client serves
         self._prepare = prepare
         self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, _Entry[C]] = {}
 
     async def get(self) -> C:
-        """The client of the running loop, created on first use."""
-        if self._fixed is not None:
-            return self._fixed
+        """The client of the running loop, created on first use.
+
+        A client passed in serves the first loop that uses it; other loops (a new
+        TestClient loop, the sync portal) get a clone of it from ``factory``.
+        """
         loop = asyncio.get_running_loop()
+        if self._fixed is not None:
+            if self._home is None:
+                self._home = loop  # its connections now belong to this loop, for good
+            if self._home is loop:
+                return self._fixed
+            if self._factory is None:
+                raise BackendError(
+                    "a client passed as client= serves only the event loop it was first used on; "
+                    "pass url= instead to get one client per event loop"
+                )
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours
             self._pid, self._clients = os.getpid(), {}
         entry = self._clients.get(loop)
@@ -379,9 +392,10 @@ class LoopClients(Generic[C]):
         return client
 
     async def close(self) -> None:
-        """Close this loop's client; other loops' clients are closed on their own loops."""
-        if self._fixed is not None:
-            return  # not ours to close
+        """Close this loop's client; other loops' clients are closed on their own loops.
+
+        A client passed in is not ours to close; its clones are.
+        """
         clients, self._clients = self._clients, {}
         try:
             entry = clients.pop(asyncio.get_running_loop(), None)
@@ -398,3 +412,19 @@ def driver_error(exc: BaseException, action: str, where: str, timeout: float | N
         limit = f" after {timeout:g}s" if timeout else ""
         return BackendTimeoutError(f"redis {action} on {where} timed out{limit}: {exc}")
     return BackendError(f"redis {action} on {where} failed: {type(exc).__name__}: {exc}")
+
+
+def clone_redis(client: Redis) -> Callable[[], tuple[Redis, Closer]]:
+    """A factory of clients with ``client``'s connection settings, for other event loops."""
+    pool = client.connection_pool
+
+    def make() -> tuple[Redis, Closer]:
+        fresh = ConnectionPool(
+            connection_class=pool.connection_class,
+            max_connections=pool.max_connections,
+            **pool.connection_kwargs,
+        )
+        clone = Redis(connection_pool=fresh)
+        return clone, clone.aclose
+
+    return make

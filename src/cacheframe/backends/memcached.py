@@ -101,6 +101,11 @@ def entry_key(key: str) -> str:
     return key if _plain(key) and not key.startswith("#") else "#h" + _digest(key)
 
 
+def lock_key(key: str) -> str:
+    """The memcached key of a lock: always hashed, under its own ``#l`` marker."""
+    return "#l" + _digest(key)
+
+
 def generation_key(namespace: str) -> str:
     """The memcached key holding ``namespace``'s generation token."""
     return "#g" + namespace if _plain(namespace) else "#G" + _digest(namespace)
@@ -362,32 +367,31 @@ class MemcachedBackend:
     # -- capabilities ---------------------------------------------------------------------
 
     async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
-        """Take the lock with ``add`` (the lease is rounded up to whole seconds)."""
-        return await self.add(key, token.encode(), lease)
+        """Take the lock with a plain ``add`` (lease rounded up to whole seconds).
+
+        Locks live outside the generation scheme: they are short-lived, and routing
+        them through it would create a generation item per locked entry.
+        """
+        mkey = lock_key(key)
+
+        async def call() -> bool:
+            return bool(await self._client(mkey).add(mkey.encode(), token.encode(), exptime(lease)))
+
+        return await self._guard("acquire_lock", call)
 
     async def release_lock(self, key: str, token: str) -> bool:
         """Compare-and-delete: ``gets``, compare the token, then ``cas`` to an expired item."""
-        mkey = entry_key(key)
+        mkey = lock_key(key)
 
         async def call() -> bool:
             client, bkey = self._client(mkey), mkey.encode()
-            (current, cas), tokens = await asyncio.gather(
-                client.gets(bkey), self._current_tokens(client, key)
-            )
-            if current is None or cas is None or not self._live(current, tokens):
-                return False
-            if current[1 + _SEAL :] != token.encode():
+            current, cas = await client.gets(bkey)
+            if current != token.encode() or cas is None:
                 return False
             # The cas fails if anyone changed the lock since our gets; exptime in 1970 expires it.
-            return await client.cas(bkey, b"", cas, _EXPIRED)
+            return bool(await client.cas(bkey, b"", cas, _EXPIRED))
 
         return await self._guard("release_lock", call)
-
-    async def _current_tokens(self, client: aiomcache.Client, key: str) -> list[bytes | None]:
-        spaces = namespaces(key)
-        if not spaces:
-            return []
-        return list(await client.multi_get(*(generation_key(ns).encode() for ns in spaces)))
 
     async def stats(self) -> Mapping[str, Any]:
         """Totals and per-server ``curr_items``, ``bytes``, ``get_hits``, ``get_misses``."""

@@ -71,6 +71,9 @@ class MemoryBackend:
         options = parse_options(url, MemoryOptions, defaults)
         return cls(max_entries=options.max_entries, max_bytes=options.max_bytes)
 
+    def __repr__(self) -> str:
+        return f"MemoryBackend(max_entries={self.max_entries}, max_bytes={self.max_bytes})"
+
     def __len__(self) -> int:
         with self._lock:
             self._data.expire()

@@ -39,6 +39,7 @@ from ._redis_client import (
     build_cluster,
     build_redis,
     build_sentinel,
+    clone_redis,
     driver_error,
     parse_target,
     prepare_cluster,
@@ -251,7 +252,7 @@ class RedisBackend(_RedisBase):
             raise ConfigurationError(f"{type(self).__name__} needs either client= or url=")
         if client is not None:
             checked = _client_checked(client, Redis, type(self).__name__)
-            super().__init__(LoopClients(None, checked), repr(checked), None)
+            super().__init__(LoopClients(clone_redis(checked), checked), repr(checked), None)
             return
         assert url is not None
         options, factory = self._configure(url, settings)

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from ..types import Backend, SupportsAdd, SupportsLock, SupportsStats, SupportsTTL
 
@@ -52,7 +53,7 @@ class BackendConformance:
         """A namespace no other test uses: ``cf-conf-<random>:``."""
         return _ns()
 
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def store(self, backend: Backend, ns: str) -> AsyncIterator[Backend]:
         """The backend under test, its namespace cleared afterwards."""
         yield backend
