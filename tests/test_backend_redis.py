@@ -667,3 +667,67 @@ async def test_rediss_against_a_tls_server(tls_redis: tuple[int, str]) -> None:
     with pytest.raises(BackendError):
         await untrusted.get("tls:k")
     await untrusted.close()
+
+
+async def _commands_on(ports: list[int], action: Callable[[], Awaitable[Any]]) -> dict[str, int]:
+    """Commands ``action`` caused, summed over the servers on ``ports`` (INFO commandstats)."""
+    raws = [aioredis.Redis(host="127.0.0.1", port=port) for port in ports]
+    try:
+        before = [await _commandstats(r) for r in raws]
+        await action()
+        after = [await _commandstats(r) for r in raws]
+    finally:
+        for r in raws:
+            await r.aclose()
+    total: dict[str, int] = {}
+    for b, a in zip(before, after, strict=True):
+        for name, n in a.items():
+            if n != b.get(name, 0):
+                total[name] = total.get(name, 0) + n - b.get(name, 0)
+    return total
+
+
+async def test_cluster_hit_is_one_command(redis_cluster: RedisClusterServers) -> None:
+    """On a 3-primary cluster a hit is one GET on one node (no MOVED, no extra round trip)."""
+    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    key = _ns() + "k"
+    try:
+        await backend.set(key, b"v", 60)
+        ports = [node.port for node in redis_cluster.nodes]
+        assert await _commands_on(ports, lambda: backend.get(key)) == {"cmdstat_get": 1}
+    finally:
+        await backend.close()
+
+
+async def test_sentinel_hit_is_one_command(redis_sentinel: RedisSentinelServers) -> None:
+    """Behind Sentinel a hit is one GET on the master once the master is known."""
+    backend = RedisSentinelBackend.from_url(redis_sentinel.url)
+    key = _ns() + "k"
+    try:
+        await backend.set(key, b"v", 60)
+        ports = [redis_sentinel.master.port, redis_sentinel.sentinel.port]
+        assert await _commands_on(ports, lambda: backend.get(key)) == {"cmdstat_get": 1}
+    finally:
+        await backend.close()
+
+
+def test_view_hit_is_one_round_trip(redis_server: RedisServer) -> None:
+    """Through the decorator, a cached view's hit sends exactly one GET to Redis."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    cache = cacheframe.Cache(url=redis_server.url, prefix=f"rt{uuid.uuid4().hex[:6]}")
+    app = FastAPI()
+
+    @app.get("/items")
+    @cache.cache(ttl=60)
+    async def items(n: int = 3) -> list[int]:
+        return list(range(n))
+
+    with TestClient(app) as client:
+        assert client.get("/items").headers["x-cache"] == "MISS"
+
+        async def hit() -> None:
+            assert (await asyncio.to_thread(client.get, "/items")).headers["x-cache"] == "HIT"
+
+        assert asyncio.run(_commands_on([redis_server.port], hit)) == {"cmdstat_get": 1}
