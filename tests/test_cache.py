@@ -65,9 +65,15 @@ async def test_prefixes_isolated(cache_url: str) -> None:
 
 @pytest.mark.parametrize("key", ["*", "a:b", "x\r\nflush_all", "\x00", "k" * 10_000, "{tag}", "ü", "[a-z]?"])
 async def test_hostile_keys(app_cache: Cache, key: str) -> None:
-    """Glob, Lua-significant, CR/LF, NUL and 10 kB keys round-trip and never collide."""
+    """Glob, Lua-significant, CR/LF, NUL and 10 kB keys and namespaces round-trip, never collide."""
     await app_cache.set(key, key)
     await app_cache.set(key + "x", "other")
+    assert await app_cache.get(key) == key
+    await app_cache.set("k", "in hostile ns", namespace=key)
+    await app_cache.set("k", "in sibling ns", namespace=key + "x")
+    await app_cache.clear(key)
+    assert await app_cache.get("k", namespace=key) is None
+    assert await app_cache.get("k", namespace=key + "x") == "in sibling ns"
     assert await app_cache.get(key) == key
 
 
