@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "venv"
 
 TEST_DEPS = [".[test,redis,memcached]", "./tests/plugin_example"]
+# Per-backend sessions: that backend's conformance suite plus the app-level suites on it.
+APP_SUITES = [
+    "tests/test_views.py",
+    "tests/test_functions.py",
+    "tests/test_cache.py",
+    "tests/test_stale.py",
+    "tests/test_stampede.py",
+    "tests/test_fastpath.py",
+]
 BACKEND_SELECTIONS = {
-    "memory": ("memory", ["tests"]),
-    "redis": ("redis,redis-cluster,redis-sentinel", ["tests/test_backend_redis.py", "tests/test_views.py"]),
-    "memcached": ("memcached,memcached-pair", ["tests/test_backend_memcached.py", "tests/test_views.py"]),
+    "memory": ("memory", ["tests/test_backend_memory.py", *APP_SUITES]),
+    "redis": ("redis,redis-cluster,redis-sentinel", ["tests/test_backend_redis.py", *APP_SUITES]),
+    "memcached": ("memcached,memcached-pair", ["tests/test_backend_memcached.py", *APP_SUITES]),
 }
 
 
@@ -27,14 +38,21 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q", "-ra"]))
 
 
-@nox.session(name="tests-backend")
-@nox.parametrize("backend", list(BACKEND_SELECTIONS))
-def tests_backend(session: nox.Session, backend: str) -> None:
-    """One backend's conformance and app-level suites: nox -s "tests-backend(backend='redis')"."""
-    _install_servers(session)
-    session.install(*TEST_DEPS)
+def _backend_session(backend: str) -> None:
     selection, paths = BACKEND_SELECTIONS[backend]
-    session.run("pytest", "-q", *paths, env={"CF_TEST_BACKENDS": selection})
+
+    @nox.session(name=f"tests-{backend}")
+    def session(session: nox.Session) -> None:
+        if backend != "memory":
+            _install_servers(session)
+        session.install(*TEST_DEPS)
+        session.run("pytest", "-q", *paths, *session.posargs, env={"CF_TEST_BACKENDS": selection})
+
+    session.__doc__ = f"The {backend} backend: conformance suite and app-level suites on it."
+
+
+for _backend in BACKEND_SELECTIONS:
+    _backend_session(_backend)
 
 
 @nox.session
@@ -60,7 +78,12 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of the tests): see benchmarks/README.md."""
+    """HTTP benchmarks vs floor/ceiling/peers, store commands, memory, micro; `-- --quick` for a smoke run.
+
+    Not part of the tests. Writes docs/benchmarks.md (+ .png); see benchmarks/README.md.
+    """
     _install_servers(session)
-    session.install(".[redis,memcached,demo]", "httpx", "pytest", "pytest-benchmark", "pytest-asyncio")
+    session.install(".[bench,redis,memcached]")
+    if shutil.which("wrk") is None:
+        session.warn("wrk not found (Debian: apt-get install wrk): using the Python load generator")
     session.run("python", "benchmarks/run.py", *session.posargs)
