@@ -12,7 +12,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, cast
 
@@ -64,15 +64,13 @@ class Policy:
     stale_if_error: float
     xfetch_beta: float
 
-    @property
-    def vary_lower(self) -> tuple[str, ...]:
-        """``vary`` in lower case, as keyed."""
-        return tuple(v.lower() for v in self.vary)
+    vary_lower: tuple[str, ...] = field(init=False)
+    keys_auth: bool = field(init=False)  # the key includes Authorization: such requests may be cached
 
-    @property
-    def keys_auth(self) -> bool:
-        """Whether the key includes the Authorization header (so such requests may be cached)."""
-        return self.private or "authorization" in self.vary_lower
+    def __post_init__(self) -> None:
+        lower = tuple(v.lower() for v in self.vary)
+        object.__setattr__(self, "vary_lower", lower)
+        object.__setattr__(self, "keys_auth", self.private or "authorization" in lower)
 
 
 @dataclass(frozen=True, slots=True)
