@@ -215,3 +215,21 @@ def test_circuit_breaker_opens_probes_and_recovers(monkeypatch: pytest.MonkeyPat
     assert client.get("/plain").headers["x-cache"] == "MISS"  # the probe succeeds
     assert cache.breaker.state == "closed"
     assert client.get("/plain").headers["x-cache"] == "HIT"
+
+
+async def test_unknown_serializer_id_is_a_miss() -> None:
+    """A value entry written by a serialiser this cache does not use is a miss, counted."""
+    cache = Cache(url="memory://")
+    seen: list[int] = []
+
+    @cache.cache(ttl=60, namespace="ser")
+    async def f(x: int) -> int:
+        seen.append(x)
+        return x
+
+    await f(1)
+    assert isinstance(cache.backend, MemoryBackend)
+    key = next(k for k in cache.backend._data if ":ser:" in k)
+    await cache.backend.set(key, envelope.encode(envelope.ValueEntry("yaml", b"1", 0, 1e12)), 60)
+    assert await f(1) == 1 and seen == [1, 1]
+    assert cache.stats.bad_entries == 1

@@ -209,3 +209,40 @@ def test_two_worker_processes_run_view_once(tmp_path: Path) -> None:
         assert "HIT" in ",".join(outputs)
     finally:
         process.stop()
+
+
+async def test_crashed_lock_holder_strands_nobody_beyond_the_lease() -> None:
+    """A lock left behind by a dead process delays a cold miss by at most the lease, then it computes."""
+    process = start_redis("redis-lease")
+    try:
+        cache = cacheframe.configure(
+            url=f"redis://127.0.0.1:{process.port}/0", lock_lease=0.5, prefix="lease"
+        )
+        counter: collections.Counter[str] = collections.Counter()
+        app = make_app(counter)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            from cacheframe.types import SupportsLock
+
+            assert isinstance(cache.backend, SupportsLock)
+            # a "crashed" holder: takes the lock of /work?k=2 and never releases it
+            await c.get("/work?k=2")  # (a real entry, to learn the store key)
+            key2 = next(iter(await _keys(process.port)))
+            await cache.clear()
+            assert await cache.backend.acquire_lock(key2 + ":lock", "dead-process", 0.5)
+            start = time.monotonic()
+            response = await c.get("/work?k=2")
+            waited = time.monotonic() - start
+        assert response.status_code == 200 and response.json() == {"k": 2}
+        assert 0.3 <= waited < HANG_BOUND, waited  # waited for the lease, then computed
+    finally:
+        process.stop()
+
+
+async def _keys(port: int) -> list[str]:
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis(port=port)
+    try:
+        return [k.decode() for k in await raw.keys("*")]  # test inspection only
+    finally:
+        await raw.aclose()

@@ -107,3 +107,14 @@ async def test_leader_failure_lets_followers_compute() -> None:
     results = await asyncio.gather(*(flaky(1) for _ in range(3)), return_exceptions=True)
     assert isinstance(results[0], RuntimeError)
     assert results[1:] == [1, 1]
+
+
+async def test_followers_stop_waiting_after_stampede_wait() -> None:
+    """Past stampede_wait, waiting requests run the view themselves (the wait is bounded)."""
+    cacheframe.configure(url="memory://", stampede_wait=0.05)
+    counter: collections.Counter[str] = collections.Counter()
+    transport = httpx.ASGITransport(app=slow_app(counter, delay=0.5))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        responses = await asyncio.gather(*(client.get("/cold?k=9") for _ in range(3)))
+    assert {r.status_code for r in responses} == {200}
+    assert counter["cold"] == 3
