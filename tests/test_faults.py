@@ -246,3 +246,42 @@ async def _keys(port: int) -> list[str]:
         return [k.decode() for k in await raw.keys("*")]  # test inspection only
     finally:
         await raw.aclose()
+
+
+def test_sentinel_failover_caching_resumes(tmp_path: Path) -> None:
+    """Behind Sentinel, killing the master promotes the replica; requests keep answering, caching resumes."""
+    from servers import ServerProcess, free_port, require_binary
+    from servers.redis import start_redis as start
+
+    master = start("redis-fo-master")
+    replica = start("redis-fo-replica", "--replicaof", "127.0.0.1", str(master.port))
+    port = free_port()
+    sentinel = ServerProcess(
+        [require_binary("redis-server"), "sentinel.conf", "--sentinel"], port, "redis-fo-sentinel"
+    )
+    (Path(sentinel.workdir) / "sentinel.conf").write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {sentinel.workdir}\n"
+        f"sentinel monitor fo 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds fo 1000\nsentinel failover-timeout fo 5000\n"
+    )
+    try:
+        sentinel.start()
+        time.sleep(1.5)  # the sentinel discovers the replica through the master
+        configure(f"redis+sentinel://127.0.0.1:{port}/fo")
+        counter: collections.Counter[str] = collections.Counter()
+
+        async def run() -> float:
+            transport = httpx.ASGITransport(app=make_app(counter))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                await c.get("/work?k=1")
+                assert (await c.get("/work?k=1")).headers["x-cache"] == "HIT"
+                master.kill()
+                await assert_serves_correctly(c)
+                return await caching_resumes(c, within=30)
+
+        resumed_after = asyncio.run(run())
+        assert resumed_after < 30
+    finally:
+        sentinel.stop()
+        replica.stop()
+        master.stop()
