@@ -16,3 +16,15 @@ def assert_freshness(
     assert age <= seen <= age + 1, f"Age {seen}, expected about {age}"
     scope = "private" if private else "public"
     assert response.headers["cache-control"] == f"{scope}, max-age={max(0, ttl - seen)}{extra}"
+
+
+def generous_deadline(cache: Any) -> Any:
+    """Reconfigure the default cache like ``cache`` but with a 2 s store deadline.
+
+    For tests that fire hundreds of requests at once: the loop is then busy long
+    enough for the default 0.25 s deadline to expire on a healthy store, which is
+    fail-open behaviour, not what these tests are about.
+    """
+    import cacheframe
+
+    return cacheframe.configure(url=cache.settings.url, prefix=cache.settings.prefix, timeout=2.0)

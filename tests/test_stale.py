@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 import cacheframe
 from cacheframe.envelope import ResponseEntry, freshness
-from helpers import assert_freshness
+from helpers import assert_freshness, generous_deadline
 
 pytestmark = pytest.mark.usefixtures("app_cache")
 
@@ -70,8 +70,9 @@ def test_stale_while_revalidate_serves_stale_and_refreshes_once(later) -> None: 
     assert fresh.headers["x-cache"] == "HIT" and fresh.json() == {"n": 2}
 
 
-async def test_concurrent_stale_requests_refresh_once(later) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_stale_requests_refresh_once(later, app_cache: cacheframe.Cache) -> None:  # type: ignore[no-untyped-def]
     """Many concurrent requests on a stale entry trigger exactly one refresh."""
+    generous_deadline(app_cache)
     state: dict[str, object] = {}
     transport = httpx.ASGITransport(app=stale_app(state))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 import cacheframe
+from helpers import generous_deadline
 
 pytestmark = [pytest.mark.usefixtures("app_cache"), pytest.mark.timeout(120)]
 
@@ -56,8 +57,9 @@ async def test_thousand_concurrent_requests_run_view_once() -> None:
     assert labels["MISS"] == 1 or labels["BYPASS"] == 1000, labels
 
 
-async def test_hundred_concurrent_requests_one_miss_rest_hits() -> None:
+async def test_hundred_concurrent_requests_one_miss_rest_hits(app_cache: cacheframe.Cache) -> None:
     """100 concurrent requests: exactly one MISS, 99 HITs sharing its response, then HITs."""
+    generous_deadline(app_cache)
     counter: collections.Counter[str] = collections.Counter()
     transport = httpx.ASGITransport(app=slow_app(counter))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -78,8 +80,9 @@ async def test_unstorable_response_is_not_shared() -> None:
     assert all("set-cookie" in r.headers for r in responses)
 
 
-async def test_concurrent_function_calls_compute_once() -> None:
+async def test_concurrent_function_calls_compute_once(app_cache: cacheframe.Cache) -> None:
     """Concurrent calls of a cached async function with one key compute once."""
+    generous_deadline(app_cache)
     runs: list[int] = []
 
     @cacheframe.cache(ttl=60)
