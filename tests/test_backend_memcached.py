@@ -487,3 +487,26 @@ def test_missing_driver_names_the_extra() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'cacheframe[memcached]'" in done.stdout
+
+
+def test_real_fork_child_uses_its_own_connections(memcached_server: MemcachedServer) -> None:
+    """After a real os.fork the child opens its own connections and reads correctly; the parent too."""
+    backend = MemcachedBackend.from_url(memcached_server.url)
+    key = f"fork-{os.getpid()}:k"
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(backend.set(key, b"parent", 60))
+        pid = os.fork()
+        if pid == 0:  # child: same loop object, the parent's sockets must not be touched
+            code = 1
+            try:
+                code = 0 if loop.run_until_complete(backend.get(key)) == b"parent" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert loop.run_until_complete(backend.get(key)) == b"parent"
+        loop.run_until_complete(backend.delete(key))
+        loop.run_until_complete(backend.close())
+    finally:
+        loop.close()

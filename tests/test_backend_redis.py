@@ -731,3 +731,20 @@ def test_view_hit_is_one_round_trip(redis_server: RedisServer) -> None:
             assert (await asyncio.to_thread(client.get, "/items")).headers["x-cache"] == "HIT"
 
         assert asyncio.run(_commands_on([redis_server.port], hit)) == {"cmdstat_get": 1}
+
+
+async def test_clear_never_uses_keys(redis_server: RedisServer) -> None:
+    """clear() walks the keyspace with SCAN and deletes with UNLINK: no KEYS, no EVAL of names."""
+    backend = RedisBackend.from_url(redis_server.url)
+    ns = _ns()
+    raw = _raw(redis_server)
+    try:
+        for i in range(50):
+            await backend.set(f"{ns}x:{i}", b"v", 60)
+        seen = await _count_commands(raw, lambda: backend.clear(ns))
+        assert "cmdstat_keys" not in seen and "cmdstat_eval" not in seen and "cmdstat_evalsha" not in seen
+        assert seen.get("cmdstat_scan", 0) >= 1 and seen.get("cmdstat_unlink", 0) >= 1
+        assert await raw.exists(*[f"{ns}x:{i}" for i in range(50)]) == 0
+    finally:
+        await backend.close()
+        await raw.aclose()

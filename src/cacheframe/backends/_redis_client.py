@@ -339,6 +339,7 @@ class LoopClients(Generic[C]):
         self._prepare = prepare
         self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, _Entry[C]] = {}
+        self._inherited: list[dict[asyncio.AbstractEventLoop, _Entry[C]]] = []
 
     async def get(self) -> C:
         """The client of the running loop, created on first use.
@@ -358,6 +359,9 @@ class LoopClients(Generic[C]):
                     "pass url= instead to get one client per event loop"
                 )
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+            # Keep the parent's clients referenced, never closed here: closing them would
+            # also unregister their sockets from an epoll instance parent and child share.
+            self._inherited.append(self._clients)
             self._pid, self._clients = os.getpid(), {}
         entry = self._clients.get(loop)
         if entry is not None and entry.ready is None:

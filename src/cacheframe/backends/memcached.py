@@ -186,6 +186,7 @@ class MemcachedBackend:
         self.pool_size = pool_size
         self.max_item_size = max_item_size
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._inherited: list[dict[asyncio.AbstractEventLoop, _LoopState]] = []  # see _state()
         self._pid = os.getpid()
         self._hits = self._misses = self._oversized = 0
 
@@ -205,6 +206,9 @@ class MemcachedBackend:
 
     def _state(self) -> _LoopState:
         if os.getpid() != self._pid:  # forked: the parent's sockets are not ours to use
+            # Keep the parent's connections referenced, never closed here: closing them would
+            # also unregister their sockets from the epoll instance parent and child share.
+            self._inherited.append(self._loops)
             self._loops = {}
             self._pid = os.getpid()
         loop = asyncio.get_running_loop()
