@@ -235,3 +235,52 @@ async def test_concurrent_set_delete_clear_consistent() -> None:
     for j in range(20):
         value = await cache.get(f"k{j}", namespace="conc")
         assert value is None or (value["j"] == j and 0 <= value["w"] < 10)
+
+
+def test_starlette_http_exception_is_not_hidden(later) -> None:  # type: ignore[no-untyped-def]
+    """A 404 raised as Starlette's HTTPException is a client error: stale-if-error does not hide it."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app = FastAPI()
+    fail = {"now": False}
+
+    @app.get("/s")
+    @cacheframe.cache(ttl=10, stale_if_error=600)
+    async def s() -> dict[str, int]:
+        if fail["now"]:
+            raise StarletteHTTPException(404)
+        return {"ok": 1}
+
+    client = TestClient(app)
+    client.get("/s")
+    later(30)
+    fail["now"] = True
+    resp = client.get("/s")
+    assert resp.status_code == 404 and resp.headers["x-cache"] == "MISS"
+
+
+def test_lost_refresh_claim_is_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh claim whose task never ran expires after the lock lease (never stuck all window)."""
+    cache = cacheframe.Cache(url="memory://", lock_lease=5)
+    assert cache.claim_refresh("k") is True
+    assert cache.claim_refresh("k") is False
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + 6)
+    assert cache.claim_refresh("k") is True
+
+
+async def test_function_followers_get_the_stale_fallback(later) -> None:  # type: ignore[no-untyped-def]
+    """When the first caller's refresh fails, concurrent callers get the stale value too."""
+    state = {"fail": False}
+
+    @cacheframe.cache(ttl=10, stale_if_error=100)
+    async def value() -> int:
+        await asyncio.sleep(0.05)
+        if state["fail"]:
+            raise RuntimeError("boom")
+        return 10
+
+    assert await value() == 10
+    later(20)
+    state["fail"] = True
+    assert await asyncio.gather(*(value() for _ in range(3))) == [10, 10, 10]

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from fastapi import Depends, FastAPI, Response
 from fastapi.testclient import TestClient
 
 import cacheframe
@@ -500,3 +501,44 @@ def test_enabled_false_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     client = TestClient(build_app())
     assert {client.get("/plain").headers["x-cache"] for _ in range(2)} == {"BYPASS"}
     assert calls["plain"] == 2
+
+
+def test_dependency_no_store_prevents_storing() -> None:
+    """A dependency that says Cache-Control: no-store keeps the response out of the cache."""
+    def no_store(response: Response) -> None:
+        response.headers["Cache-Control"] = "no-store"
+
+    app = FastAPI()
+    runs = {"n": 0}
+
+    @app.get("/d", dependencies=[Depends(no_store)])
+    @cacheframe.cache(ttl=60)
+    async def d() -> dict[str, int]:
+        runs["n"] += 1
+        return {"n": runs["n"]}
+
+    client = TestClient(app)
+    assert [client.get("/d").headers["x-cache"] for _ in range(2)] == ["MISS", "MISS"]
+    assert runs["n"] == 2
+
+
+def test_reused_http_exception_is_not_mutated() -> None:
+    """Labelling an error reply never changes a (module-level, shared) HTTPException instance."""
+    from fastapi import HTTPException
+
+    gone = HTTPException(404, "gone")
+    app = FastAPI()
+
+    @app.get("/cached")
+    @cacheframe.cache(ttl=60)
+    async def cached() -> None:
+        raise gone
+
+    @app.get("/plain")
+    async def plain() -> None:
+        raise gone
+
+    client = TestClient(app)
+    assert client.get("/cached").headers["x-cache"] == "MISS"
+    assert "x-cache" not in client.get("/plain").headers
+    assert gone.headers is None

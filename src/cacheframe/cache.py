@@ -111,7 +111,7 @@ class Cache:
         self.reads = Flights()  # store reads in flight, by key: concurrent lookups share one
         # Recently decoded entries by their stored bytes (decoding costs more than hashing).
         self._decoded: dict[bytes, envelope.ResponseEntry | envelope.ValueEntry] = {}
-        self.refreshing: set[str] = set()  # keys with a background refresh under way
+        self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since
         self.invalidations = 0  # bumped by delete/clear: a miss started before must not write back
         self._prefix = keys.safe_segment(self.settings.prefix)
         self._last_logged: float = float("-inf")
@@ -160,6 +160,19 @@ class Cache:
             if isinstance(exc, CacheframeError):
                 raise exc
             raise BackendError(f"{action} failed: {exc}") from exc
+
+    def claim_refresh(self, key: str) -> bool:
+        """Whether the caller should start the one background refresh of ``key`` now.
+
+        A claim older than the lock lease is presumed lost (its task never ran) and
+        may be taken over, so a key is never stuck serving stale for the whole window.
+        """
+        now = time.monotonic()
+        since = self.refreshing.get(key)
+        if since is not None and now - since < self.settings.lock_lease:
+            return False
+        self.refreshing[key] = now
+        return True
 
     async def guarded(self, action: str, call: Awaitable[T], default: T) -> T:
         """Await a store call under the breaker; on failure log, count and return ``default``."""

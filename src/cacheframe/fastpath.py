@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
-from starlette.datastructures import Headers
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -35,7 +34,7 @@ from . import http, keys
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry
 from .routes import is_api_route, route_info
-from .views import CHECKED
+from .views import CHECKED, scan_headers
 
 if TYPE_CHECKING:
     from .decorator import Decorator
@@ -81,15 +80,15 @@ class FastPath:
         if not cache.settings.enabled:
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
+        host, _, _, _, if_none_match = scan_headers(scope["headers"])  # as the decorator path reads them
         key = bound.namespace + keys.request_digest(
             method=scope["method"],
             scheme=scope.get("scheme", "http"),
-            host=headers.get("host", ""),
+            host=host,
             root_path=scope.get("root_path", ""),
             path=scope["path"],
             query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=headers,
+            headers=None,
             cookies={},
         )
         entry = await cache.read_shared(key)
@@ -114,7 +113,7 @@ class FastPath:
             (bound.status_header, b"HIT"),
             (b"age", str(age).encode()),
         ]
-        if http.none_match(headers.get("if-none-match"), entry.etag):
+        if if_none_match is not None and http.none_match(if_none_match, entry.etag):
             status, raw, body = 304, [h for h in entry.headers if h[0] == b"vary"] + extra, b""
         else:
             status, raw = entry.status, entry.headers + extra

@@ -103,6 +103,15 @@ async def _store(
     return entry
 
 
+def _round_trip(serializer: Serializer, value: Any, return_type: Any) -> Any:
+    """``value`` as a hit would return it (encoded and decoded), or as is if it cannot be."""
+    try:
+        payload = serializer.dumps(value)
+    except (TypeError, ValueError):
+        return value
+    return _as_cached(serializer, ValueEntry(serializer.name, payload, 0.0, 0.0), value, return_type)
+
+
 def _as_cached(serializer: Serializer, entry: ValueEntry | None, value: Any, return_type: Any) -> Any:
     """What a hit would return for ``entry``: a miss returns the same, so types never flip."""
     decoded = _decode_shared(serializer, entry, return_type)
@@ -137,7 +146,13 @@ async def _compute(
         value = _decode_shared(bound.serializer, shared, return_type)
         if value is not _MISSING:
             return value
-        return await func(*args, **kwargs)
+        try:
+            return await func(*args, **kwargs)
+        except Exception:
+            fallback = _decode_shared(bound.serializer, stale, return_type)
+            if fallback is _MISSING:
+                raise
+            return fallback
     async with cache.flights.lead(key) as future:
         epoch, started = cache.invalidations, time.perf_counter()
         try:
@@ -182,8 +197,7 @@ async def call_async(
     if value is STORE_DOWN:
         return await _compute(policy, bound, key, func, args, kwargs, None, return_type, use_store=False)
     if isinstance(value, _StaleValue):
-        if key not in cache.refreshing:
-            cache.refreshing.add(key)
+        if cache.claim_refresh(key):
             task = asyncio.create_task(_refresh(policy, bound, key, func, args, kwargs, return_type))
             _background.add(task)
             task.add_done_callback(_background.discard)
@@ -207,7 +221,7 @@ async def _refresh(
     except Exception as exc:  # keep serving the stale value
         log.warning("cacheframe: background refresh of %s failed: %s", key, exc)
     finally:
-        bound.cache.refreshing.discard(key)
+        bound.cache.refreshing.pop(key, None)
 
 
 def call_sync(
@@ -230,7 +244,7 @@ def call_sync(
         key = _key(policy, bound, func, signature, args, kwargs)
     value, stale = run_sync(_lookup(policy, bound, key, return_type))
     if value is STORE_DOWN:
-        return func(*args, **kwargs)
+        return _round_trip(bound.serializer, func(*args, **kwargs), return_type)
     if isinstance(value, _StaleValue):
         value = _MISSING  # sync callers get a fresh value
     if value is not _MISSING:

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _DIGEST_SIZE = 16
+_MEMO_MAX_URL = 512
 _MAX_SEGMENT = 96
 _SAFE = re.compile(r"[A-Za-z0-9._-]")
 
@@ -163,7 +164,8 @@ def request_digest(
     ``private`` the credentials (Authorization, Cookie) are hashed in.
     """
     url = (scheme, host, root_path)
-    if custom is None and not vary and not header_params and not cookie_params and not private:
+    url_only = custom is None and not vary and not header_params and not cookie_params and not private
+    if url_only and len(path) + len(query_string) + len(host) <= _MEMO_MAX_URL:  # long ones: not memoised
         return _url_digest(method, url, path, query_string)
     return _request_digest(
         method,

@@ -8,14 +8,15 @@ answers with the same headers a hit would carry.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import HTTPException
 from starlette.background import BackgroundTask, BackgroundTasks
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
@@ -107,7 +108,7 @@ async def serve(
     scope = request.scope
     route = effective_route(scope)
     info = route_info(route)
-    host, authorization, cache_control, pragma, if_none_match = _scan(scope["headers"])
+    host, authorization, cache_control, pragma, if_none_match = scan_headers(scope["headers"])
     if (
         not settings.enabled
         or scope["method"] not in ("GET", "HEAD")
@@ -170,7 +171,7 @@ async def serve(
     return await _fill(req, stale, reread=reread)
 
 
-def _scan(raw: list[tuple[bytes, bytes]]) -> tuple[str, bool, str | None, str | None, str | None]:
+def scan_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, bool, str | None, str | None, str | None]:
     """One pass over the raw request headers: Host, Authorization?, Cache-Control, Pragma, If-None-Match."""
     host = ""
     authorization = False
@@ -225,8 +226,7 @@ def _serve_stale(req: _Request, entry: ResponseEntry) -> Response:
     cache = req.bound.cache
     cache.stats.stale += 1
     response = replay(req, entry, b"STALE")
-    if req.key not in cache.refreshing:
-        cache.refreshing.add(req.key)
+    if cache.claim_refresh(req.key):
         response.background = BackgroundTask(_refresh, req)
     return response
 
@@ -238,7 +238,7 @@ async def _refresh(req: _Request) -> None:
     except Exception as exc:  # the view failed in the background: keep serving stale
         log.warning("cacheframe: background refresh of %s failed: %s", req.key, exc)
     finally:
-        cache.refreshing.discard(req.key)
+        cache.refreshing.pop(req.key, None)
 
 
 async def _fill(
@@ -293,8 +293,10 @@ async def _compute(
         value = await req.call_view()
     except Exception as exc:
         if stale is None or (isinstance(exc, HTTPException) and exc.status_code < 500):
-            _label_error(exc, cache.settings.cache_status_header, label)
-            raise
+            labelled = _labelled(exc, cache.settings.cache_status_header, label)
+            if labelled is exc:
+                raise
+            raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
         log.warning("cacheframe: view failed (%s); serving the stale entry (stale-if-error)", exc)
         cache.stats.stale += 1
         return replay(req, stale, b"STALE"), None
@@ -302,8 +304,11 @@ async def _compute(
     if response.status_code >= 500 and stale is not None:
         cache.stats.stale += 1
         return replay(req, stale, b"STALE"), None
-    own_headers = _without([(n.lower(), v) for n, v in response.raw_headers], req.dep_headers)
-    reason = _unstorable(req, response, own_headers)
+    all_headers = [(n.lower(), v) for n, v in response.raw_headers]
+    own_headers = _without(all_headers, req.dep_headers)
+    # Storability looks at every header, dependencies' included (their no-store or cookie
+    # counts); the entry keeps only the view's own.
+    reason = _unstorable(req, response, all_headers)
     if reason is not None:
         cache.stats.not_stored += 1
         log.debug("cacheframe: not storing %s: %s", req.request.url.path, reason)
@@ -356,10 +361,13 @@ def _without(
     return kept
 
 
-def _label_error(exc: Exception, header: str, label: str) -> None:
-    """Put the cache status on an ``HTTPException`` so the error reply carries it too."""
-    if isinstance(exc, HTTPException):
-        exc.headers = {**(exc.headers or {}), header: label}
+def _labelled(exc: Exception, header: str, label: str) -> Exception:
+    """A copy of an ``HTTPException`` carrying the cache status (the original stays untouched)."""
+    if not isinstance(exc, HTTPException):
+        return exc
+    labelled = copy.copy(exc)
+    labelled.headers = {**(exc.headers or {}), header: label}
+    return labelled
 
 
 def _unstorable(req: _Request, response: Response, own_headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -387,8 +395,10 @@ async def _bypass(cache: Cache, call_view: CallView, sub: Response | None) -> An
     try:
         value = await call_view()
     except Exception as exc:
-        _label_error(exc, header, "BYPASS")
-        raise
+        labelled = _labelled(exc, header, "BYPASS")
+        if labelled is exc:
+            raise
+        raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
     if isinstance(value, Response):
         value.headers[header] = "BYPASS"
     elif sub is not None:
