@@ -79,6 +79,7 @@ class Bound:
 
     cache: Cache
     namespace: str
+    qualname: str  # module.qualname of the function: part of every plain-function key
     ttl: float
     serializer: Serializer
     status_header: bytes
@@ -136,9 +137,11 @@ class Decorator:
         bound = self._bound.get(func)
         if bound is None or bound.cache is not cache:
             policy = self.policy
+            qualname = keys.namespace_for(func)
             bound = Bound(
                 cache=cache,
-                namespace=cache.namespace_key(policy.namespace or keys.namespace_for(func)),
+                namespace=cache.namespace_key(policy.namespace or qualname),
+                qualname=qualname,
                 ttl=ttl_seconds(policy.ttl, cache.settings.default_ttl),
                 serializer=cache.resolve_serializer(policy.serializer),
                 status_header=cache.settings.cache_status_header.lower().encode("latin-1"),

@@ -30,11 +30,11 @@ from cachetools import LRUCache
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import http, keys
+from . import http
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry
 from .routes import is_api_route, route_info
-from .views import CHECKED, scan_headers
+from .views import CHECKED, scan_headers, view_key
 
 if TYPE_CHECKING:
     from .decorator import Decorator
@@ -81,16 +81,7 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         host, _, _, _, if_none_match = scan_headers(scope["headers"])  # as the decorator path reads them
-        key = bound.namespace + keys.request_digest(
-            method=scope["method"],
-            scheme=scope.get("scheme", "http"),
-            host=host,
-            root_path=scope.get("root_path", ""),
-            path=scope["path"],
-            query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=None,
-            cookies={},
-        )
+        key = view_key(bound, scope, host)
         entry = await cache.read_shared(key)
         if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
             scope[CHECKED] = (key, entry)

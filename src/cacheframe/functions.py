@@ -34,15 +34,12 @@ _background: set[asyncio.Task[Any]] = set()
 
 
 def _key(
-    policy: Policy,
-    bound: Bound,
-    func: Callable[..., Any],
-    signature: inspect.Signature,
-    args: Any,
-    kwargs: Any,
+    policy: Policy, bound: Bound, signature: inspect.Signature, args: Any, kwargs: Any, custom: bytes | None
 ) -> str:
-    name = keys.namespace_for(func)
-    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude, name)
+    """The store key of one call: from a key builder's result, or from the bound arguments."""
+    if custom is not None:
+        return bound.namespace + keys.custom_function_digest(bound.qualname, custom)
+    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude, bound.qualname)
 
 
 async def _lookup(policy: Policy, bound: Bound, key: str, return_type: Any) -> tuple[Any, ValueEntry | None]:
@@ -188,11 +185,10 @@ async def call_async(
     cache = bound.cache
     if not cache.settings.enabled:
         return await func(*args, **kwargs)
+    custom = None
     if policy.key_builder is not None:
         custom = await keys.custom_key(policy.key_builder, func, None, args, kwargs)
-        key = bound.namespace + keys.custom_function_digest(keys.namespace_for(func), custom)
-    else:
-        key = _key(policy, bound, func, signature, args, kwargs)
+    key = _key(policy, bound, signature, args, kwargs, custom)
     value, stale = await _lookup(policy, bound, key, return_type)
     if value is STORE_DOWN:
         return await _compute(policy, bound, key, func, args, kwargs, None, return_type, use_store=False)
@@ -237,11 +233,10 @@ def call_sync(
     cache = bound.cache
     if not cache.settings.enabled:
         return func(*args, **kwargs)
+    custom = None
     if policy.key_builder is not None:
         custom = run_sync(keys.custom_key(policy.key_builder, func, None, args, kwargs))
-        key = bound.namespace + keys.custom_function_digest(keys.namespace_for(func), custom)
-    else:
-        key = _key(policy, bound, func, signature, args, kwargs)
+    key = _key(policy, bound, signature, args, kwargs, custom)
     value, stale = run_sync(_lookup(policy, bound, key, return_type))
     if value is STORE_DOWN:
         return _round_trip(bound.serializer, func(*args, **kwargs), return_type)

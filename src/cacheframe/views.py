@@ -125,13 +125,10 @@ async def serve(
     if policy.key_builder is not None:
         custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
     keyed_headers = policy.vary or info.header_names or policy.private
-    key = bound.namespace + keys.request_digest(
-        method=scope["method"],
-        scheme=scope.get("scheme", "http"),
-        host=host,
-        root_path=scope.get("root_path", ""),
-        path=scope["path"],
-        query_string=scope.get("query_string", b"").decode("latin-1"),
+    key = view_key(
+        bound,
+        scope,
+        host,
         headers=request.headers if keyed_headers else None,
         cookies=request.cookies if info.cookie_names else {},
         vary=policy.vary_lower,
@@ -169,6 +166,38 @@ async def serve(
         elif entry is not None:
             cache.bad_entry(key, EntryError("a value entry where a response was expected"))
     return await _fill(req, stale, reread=reread)
+
+
+def view_key(
+    bound: Bound,
+    scope: Any,
+    host: str,
+    *,
+    headers: Any = None,
+    cookies: Any = None,
+    vary: tuple[str, ...] = (),
+    header_params: tuple[str, ...] = (),
+    cookie_params: tuple[str, ...] = (),
+    private: bool = False,
+    custom: bytes | None = None,
+) -> str:
+    """The store key of a request to a view: the one computation both the decorator path and
+    the ASGI fast path use, so the two can never disagree."""
+    return bound.namespace + keys.request_digest(
+        method=scope["method"],
+        scheme=scope.get("scheme", "http"),
+        host=host,
+        root_path=scope.get("root_path", ""),
+        path=scope["path"],
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        cookies=cookies or {},
+        vary=vary,
+        header_params=header_params,
+        cookie_params=cookie_params,
+        private=private,
+        custom=custom,
+    )
 
 
 def scan_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, bool, str | None, str | None, str | None]:
