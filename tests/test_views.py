@@ -505,6 +505,7 @@ def test_enabled_false_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_dependency_no_store_prevents_storing() -> None:
     """A dependency that says Cache-Control: no-store keeps the response out of the cache."""
+
     def no_store(response: Response) -> None:
         response.headers["Cache-Control"] = "no-store"
 

@@ -7,7 +7,7 @@ import enum
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -19,7 +19,7 @@ from .exceptions import BackendError, CacheframeError, ConfigurationError, Entry
 from .registry import load_backend_factory, load_serializer_factory
 from .settings import CacheSettings, load_settings
 from .stampede import Flights
-from .types import Backend, Serializer
+from .types import Backend, Serializer, SupportsGetNowait
 
 if TYPE_CHECKING:
     from .decorator import Decorator, DecoratorOptions
@@ -78,6 +78,17 @@ def ttl_seconds(ttl: float | timedelta | None, default: float) -> float:
     return seconds
 
 
+def _nowait_reader(backend: Backend) -> Callable[[str], bytes | None] | None:
+    """``backend.get_nowait``, unless a subclass overrides ``get`` below it (to instrument or
+    fail reads): then reads go through ``get``."""
+    if not isinstance(backend, SupportsGetNowait):
+        return None
+    mro = type(backend).__mro__
+    get_owner = next((c for c in mro if "get" in vars(c)), object)
+    nowait_owner = next(c for c in mro if "get_nowait" in vars(c))
+    return backend.get_nowait if issubclass(nowait_owner, get_owner) else None
+
+
 class Cache:
     """A cache: owns its backend, serialiser and settings; offers ``@cache`` and a KV API.
 
@@ -109,6 +120,8 @@ class Cache:
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self.flights = Flights()  # computations in flight, by key
         self.reads = Flights()  # store reads in flight, by key: concurrent lookups share one
+        # A store answering in-process (memory) is read synchronously; nothing to share.
+        self._get_nowait = _nowait_reader(backend)
         # Recently decoded entries by their stored bytes (decoding costs more than hashing).
         self._decoded: dict[bytes, envelope.ResponseEntry | envelope.ValueEntry] = {}
         self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since
@@ -190,6 +203,8 @@ class Cache:
 
     async def read_entry(self, key: str) -> Read:
         """Fetch and decode an entry: ``None`` when absent or damaged, ``STORE_DOWN`` on failure."""
+        if self._get_nowait is not None:
+            return self._read_nowait(key, self._get_nowait)
         if not self._allowed():
             return STORE_DOWN
         try:
@@ -198,6 +213,20 @@ class Cache:
             self._failed("get", exc)
             return STORE_DOWN
         self.breaker.success()
+        return self._decode(key, raw)
+
+    def _read_nowait(self, key: str, get_nowait: Callable[[str], bytes | None]) -> Read:
+        if not self._allowed():
+            return STORE_DOWN
+        try:
+            raw = get_nowait(key)
+        except STORE_ERRORS as exc:
+            self._failed("get", exc)
+            return STORE_DOWN
+        self.breaker.success()
+        return self._decode(key, raw)
+
+    def _decode(self, key: str, raw: bytes | None) -> envelope.ResponseEntry | envelope.ValueEntry | None:
         if raw is None:
             return None
         decoded = self._decoded.get(raw)  # bytes hash is cached on the object: cheap for memory
@@ -205,16 +234,18 @@ class Cache:
             return decoded
         try:
             decoded = envelope.decode(raw)
-            if len(self._decoded) >= _DECODED_MAX:
-                self._decoded.clear()
-            self._decoded[raw] = decoded
-            return decoded
         except EntryError as exc:
             self.bad_entry(key, exc)
             return None
+        if len(self._decoded) >= _DECODED_MAX:
+            self._decoded.clear()
+        self._decoded[raw] = decoded
+        return decoded
 
     async def read_shared(self, key: str) -> Read:
         """``read_entry``, but concurrent reads of one key in this loop share one store call."""
+        if self._get_nowait is not None:  # in-process: reads cannot overlap
+            return self._read_nowait(key, self._get_nowait)
         pending = self.reads.pending(key)
         if pending is not None:
             shared: envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None = await asyncio.shield(

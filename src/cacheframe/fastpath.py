@@ -34,7 +34,7 @@ from . import http
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry
 from .routes import is_api_route, route_info
-from .views import CHECKED, scan_headers, view_key
+from .views import CHECKED, reply_headers, scan_headers, view_key
 
 if TYPE_CHECKING:
     from .decorator import Decorator
@@ -89,21 +89,7 @@ class FastPath:
             return
         cache.stats.hits += 1
         cache.stats.fast_hits += 1
-        policy = decorator.policy
-        age = int(entry.age())
-        cache_control = http.cache_control(
-            entry.ttl,
-            age,
-            private=False,
-            stale_while_revalidate=policy.stale_while_revalidate,
-            stale_if_error=policy.stale_if_error,
-        )
-        extra = [
-            (b"cache-control", cache_control.encode()),
-            (b"etag", entry.etag),
-            (bound.status_header, b"HIT"),
-            (b"age", str(age).encode()),
-        ]
+        extra = reply_headers(decorator.policy, bound, entry, b"HIT", int(entry.age()))
         if if_none_match is not None and http.none_match(if_none_match, entry.etag):
             status, raw, body = 304, [h for h in entry.headers if h[0] == b"vary"] + extra, b""
         else:

@@ -122,11 +122,11 @@ def is_api_route(route: Any) -> bool:
 
 def route_info(route: Any) -> RouteInfo:
     """Facts about ``route`` (an ``APIRoute`` or its effective context); else an empty record."""
-    if not is_api_route(route):
-        return _EMPTY
     hit = _cache.get(id(route))
     if hit is not None and hit[0] is route:
         return hit[1]
+    if not is_api_route(route):
+        return _EMPTY
     info = _analyse(route)
     _cache[id(route)] = (route, info)
     return info

@@ -24,6 +24,7 @@ __all__ = [
     "KeyBuilder",
     "Serializer",
     "SupportsAdd",
+    "SupportsGetNowait",
     "SupportsLock",
     "SupportsStats",
     "SupportsTTL",
@@ -70,6 +71,19 @@ class SupportsAdd(Protocol):
 
     async def add(self, key: str, value: bytes, ttl: float | None) -> bool:
         """Store only when ``key`` is absent; return whether it was stored."""
+        ...
+
+
+@runtime_checkable
+class SupportsGetNowait(Protocol):
+    """Capability: the store answers in-process, without I/O (the memory backend).
+
+    Reads then skip the coroutine machinery and the sharing of concurrent reads,
+    which cannot overlap anyway. Only for stores that never block.
+    """
+
+    def get_nowait(self, key: str) -> bytes | None:
+        """What ``get`` returns, synchronously."""
         ...
 
 

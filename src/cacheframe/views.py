@@ -86,9 +86,14 @@ class _Request:
         self.if_none_match: str | None = None
         # Headers dependencies set on the shared Response before the view ran: per request,
         # never stored, added to every reply (hit or miss) of this request.
-        self.dep_headers: list[tuple[bytes, bytes]] = (
-            [(n.lower(), v) for n, v in sub.raw_headers] if sub is not None else []
-        )
+        self.dep_headers = _dep_headers(sub)
+
+
+def _dep_headers(sub: Response | None) -> list[tuple[bytes, bytes]]:
+    """Headers dependencies set on the shared ``Response`` (lower-cased names)."""
+    if sub is None or not sub.raw_headers:
+        return []
+    return [(n.lower(), v) for n, v in sub.raw_headers]
 
 
 async def serve(
@@ -137,26 +142,47 @@ async def serve(
         private=policy.private,
         custom=custom,
     )
-    req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
-    req.if_none_match = if_none_match
     stale: ResponseEntry | None = None
     reread = not directives.no_cache  # a plain miss re-checks the store once it leads
+    entry: Any = None
     if not directives.no_cache:
         checked = scope.get(CHECKED)
         entry = checked[1] if checked is not None and checked[0] == key else await cache.read_shared(key)
+        if isinstance(entry, ResponseEntry):
+            now = time.time()
+            age_seconds = max(0.0, now - entry.created)
+            if directives is http.NO_DIRECTIVES and not policy.xfetch_beta:  # freshness(), inlined
+                state = (
+                    "fresh"
+                    if age_seconds < entry.ttl
+                    else freshness(entry, stale_while_revalidate=policy.stale_while_revalidate, now=now)
+                )
+            else:
+                state = freshness(
+                    entry,
+                    max_age=directives.max_age,
+                    stale_while_revalidate=policy.stale_while_revalidate,
+                    xfetch_beta=policy.xfetch_beta,
+                    now=now,
+                )
+            if state == "fresh":  # the hot path: no per-request state beyond the reply
+                cache.stats.hits += 1
+                age = int(age_seconds)
+                if (
+                    if_none_match is None
+                    and scope["method"] == "GET"
+                    and (sub is None or not sub.raw_headers)
+                ):
+                    return ReplayResponse(entry.status, _hit_headers(policy, bound, entry, age), entry.body)
+                head = scope["method"] == "HEAD"
+                return _replay(policy, bound, entry, b"HIT", age, _dep_headers(sub), if_none_match, head)
+    req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
+    req.if_none_match = if_none_match
+    if not directives.no_cache:
         if entry is STORE_DOWN:  # fail open: compute (once per key here), never write
             cache.stats.bypasses += 1
             return await _fill(req, None, use_store=False)
         if isinstance(entry, ResponseEntry):
-            state = freshness(
-                entry,
-                max_age=directives.max_age,
-                stale_while_revalidate=policy.stale_while_revalidate,
-                xfetch_beta=policy.xfetch_beta,
-            )
-            if state == "fresh":
-                cache.stats.hits += 1
-                return replay(req, entry, b"HIT")
             if state == "stale":
                 return _serve_stale(req, entry)
             if entry.age() < entry.ttl:  # fresh but picked for early refresh (XFetch)
@@ -183,6 +209,46 @@ def view_key(
 ) -> str:
     """The store key of a request to a view: the one computation both the decorator path and
     the ASGI fast path use, so the two can never disagree."""
+    url_only = custom is None and not vary and not header_params and not cookie_params and not private
+    if url_only:
+        query = scope.get("query_string", b"")
+        memo = (
+            scope["method"],
+            scope.get("scheme", "http"),
+            host,
+            scope.get("root_path", ""),
+            scope["path"],
+            query,
+        )
+        key = bound.url_keys.get(memo)
+        if key is None:
+            if len(bound.url_keys) >= _URL_KEYS_MAX:
+                bound.url_keys.clear()
+            key = _view_key(bound, scope, host, None, {}, (), (), (), False, None)
+            if len(query) + len(host) + len(memo[4]) <= _URL_KEYS_MAX_URL:  # long URLs: not kept
+                bound.url_keys[memo] = key
+        return key
+    return _view_key(
+        bound, scope, host, headers, cookies, vary, header_params, cookie_params, private, custom
+    )
+
+
+_URL_KEYS_MAX = 4096  # per decorated view
+_URL_KEYS_MAX_URL = 512
+
+
+def _view_key(
+    bound: Bound,
+    scope: Any,
+    host: str,
+    headers: Any,
+    cookies: Any,
+    vary: tuple[str, ...],
+    header_params: tuple[str, ...],
+    cookie_params: tuple[str, ...],
+    private: bool,
+    custom: bytes | None,
+) -> str:
     return bound.namespace + keys.request_digest(
         method=scope["method"],
         scheme=scope.get("scheme", "http"),
@@ -223,31 +289,69 @@ def scan_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, bool, str | None,
 
 def replay(req: _Request, entry: ResponseEntry, status: bytes) -> Response:
     """The stored response with this reply's Cache-Control, ETag, Age and status header."""
-    policy = req.policy
-    fresh = status in (b"MISS", b"BYPASS")
-    whole_age = 0 if fresh else int(entry.age())
-    cache_control = http.cache_control(
-        entry.ttl,
-        whole_age,
-        private=policy.private,
-        stale_while_revalidate=policy.stale_while_revalidate,
-        stale_if_error=policy.stale_if_error,
-    )
-    extra = [
-        (b"cache-control", cache_control.encode()),
-        (b"etag", entry.etag),
-        (req.bound.status_header, status),
-    ]
-    if not fresh:
-        extra.append((b"age", str(whole_age).encode()))
-    request = req.request
-    if req.dep_headers:
-        extra += req.dep_headers
-    if req.if_none_match is not None and http.none_match(req.if_none_match, entry.etag):
+    age = None if status in (b"MISS", b"BYPASS") else int(entry.age())
+    head = req.request.method == "HEAD"
+    return _replay(req.policy, req.bound, entry, status, age, req.dep_headers, req.if_none_match, head)
+
+
+def _replay(
+    policy: Policy,
+    bound: Bound,
+    entry: ResponseEntry,
+    status: bytes,
+    age: int | None,
+    dep_headers: list[tuple[bytes, bytes]],
+    if_none_match: str | None,
+    head: bool,
+) -> Response:
+    extra = reply_headers(policy, bound, entry, status, age)
+    if dep_headers:
+        extra += dep_headers
+    if if_none_match is not None and http.none_match(if_none_match, entry.etag):
         kept = [h for h in entry.headers if h[0] == b"vary"]
         return ReplayResponse(304, kept + extra, b"")
-    body = b"" if request.method == "HEAD" else entry.body
-    return ReplayResponse(entry.status, entry.headers + extra, body)
+    return ReplayResponse(entry.status, entry.headers + extra, b"" if head else entry.body)
+
+
+def _hit_headers(policy: Policy, bound: Bound, entry: ResponseEntry, age: int) -> list[tuple[bytes, bytes]]:
+    """A plain hit's headers: built once per entry and second of age, copied per reply
+    (a middleware may edit the list it is given)."""
+    memo = entry.replay_memo
+    if memo is None or memo[0] != age or memo[1] is not policy or memo[2] is not bound:
+        memo = entry.replay_memo = (
+            age,
+            policy,
+            bound,
+            entry.headers + reply_headers(policy, bound, entry, b"HIT", age),
+        )
+    return list(memo[3])
+
+
+_CACHE_CONTROL: dict[tuple[float, int, bool, float, float], bytes] = {}
+
+
+def reply_headers(
+    policy: Policy, bound: Bound, entry: ResponseEntry, status: bytes, age: int | None
+) -> list[tuple[bytes, bytes]]:
+    """Cache-Control (``max-age`` counting down), ETag, the cache status and, unless the
+    reply was just computed (``age`` None), Age: the same on the decorator and fast paths."""
+    whole_age = age or 0
+    memo = (entry.ttl, whole_age, policy.private, policy.stale_while_revalidate, policy.stale_if_error)
+    cache_control = _CACHE_CONTROL.get(memo)
+    if cache_control is None:
+        if len(_CACHE_CONTROL) >= 4096:
+            _CACHE_CONTROL.clear()
+        cache_control = _CACHE_CONTROL[memo] = http.cache_control(
+            entry.ttl,
+            whole_age,
+            private=policy.private,
+            stale_while_revalidate=policy.stale_while_revalidate,
+            stale_if_error=policy.stale_if_error,
+        ).encode()
+    headers = [(b"cache-control", cache_control), (b"etag", entry.etag), (bound.status_header, status)]
+    if age is not None:
+        headers.append((b"age", b"%d" % age))
+    return headers
 
 
 def _serve_stale(req: _Request, entry: ResponseEntry) -> Response:

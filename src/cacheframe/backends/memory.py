@@ -16,7 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from cachetools import TLRUCache
+from cachetools import Cache as _BaseCache
+from cachetools import LRUCache
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._options import parse_options
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryBackend", "MemoryOptions"]
 
+_peek = _BaseCache.__getitem__  # a read that leaves the LRU order alone
 _OVERHEAD = 96  # rough per-entry bookkeeping, so many tiny values still count
 
 
@@ -38,29 +40,38 @@ class MemoryOptions(BaseModel):
     max_bytes: int | None = Field(None, gt=0)
 
 
-def _expiry(_key: str, value: tuple[bytes, float], _now: float) -> float:
-    return value[1]
-
-
 class MemoryBackend:
-    """Bounded LRU with per-entry expiry; optional byte bound."""
+    """Bounded LRU (cachetools ``LRUCache``) with per-entry expiry; optional byte bound.
+
+    Expiry is checked on every read, so an expired entry is never returned and is
+    dropped when met. Entries nobody reads again leave by LRU eviction; once the
+    store is full, a write first sweeps out everything expired (at most once a
+    second), so dead entries do not push live ones out.
+    """
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int | None = None) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._data: TLRUCache[str, tuple[bytes, float]] = self._new_store()
+        self._data: LRUCache[str, tuple[bytes, float]] = self._new_store()
         self._hits = self._misses = 0
+        self._next_sweep = 0.0
 
-    def _new_store(self) -> TLRUCache[str, tuple[bytes, float]]:
+    def _new_store(self) -> LRUCache[str, tuple[bytes, float]]:
         if self.max_bytes is None:
-            return TLRUCache(maxsize=self.max_entries, ttu=_expiry, timer=time.monotonic)
-        return TLRUCache(
-            maxsize=self.max_bytes,
-            ttu=_expiry,
-            timer=time.monotonic,
-            getsizeof=lambda v: len(v[0]) + _OVERHEAD,
-        )
+            return LRUCache(maxsize=self.max_entries)
+        return LRUCache(maxsize=self.max_bytes, getsizeof=lambda v: len(v[0]) + _OVERHEAD)
+
+    def _sweep(self, now: float) -> None:
+        """Drop every expired entry (caller holds the lock). Reads through the base class
+        ``Cache.__getitem__``: ``LRUCache``'s own would mark every entry as just used."""
+        data = self._data
+        for key in [k for k in data if _peek(data, k)[1] <= now]:
+            del data[key]
+
+    def _full(self) -> bool:
+        data = self._data
+        return len(data) >= self.max_entries or data.currsize >= data.maxsize
 
     @classmethod
     def from_url(cls, url: str, settings: CacheSettings | None = None) -> MemoryBackend:
@@ -76,7 +87,7 @@ class MemoryBackend:
 
     def __len__(self) -> int:
         with self._lock:
-            self._data.expire()
+            self._sweep(time.monotonic())
             return len(self._data)
 
     @staticmethod
@@ -85,28 +96,46 @@ class MemoryBackend:
 
     async def get(self, key: str) -> bytes | None:
         """Return the live value or ``None``."""
+        return self.get_nowait(key)
+
+    def get_nowait(self, key: str) -> bytes | None:
+        """``get`` without a coroutine (``SupportsGetNowait``): the hit path's read."""
         with self._lock:
-            item = self._data.get(key)
+            item = self._live(key)
         if item is None:
             self._misses += 1
             return None
         self._hits += 1
         return item[0]
 
+    def _live(self, key: str) -> tuple[bytes, float] | None:
+        """The unexpired item under ``key`` (an expired one is dropped); caller holds the lock."""
+        item = self._data.get(key)
+        if item is not None and item[1] <= time.monotonic():
+            del self._data[key]
+            return None
+        return item
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Store; a value larger than the byte bound is dropped (and any older one removed)."""
-        self._store(key, value, ttl)
+        with self._lock:
+            self._store(key, value, ttl)
 
     def _store(self, key: str, value: bytes, ttl: float | None) -> bool:
-        with self._lock:
-            try:
-                self._data[key] = (bytes(value), self._deadline(ttl))
-            except ValueError:  # larger than max_bytes on its own
-                self._data.pop(key, None)
-                return False
-            while len(self._data) > self.max_entries:
-                self._data.popitem()
-            return True
+        """Store under the lock the caller holds; ``False`` when larger than the byte bound."""
+        if key not in self._data and self._full():
+            now = time.monotonic()
+            if now >= self._next_sweep:  # evict the dead before the living
+                self._next_sweep = now + 1.0
+                self._sweep(now)
+        try:
+            self._data[key] = (bytes(value), self._deadline(ttl))
+        except ValueError:  # larger than max_bytes on its own
+            self._data.pop(key, None)
+            return False
+        while len(self._data) > self.max_entries:
+            self._data.popitem()
+        return True
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``."""
@@ -125,7 +154,7 @@ class MemoryBackend:
     async def ttl(self, key: str) -> float | None:
         """Seconds left for ``key``."""
         with self._lock:
-            item = self._data.get(key)
+            item = self._live(key)
         if item is None:
             return None
         return max(0.0, item[1] - time.monotonic())
@@ -133,16 +162,16 @@ class MemoryBackend:
     async def add(self, key: str, value: bytes, ttl: float | None) -> bool:
         """Store only if absent."""
         with self._lock:
-            if self._data.get(key) is not None:
+            if self._live(key) is not None:
                 return False
-        return self._store(key, value, ttl)
+            return self._store(key, value, ttl)
 
     async def stats(self) -> Mapping[str, Any]:
         """Entries, bytes, bounds and hit counts."""
         with self._lock:
-            self._data.expire()
+            self._sweep(time.monotonic())
             entries = len(self._data)
-            size = sum(len(v[0]) for v in self._data.values())
+            size = sum(len(_peek(self._data, k)[0]) for k in self._data)
         return {
             "backend": "memory",
             "entries": entries,
