@@ -119,7 +119,9 @@ class Cache:
         self.stats = CacheStats()
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self.flights = Flights()  # computations in flight, by key
-        self.reads = Flights()  # store reads in flight, by key: concurrent lookups share one
+        # Store reads in flight, per loop and key: concurrent lookups share one. The value is the
+        # list of waiting followers, created only when one turns up (most reads have none).
+        self._reading: dict[asyncio.AbstractEventLoop, dict[str, list[asyncio.Future[Read]] | None]] = {}
         # A store answering in-process (memory) is read synchronously; nothing to share.
         self._get_nowait = _nowait_reader(backend)
         # Recently decoded entries by their stored bytes (decoding costs more than hashing).
@@ -246,19 +248,28 @@ class Cache:
         """``read_entry``, but concurrent reads of one key in this loop share one store call."""
         if self._get_nowait is not None:  # in-process: reads cannot overlap
             return self._read_nowait(key, self._get_nowait)
-        pending = self.reads.pending(key)
-        if pending is not None:
-            shared: envelope.ResponseEntry | envelope.ValueEntry | StoreDown | None = await asyncio.shield(
-                pending
-            )
-            return shared
-        future = self.reads.start(key)
-        entry = None
+        loop = asyncio.get_running_loop()
+        reading = self._reading.get(loop)
+        if reading is None:
+            for closed in [lp for lp in self._reading if lp.is_closed()]:
+                del self._reading[closed]
+            reading = self._reading[loop] = {}
+        if key in reading:  # follow the read in flight
+            waiters = reading[key]
+            if waiters is None:
+                waiters = reading[key] = []
+            future: asyncio.Future[Read] = loop.create_future()
+            waiters.append(future)
+            return await future
+        reading[key] = None
+        entry: Read = None
         try:
             entry = await self.read_entry(key)
             return entry
-        finally:
-            self.reads.finish(key, future, entry)
+        finally:  # a failed or cancelled read hands its followers None: they go on as on a miss
+            for waiter in reading.pop(key, None) or ():
+                if not waiter.done():
+                    waiter.set_result(entry)
 
     def bad_entry(self, key: str, exc: Exception) -> None:
         """Count and log an entry that could not be used (it will be overwritten)."""

@@ -341,6 +341,13 @@ class LoopClients(Generic[C]):
         self._clients: dict[asyncio.AbstractEventLoop, _Entry[C]] = {}
         self._inherited: list[dict[asyncio.AbstractEventLoop, _Entry[C]]] = []
 
+    def current(self) -> C | None:
+        """The running loop's ready client of our own, if there is one (no ``await``)."""
+        if self._fixed is not None or self._pid != os.getpid():
+            return None
+        entry = self._clients.get(asyncio.get_running_loop())
+        return entry.client if entry is not None and entry.ready is None else None
+
     async def get(self) -> C:
         """The client of the running loop, created on first use.
 

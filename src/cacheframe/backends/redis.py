@@ -45,6 +45,7 @@ from ._redis_client import (
     prepare_cluster,
     rex,
 )
+from ._redis_lane import Lane
 
 if TYPE_CHECKING:
     from ..settings import CacheSettings
@@ -241,7 +242,14 @@ def _client_checked(client: Any, kind: type[Any], name: str) -> Any:
 
 
 class RedisBackend(_RedisBase):
-    """One Redis server (``redis://``, ``rediss://``, ``unix://``) or a client you pass in."""
+    """One Redis server (``redis://``, ``rediss://``, ``unix://``) or a client you pass in.
+
+    GET, SET, UNLINK and the lock's SET NX go through a :class:`Lane` (redis-py
+    connections without the client's per-command overhead, one timer per call);
+    everything else through the loop's ``redis.asyncio.Redis``. With
+    ``health_check_interval`` set, every command takes the client, which PINGs
+    idle connections.
+    """
 
     schemes: tuple[str, ...] = ("redis", "rediss", "unix")
 
@@ -250,13 +258,26 @@ class RedisBackend(_RedisBase):
     ) -> None:
         if (client is None) == (url is None):
             raise ConfigurationError(f"{type(self).__name__} needs either client= or url=")
+        self._lanes: LoopClients[Lane] | None = None
         if client is not None:
             checked = _client_checked(client, Redis, type(self).__name__)
             super().__init__(LoopClients(clone_redis(checked), checked), repr(checked), None)
+            pool = checked.connection_pool
+            timeout = pool.connection_kwargs.get("socket_timeout")
+            if not pool.connection_kwargs.get("health_check_interval"):
+                self._lanes = LoopClients(
+                    _lane_factory(pool, timeout or (settings.timeout if settings else 0.25), retries=1)
+                )
             return
         assert url is not None
         options, factory = self._configure(url, settings)
         super().__init__(LoopClients(factory), _redact(url), options.timeout)
+        if self._uses_lane(options):
+            probe, _ = factory()  # connects nowhere: its pool only knows the connection settings
+            self._lanes = LoopClients(_lane_factory(probe.connection_pool, options.timeout, options.retries))
+
+    def _uses_lane(self, options: Any) -> bool:
+        return not options.health_check_interval
 
     def _configure(self, url: str, settings: CacheSettings | None) -> tuple[Any, Any]:
         target = parse_target(url, self.schemes)
@@ -268,12 +289,89 @@ class RedisBackend(_RedisBase):
         """Build from a URL; its query options override the settings' timeout."""
         return cls(url=url, settings=settings)
 
+    async def _lane_call(self, action: str, *args: Any) -> Any:
+        assert self._lanes is not None
+        try:
+            lane = self._lanes.current() or await self._lanes.get()
+            return await lane.call(*args)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, action) from exc
+
+    async def get(self, key: str) -> bytes | None:
+        """GET: the stored bytes or ``None``."""
+        lanes = self._lanes
+        if lanes is None:
+            return await super().get(key)
+        try:  # _lane_call, inlined: this is every hit's one round trip
+            lane = lanes.current() or await lanes.get()
+            value = await lane.call("GET", key)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "GET") from exc
+        if value is None or isinstance(value, bytes):
+            return value
+        raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """SET with EX (whole seconds) or PX (fractions), none when ``ttl`` is None."""
+        if self._lanes is None:
+            return await super().set(key, value, ttl)
+        await self._lane_call("SET", "SET", key, value, *_expiry_args(ttl))
+        return None
+
+    async def delete(self, key: str) -> bool:
+        """UNLINK; whether a key was removed."""
+        if self._lanes is None:
+            return await super().delete(key)
+        return bool(await self._lane_call("UNLINK", "UNLINK", key))
+
+    async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        """SET key token NX PX lease."""
+        if self._lanes is None:
+            return await super().acquire_lock(key, token, lease)
+        return bool(await self._lane_call("lock", "SET", key, token, "PX", max(1, round(lease * 1000)), "NX"))
+
+    async def close(self) -> None:
+        """Disconnect this loop's connections (a client passed in is left open)."""
+        try:
+            if self._lanes is not None:
+                await self._lanes.close()
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "close") from exc
+        await super().close()
+
+
+def _expiry_args(ttl: float | None) -> tuple[Any, ...]:
+    ex, px = _expiry(ttl)
+    if ex is not None:
+        return ("EX", ex)
+    if px is not None:
+        return ("PX", px)
+    return ()
+
+
+def _lane_factory(pool: Any, timeout: float, retries: int) -> Any:
+    """Per-loop lanes with ``pool``'s connection class and settings."""
+    connection_class, kwargs = pool.connection_class, dict(pool.connection_kwargs)
+    limit = pool.max_connections
+
+    def make() -> tuple[Lane, Any]:
+        lane = Lane(connection_class, kwargs, timeout=timeout, retries=retries, max_connections=limit)
+        return lane, lane.close
+
+    return make
+
 
 class RedisSentinelBackend(RedisBackend):
-    """The master of a Sentinel-monitored service: ``redis+sentinel://h:p[,h:p]/service``."""
+    """The master of a Sentinel-monitored service: ``redis+sentinel://h:p[,h:p]/service``.
+
+    Every command takes the client: its connections follow the master across failovers.
+    """
 
     name = "redis+sentinel"
     schemes = ("redis+sentinel",)
+
+    def _uses_lane(self, options: Any) -> bool:
+        return False
 
     def _configure(self, url: str, settings: CacheSettings | None) -> tuple[Any, Any]:
         target = parse_target(url, self.schemes)
