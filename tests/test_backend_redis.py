@@ -435,6 +435,62 @@ async def test_cancelled_call_keeps_connection_in_step(fresh_redis_server: Redis
     await backend.close()
 
 
+async def test_lane_honours_max_connections(fresh_redis_server: RedisServer) -> None:
+    """With max_connections=2 and two calls stuck on a paused server, a third fails at once."""
+    backend = RedisBackend.from_url(fresh_redis_server.url + "?max_connections=2&timeout=2")
+    await backend.set("k", b"v", 60)
+    fresh_redis_server.process.pause()
+    try:
+        stuck = [asyncio.ensure_future(backend.get("k")) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="max_connections"):
+            await backend.get("k")
+        assert time.monotonic() - started < 0.5
+    finally:
+        fresh_redis_server.process.resume()
+    assert await asyncio.gather(*stuck) == [b"v", b"v"]  # resumed within their deadline
+    assert await backend.get("k") == b"v"
+    await backend.close()
+
+
+async def test_restarted_server_is_reached_on_a_fresh_connection(fresh_redis_server: RedisServer) -> None:
+    """After a restart on the same port the idle connection is dead: the call retries once on a
+    new one instead of failing (the restarted server keeps nothing, so: a miss)."""
+    backend = RedisBackend.from_url(fresh_redis_server.url)
+    await backend.set("k", b"v", 60)
+    fresh_redis_server.process.kill()
+    fresh_redis_server.process.start()
+    assert await backend.get("k") is None
+    await backend.set("k", b"again", 60)
+    assert await backend.get("k") == b"again"
+    await backend.close()
+
+
+async def test_error_reply_keeps_connection_in_step(redis_server: RedisServer) -> None:
+    """A WRONGTYPE reply is a BackendError; the next call on that connection reads its own reply."""
+    backend = RedisBackend.from_url(redis_server.url)
+    raw = _raw(redis_server)
+    key = _ns()
+    try:
+        await raw.hset(key + "hash", "f", "x")
+        await backend.set(key + "s", b"S", 60)
+        with pytest.raises(BackendError, match="WRONGTYPE"):
+            await backend.get(key + "hash")
+        assert [await backend.get(key + "s") for _ in range(3)] == [b"S"] * 3
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+def test_health_checks_and_sentinel_take_the_client() -> None:
+    """The lean lane is for one fixed server without health checks: with health_check_interval
+    (idle PINGs) or behind Sentinel (the master moves), every command takes redis-py's client."""
+    assert RedisBackend.from_url("redis://127.0.0.1:1/0")._lanes is not None
+    assert RedisBackend.from_url("redis://127.0.0.1:1/0?health_check_interval=5")._lanes is None
+    assert RedisSentinelBackend.from_url("redis+sentinel://127.0.0.1:1/mymaster")._lanes is None
+
+
 async def test_refused_connection_is_backend_error() -> None:
     """Nothing listening: BackendError (not a timeout) quickly, the driver error chained."""
     backend = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
