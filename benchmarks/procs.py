@@ -262,13 +262,13 @@ class App:
     def pid(self) -> int:
         return self.proc.pid
 
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """One GET on a keep-alive connection (reopened when the server closed it)."""
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
             try:
-                self.conn.request("GET", path)
+                self.conn.request("GET", path, headers=headers or {})
                 response = self.conn.getresponse()
                 body = response.read()
                 return response.status, {k.lower(): v for k, v in response.getheaders()}, body

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import latency
 import loadgen
 import report
 from apps.common import PAYLOAD
@@ -74,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--keys", type=int, default=100, help="distinct keys in the multikey mode")
     parser.add_argument("--modes", default="hot,multikey", help="hot (one key), multikey (--keys keys)")
-    parser.add_argument("--phases", default="throughput,stores,memory,micro")
+    parser.add_argument("--phases", default="throughput,latency,stores,memory,micro")
+    parser.add_argument("--latency-requests", type=int, default=500, help="sequential requests per figure")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--hits", type=int, default=200, help="sequential hits in the store-command count")
     parser.add_argument("--memory-keys", type=int, help="keys written in the RSS run (default 1,000,000)")
@@ -317,6 +319,37 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
 # -- store commands per hit ------------------------------------------------------------------
 
 
+def phase_latency(args: argparse.Namespace, setups: list[Setup], stores: dict[str, Store]) -> dict[str, Any]:
+    """Sequential miss / hit / 304 latency per setup, and one store write per store."""
+    out: dict[str, Any] = {"setups": {}, "store_write_us": {}}
+    n = args.latency_requests
+    for kind, store in stores.items():
+        out["store_write_us"][kind] = latency.store_write_us(store.url, len(PAYLOAD) + 200, n)
+    for setup in setups:
+        if not (setup.cached or setup.id == "nocache"):
+            continue
+        store = stores.get(setup.store)
+        prefix = f"l{args.run_id}-{setup.id}".replace("-", "")
+        try:
+            app = App(
+                setup.module,
+                setup.env(store.url if store else None, prefix),
+                args.results / "logs" / f"{setup.id}-latency.log",
+            )
+        except (RuntimeError, OSError) as exc:
+            out["setups"][setup.id] = {"error": str(exc)}
+            continue
+        try:
+            rec = latency.measure(app, n, setup.cached)
+            out["setups"][setup.id] = rec
+            log(f"latency {setup.id}: " + " ".join(f"{k}={v:.0f}" for k, v in rec.items()))
+        except (RuntimeError, OSError) as exc:
+            out["setups"][setup.id] = {"error": str(exc)}
+        finally:
+            app.close()
+    return out
+
+
 def _commands(store: Store) -> tuple[dict[str, int], dict[str, int]]:
     """(commands by name, memcached's key counters) served so far."""
     if store.kind == "redis":
@@ -497,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "throughput" in args.phase_list:
             results["throughput"] = phase_throughput(args, setups, stores)
+            _save(args, results)
+        if "latency" in args.phase_list:
+            results["latency"] = phase_latency(args, setups, stores)
             _save(args, results)
         if "stores" in args.phase_list:
             results["stores"] = phase_stores(args, setups, stores)

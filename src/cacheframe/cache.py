@@ -19,7 +19,7 @@ from .exceptions import BackendError, CacheframeError, ConfigurationError, Entry
 from .registry import load_backend_factory, load_serializer_factory
 from .settings import CacheSettings, load_settings
 from .stampede import Flights
-from .types import Backend, Serializer, SupportsGetNowait
+from .types import Backend, Serializer, SupportsGetNowait, SupportsLock
 
 if TYPE_CHECKING:
     from .decorator import Decorator, DecoratorOptions
@@ -124,6 +124,12 @@ class Cache:
         self._reading: dict[asyncio.AbstractEventLoop, dict[str, list[asyncio.Future[Read]] | None]] = {}
         # A store answering in-process (memory) is read synchronously; nothing to share.
         self._get_nowait = _nowait_reader(backend)
+        self.in_process = self._get_nowait is not None  # reads never suspend; no other process writes
+        # The store lock of stampede protection, if the backend has one and it is enabled.
+        # (A runtime Protocol check costs ~10 µs: done once here, not per miss.)
+        self.lock: SupportsLock | None = (
+            backend if self.settings.stampede_lock and isinstance(backend, SupportsLock) else None
+        )
         # Recently decoded entries by their stored bytes (decoding costs more than hashing).
         self._decoded: dict[bytes, envelope.ResponseEntry | envelope.ValueEntry] = {}
         self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import functools
 import hashlib
 import inspect
 import re
@@ -39,7 +38,6 @@ __all__ = [
 ]
 
 _DIGEST_SIZE = 16
-_MEMO_MAX_URL = 512
 _MAX_SEGMENT = 96
 _SAFE = re.compile(r"[A-Za-z0-9._-]")
 
@@ -163,13 +161,9 @@ def request_digest(
     HEAD shares GET's key; an absent header differs from an empty one; with
     ``private`` the credentials (Authorization, Cookie) are hashed in.
     """
-    url = (scheme, host, root_path)
-    url_only = custom is None and not vary and not header_params and not cookie_params and not private
-    if url_only and len(path) + len(query_string) + len(host) <= _MEMO_MAX_URL:  # long ones: not memoised
-        return _url_digest(method, url, path, query_string)
     return _request_digest(
         method,
-        url,
+        (scheme, host, root_path),
         path,
         query_string,
         headers,
@@ -180,12 +174,6 @@ def request_digest(
         private,
         custom,
     )
-
-
-@functools.lru_cache(maxsize=16384)
-def _url_digest(method: str, url: tuple[str, str, str], path: str, query_string: str) -> str:
-    """The digest when only the URL is keyed: memoised, as hot URLs repeat."""
-    return _request_digest(method, url, path, query_string, None, {}, (), (), (), False, None)
 
 
 def _request_digest(

@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from .types import SupportsLock
-
 if TYPE_CHECKING:
     from .cache import Cache
 
@@ -87,8 +85,8 @@ async def store_lock(cache: Cache, key: str) -> AsyncIterator[bool]:
     Yields ``True`` also when the backend has no lock or the lock call fails
     (fail open: compute rather than wait for nobody).
     """
-    backend = cache.backend
-    if not cache.settings.stampede_lock or not isinstance(backend, SupportsLock):
+    backend = cache.lock
+    if backend is None:
         yield True
         return
     token = secrets.token_hex(16)

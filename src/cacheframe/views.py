@@ -9,7 +9,6 @@ answers with the same headers a hit would carry.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -385,32 +384,36 @@ async def _fill(
     in this process, but nothing is locked in or written to the store.
     """
     cache = req.bound.cache
-    compute = functools.partial(_compute, req, stale, use_store)
-    pending = cache.flights.pending(req.key)
+    key = req.key
+    pending = cache.flights.pending(key)
     if pending is not None:
         shared = await follow(pending, cache.settings.stampede_wait)
         if isinstance(shared, ResponseEntry):
             cache.stats.hits += use_store
             return replay(req, shared, b"HIT" if use_store else b"BYPASS")
-        return (await compute())[0]
-    async with cache.flights.lead(req.key) as future:
-        if not use_store:
-            response, shared = await compute()
-            future.set_result(shared)
+        return (await _compute(req, stale, use_store))[0]
+    future = cache.flights.start(key)
+    result: ResponseEntry | None = None
+    try:
+        if not use_store or (cache.lock is None and (not reread or cache.in_process)):
+            # No store lock, and no other process writing this store between our read and
+            # now (in-process store): single-flight alone makes this the one computation.
+            response, result = await _compute(req, stale, use_store)
             return response
-        async with store_lock(cache, req.key) as held:
+        async with store_lock(cache, key) as held:
             if held and reread:
-                current = await cache.read_entry(req.key)
+                current = await cache.read_entry(key)
                 entry = current if _fresh(current) else None
             else:
-                entry = None if held else await wait_for_entry(cache, req.key, _fresh)
+                entry = None if held else await wait_for_entry(cache, key, _fresh)
             if isinstance(entry, ResponseEntry):
-                future.set_result(entry)
+                result = entry
                 cache.stats.hits += 1
                 return replay(req, entry, b"HIT")
-            response, stored = await compute()
-            future.set_result(stored)
+            response, result = await _compute(req, stale, use_store)
             return response
+    finally:  # followers get the entry, or None (then compute themselves) after a failure
+        cache.flights.finish(key, future, result)
 
 
 async def _compute(
