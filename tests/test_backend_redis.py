@@ -20,7 +20,13 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 import cacheframe
-from cacheframe.backends.redis import RedisBackend, RedisClusterBackend, RedisSentinelBackend, _expiry
+from cacheframe.backends.redis import (
+    _RELEASE_LOCK,
+    RedisBackend,
+    RedisClusterBackend,
+    RedisSentinelBackend,
+    _expiry,
+)
 from cacheframe.exceptions import (
     BackendError,
     BackendTimeoutError,
@@ -787,6 +793,47 @@ def test_view_hit_is_one_round_trip(redis_server: RedisServer) -> None:
             assert (await asyncio.to_thread(client.get, "/items")).headers["x-cache"] == "HIT"
 
         assert asyncio.run(_commands_on([redis_server.port], hit)) == {"cmdstat_get": 1}
+
+
+@pytest.mark.parametrize(("min_cost", "locked_after_first"), [(0.005, False), (0.0, True)])
+def test_miss_round_trips(redis_server: RedisServer, min_cost: float, locked_after_first: bool) -> None:
+    """A miss of a view not yet measured takes the lock with its re-read (one pipelined round trip)
+    and releases it with the write (one more); once the view is known to compute in under
+    stampede_lock_min_cost, a miss is one GET and one SET."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    cache = cacheframe.Cache(
+        url=redis_server.url, prefix=f"mr{uuid.uuid4().hex[:6]}", stampede_lock_min_cost=min_cost
+    )
+    app = FastAPI()
+
+    @app.get("/items")
+    @cache.cache(ttl=60)
+    async def items(n: int = 3) -> list[int]:
+        return list(range(n))
+
+    locked = {"cmdstat_get": 3, "cmdstat_set": 2, "cmdstat_evalsha": 1, "cmdstat_del": 1}  # the script
+    plain = {"cmdstat_get": 1, "cmdstat_set": 1}  # GETs and DELs
+
+    async def load_script() -> None:  # as after the first release since the server started
+        raw = _raw(redis_server)
+        await raw.script_load(_RELEASE_LOCK)
+        await raw.aclose()
+
+    asyncio.run(load_script())
+    with TestClient(app) as client:
+
+        def miss(n: int) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                assert (await asyncio.to_thread(client.get, f"/items?n={n}")).headers["x-cache"] == "MISS"
+
+            return run
+
+        assert asyncio.run(_commands_on([redis_server.port], miss(1))) == locked  # cost unknown
+        assert asyncio.run(_commands_on([redis_server.port], miss(2))) == (
+            locked if locked_after_first else plain
+        )
 
 
 async def test_clear_never_uses_keys(redis_server: RedisServer) -> None:

@@ -19,7 +19,7 @@ from .exceptions import BackendError, CacheframeError, ConfigurationError, Entry
 from .registry import load_backend_factory, load_serializer_factory
 from .settings import CacheSettings, load_settings
 from .stampede import Flights
-from .types import Backend, Serializer, SupportsGetNowait, SupportsLock
+from .types import Backend, Serializer, SupportsGetNowait, SupportsLock, SupportsLockRoundTrips
 
 if TYPE_CHECKING:
     from .decorator import Decorator, DecoratorOptions
@@ -130,6 +130,12 @@ class Cache:
         self.lock: SupportsLock | None = (
             backend if self.settings.stampede_lock and isinstance(backend, SupportsLock) else None
         )
+        # Seconds the last computation of each decorated view took, by namespace: a view cheaper
+        # than stampede_lock_min_cost skips the store lock (a duplicate run costs less than it).
+        self.compute_cost: dict[str, float] = {}
+        self.lock_round_trips: SupportsLockRoundTrips | None = (
+            backend if self.lock is not None and isinstance(backend, SupportsLockRoundTrips) else None
+        )
         # Recently decoded entries by their stored bytes (decoding costs more than hashing).
         self._decoded: dict[bytes, envelope.ResponseEntry | envelope.ValueEntry] = {}
         self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since
@@ -221,7 +227,7 @@ class Cache:
             self._failed("get", exc)
             return STORE_DOWN
         self.breaker.success()
-        return self._decode(key, raw)
+        return self.decode_entry(key, raw)
 
     def _read_nowait(self, key: str, get_nowait: Callable[[str], bytes | None]) -> Read:
         if not self._allowed():
@@ -232,9 +238,12 @@ class Cache:
             self._failed("get", exc)
             return STORE_DOWN
         self.breaker.success()
-        return self._decode(key, raw)
+        return self.decode_entry(key, raw)
 
-    def _decode(self, key: str, raw: bytes | None) -> envelope.ResponseEntry | envelope.ValueEntry | None:
+    def decode_entry(
+        self, key: str, raw: bytes | None
+    ) -> envelope.ResponseEntry | envelope.ValueEntry | None:
+        """The entry in ``raw`` (``None`` when absent or damaged: counted, logged)."""
         if raw is None:
             return None
         decoded = self._decoded.get(raw)  # bytes hash is cached on the object: cheap for memory
@@ -282,12 +291,25 @@ class Cache:
         self.stats.bad_entries += 1
         log.warning("cacheframe: ignoring damaged entry %s: %s", key, exc)
 
-    async def write_entry(self, key: str, entry: envelope.ResponseEntry | envelope.ValueEntry) -> bool:
-        """Encode and store an entry for its ttl plus stale window; errors are logged."""
+    async def write_entry(
+        self,
+        key: str,
+        entry: envelope.ResponseEntry | envelope.ValueEntry,
+        unlock: tuple[str, str] | None = None,
+    ) -> bool:
+        """Encode and store an entry for its ttl plus stale window; errors are logged.
+
+        ``unlock=(lock_key, token)`` releases the store lock in the same round trip
+        (a backend with ``SupportsLockRoundTrips``).
+        """
         if not self._allowed():
             return False
+        data = envelope.encode(entry)
         try:
-            await self.backend.set(key, envelope.encode(entry), entry.ttl + entry.stale)
+            if unlock is not None and self.lock_round_trips is not None:
+                await self.lock_round_trips.set_and_release_lock(key, data, entry.ttl + entry.stale, *unlock)
+            else:
+                await self.backend.set(key, data, entry.ttl + entry.stale)
         except STORE_ERRORS as exc:
             self._failed("set", exc)
             return False

@@ -34,6 +34,11 @@ class CacheSettings(BaseSettings):
     breaker_cooldown: float = Field(5.0, gt=0, description="Seconds the open circuit skips the store.")
     stampede_wait: float = Field(5.0, gt=0, description="Seconds a concurrent miss waits for the first.")
     stampede_lock: bool = Field(True, description="Take a lock in the store (where supported) on a miss.")
+    stampede_lock_min_cost: float = Field(
+        0.005,
+        ge=0,
+        description="Only for views whose last computation took this long (s; unknown counts as long).",
+    )
     lock_lease: float = Field(5.0, gt=0, description="Lease of that lock; waiters give up after it.")
     cache_status_header: str = Field("X-Cache", min_length=1, description="HIT/MISS header.")
 

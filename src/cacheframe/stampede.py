@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .cache import Cache
+    from .envelope import ResponseEntry, ValueEntry
 
-__all__ = ["Flights", "store_lock"]
+__all__ = ["Flights", "StoreLock", "follow", "wait_for_entry"]
 
 LOCK_SUFFIX = ":lock"
 _POLL = 0.025
@@ -78,25 +79,50 @@ async def follow(future: asyncio.Future[Any], wait: float) -> Any:
         return None
 
 
-@asynccontextmanager
-async def store_lock(cache: Cache, key: str) -> AsyncIterator[bool]:
-    """Hold the store lock for ``key`` when the backend has one; yield whether we hold it.
+class StoreLock:
+    """The store lock of one miss, for backends with ``SupportsLock``.
 
-    Yields ``True`` also when the backend has no lock or the lock call fails
-    (fail open: compute rather than wait for nobody).
+    Taken together with a re-read of the entry and released together with its
+    write when the backend offers ``SupportsLockRoundTrips`` (two round trips for
+    a locked miss instead of four). Every step fails open: a lock that cannot be
+    taken counts as held, so the caller computes rather than waits for nobody.
     """
-    backend = cache.lock
-    if backend is None:
-        yield True
-        return
-    token = secrets.token_hex(16)
-    lease = cache.settings.lock_lease
-    held = await cache.guarded("lock", backend.acquire_lock(key + LOCK_SUFFIX, token, lease), True)
-    try:
-        yield held
-    finally:
-        if held:
-            await cache.guarded("unlock", backend.release_lock(key + LOCK_SUFFIX, token), False)
+
+    def __init__(self, cache: Cache, key: str) -> None:
+        self.cache = cache
+        self.key = key
+        self.lock_key = key + LOCK_SUFFIX
+        self.token = secrets.token_hex(16)
+        self.held = False
+
+    async def acquire(self, reread: bool) -> tuple[bool, Any]:
+        """Take the lock; ``(held, entry)``, the entry re-read with it when ``reread``."""
+        cache, lock = self.cache, self.cache.lock
+        assert lock is not None
+        lease = cache.settings.lock_lease
+        if reread and cache.lock_round_trips is not None:
+            call = cache.lock_round_trips.acquire_lock_and_get(self.lock_key, self.token, lease, self.key)
+            held, raw = await cache.guarded("lock", call, (True, None))
+            self.held = held
+            return held, cache.decode_entry(self.key, raw)
+        self.held = await cache.guarded("lock", lock.acquire_lock(self.lock_key, self.token, lease), True)
+        entry = await cache.read_entry(self.key) if self.held and reread else None
+        return self.held, entry
+
+    async def write(self, entry: ResponseEntry | ValueEntry) -> None:
+        """Store ``entry``; release the lock in the same round trip when the backend can."""
+        cache = self.cache
+        if self.held and cache.lock_round_trips is not None:
+            self.held = False
+            await cache.write_entry(self.key, entry, unlock=(self.lock_key, self.token))
+            return
+        await cache.write_entry(self.key, entry)
+
+    async def release(self) -> None:
+        """Release the lock if still held (always tried, never raises when failing open)."""
+        if self.held and self.cache.lock is not None:
+            self.held = False
+            await self.cache.guarded("unlock", self.cache.lock.release_lock(self.lock_key, self.token), False)
 
 
 async def wait_for_entry(cache: Cache, key: str, fresh: Any) -> Any:

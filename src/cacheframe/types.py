@@ -26,6 +26,7 @@ __all__ = [
     "SupportsAdd",
     "SupportsGetNowait",
     "SupportsLock",
+    "SupportsLockRoundTrips",
     "SupportsStats",
     "SupportsTTL",
 ]
@@ -97,6 +98,27 @@ class SupportsLock(Protocol):
 
     async def release_lock(self, key: str, token: str) -> bool:
         """Release the lock only if ``token`` still owns it."""
+        ...
+
+
+@runtime_checkable
+class SupportsLockRoundTrips(SupportsLock, Protocol):
+    """Capability: the lock's steps travel with the entry's read and write, one round trip each.
+
+    A miss under the store lock then costs two round trips (take the lock and
+    re-read the entry; write it and release the lock) instead of four.
+    """
+
+    async def acquire_lock_and_get(
+        self, lock_key: str, token: str, lease: float, key: str
+    ) -> tuple[bool, bytes | None]:
+        """``acquire_lock(lock_key, ...)`` and ``get(key)``, together."""
+        ...
+
+    async def set_and_release_lock(
+        self, key: str, value: bytes, ttl: float | None, lock_key: str, token: str
+    ) -> bool:
+        """``set(key, ...)``, then ``release_lock(lock_key, token)``, together; the release's result."""
         ...
 
 

@@ -25,7 +25,7 @@ from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
 from .exceptions import EntryError
 from .routes import RouteInfo, effective_route, route_info
-from .stampede import follow, store_lock, wait_for_entry
+from .stampede import StoreLock, follow, wait_for_entry
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -395,29 +395,41 @@ async def _fill(
     future = cache.flights.start(key)
     result: ResponseEntry | None = None
     try:
-        if not use_store or (cache.lock is None and (not reread or cache.in_process)):
-            # No store lock, and no other process writing this store between our read and
-            # now (in-process store): single-flight alone makes this the one computation.
+        if not use_store or not _worth_locking(req, stale):
+            # In this process single-flight makes this the one computation; across
+            # processes a duplicate run of a cheap view costs less than the lock would.
             response, result = await _compute(req, stale, use_store)
             return response
-        async with store_lock(cache, key) as held:
-            if held and reread:
-                current = await cache.read_entry(key)
-                entry = current if _fresh(current) else None
-            else:
-                entry = None if held else await wait_for_entry(cache, key, _fresh)
+        lock = StoreLock(cache, key)
+        try:
+            held, current = await lock.acquire(reread)
+            entry = current if _fresh(current) else None
+            if entry is None and not held:  # another process computes: wait for its entry
+                entry = await wait_for_entry(cache, key, _fresh)
             if isinstance(entry, ResponseEntry):
                 result = entry
                 cache.stats.hits += 1
                 return replay(req, entry, b"HIT")
-            response, result = await _compute(req, stale, use_store)
+            response, result = await _compute(req, stale, use_store, lock)
             return response
+        finally:
+            await lock.release()
     finally:  # followers get the entry, or None (then compute themselves) after a failure
         cache.flights.finish(key, future, result)
 
 
+def _worth_locking(req: _Request, stale: ResponseEntry | None) -> bool:
+    """Whether this miss takes the store lock: the backend has one, and the view's last
+    computation (here, or the stale entry's) took at least ``stampede_lock_min_cost``."""
+    cache = req.bound.cache
+    if cache.lock is None:
+        return False
+    cost = cache.compute_cost.get(req.bound.namespace, stale.delta if stale is not None else None)
+    return cost is None or cost >= cache.settings.stampede_lock_min_cost
+
+
 async def _compute(
-    req: _Request, stale: ResponseEntry | None, use_store: bool = True
+    req: _Request, stale: ResponseEntry | None, use_store: bool = True, lock: StoreLock | None = None
 ) -> tuple[Response, ResponseEntry | None]:
     """Run the view, render it as FastAPI would, store it when storable (and ``use_store``)."""
     cache = req.bound.cache
@@ -462,6 +474,8 @@ async def _compute(
     if vary:
         stored_headers.append((b"vary", vary.encode("latin-1")))
     policy = req.policy
+    cost = time.perf_counter() - started
+    cache.compute_cost[req.bound.namespace] = cost
     entry = ResponseEntry(
         response.status_code,
         stored_headers,
@@ -470,12 +484,15 @@ async def _compute(
         time.time(),
         req.bound.ttl,
         max(policy.stale_while_revalidate, policy.stale_if_error),
-        time.perf_counter() - started,
+        cost,
     )
     if not use_store:
         return replay(req, entry, b"BYPASS"), entry
     if cache.invalidations == epoch:  # never write back over an invalidation made meanwhile
-        await cache.write_entry(req.key, entry)
+        if lock is not None:
+            await lock.write(entry)  # with the lock's release, where the backend can
+        else:
+            await cache.write_entry(req.key, entry)
     else:
         cache.stats.not_stored += 1
     return replay(req, entry, b"MISS"), entry

@@ -20,6 +20,14 @@ from ._redis_client import DRIVER_ERRORS, rex
 __all__ = ["Lane"]
 
 
+async def _reply(conn: Any) -> Any:
+    """One reply; an error reply (read in full, the connection still in step) is returned."""
+    try:
+        return await conn.read_response(disable_decoding=True)
+    except rex.ResponseError as exc:
+        return exc
+
+
 def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
     fired.append(True)
     task.cancel()
@@ -57,10 +65,23 @@ class Lane:
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (bytes undecoded); raise redis-py's errors."""
+        return await self.round_trip((args,), single=True)
+
+    async def pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send several commands in one write and read their replies: one round trip.
+
+        An error reply comes back in the list as a ``redis.exceptions.ResponseError``
+        (the other replies are still read, keeping the connection in step).
+        """
+        replies: list[Any] = await self.round_trip(commands, single=False)
+        return replies
+
+    async def round_trip(self, commands: tuple[tuple[Any, ...], ...], single: bool) -> Any:
+        """``commands`` in one write, their replies read: ``call`` (``single``) or ``pipeline``."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - redis-py needs a task as well
-            raise RuntimeError("Lane.call must run in a task")
+            raise RuntimeError("a Lane call must run in a task")
         fired: list[bool] = []
         handle = loop.call_at(loop.time() + self._timeout, _expire, task, fired)
         retries = self._retries
@@ -68,8 +89,12 @@ class Lane:
             while True:
                 conn = self._idle.pop() if self._idle else self._connection()
                 try:
-                    await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-                    reply = await conn.read_response(disable_decoding=True)
+                    if single:
+                        await conn.send_packed_command(conn.pack_command(*commands[0]), check_health=False)
+                        reply: Any = await conn.read_response(disable_decoding=True)
+                    else:
+                        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                        reply = [await _reply(conn) for _ in commands]
                 except rex.ResponseError:  # an error reply, read in full: the connection is in step
                     await self._put_back(conn)
                     raise

@@ -304,7 +304,7 @@ class RedisBackend(_RedisBase):
             return await super().get(key)
         try:  # _lane_call, inlined: this is every hit's one round trip
             lane = lanes.current() or await lanes.get()
-            value = await lane.call("GET", key)
+            value = await lane.round_trip((("GET", key),), single=True)
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "GET") from exc
         if value is None or isinstance(value, bytes):
@@ -329,6 +329,50 @@ class RedisBackend(_RedisBase):
         if self._lanes is None:
             return await super().acquire_lock(key, token, lease)
         return bool(await self._lane_call("lock", "SET", key, token, "PX", max(1, round(lease * 1000)), "NX"))
+
+    async def acquire_lock_and_get(
+        self, lock_key: str, token: str, lease: float, key: str
+    ) -> tuple[bool, bytes | None]:
+        """SET lock NX PX and GET key, pipelined (``SupportsLockRoundTrips``)."""
+        if self._lanes is None:
+            return await self.acquire_lock(lock_key, token, lease), await self.get(key)
+        lock = ("SET", lock_key, token, "PX", max(1, round(lease * 1000)), "NX")
+        taken, value = await self._lane_pipeline("lock", lock, ("GET", key))
+        if value is not None and not isinstance(value, bytes):
+            raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
+        return bool(taken), value
+
+    async def set_and_release_lock(
+        self, key: str, value: bytes, ttl: float | None, lock_key: str, token: str
+    ) -> bool:
+        """SET key and the lock's compare-and-delete (EVALSHA), pipelined."""
+        if self._lanes is None:
+            await self.set(key, value, ttl)
+            return await self.release_lock(lock_key, token)
+        store = ("SET", key, value, *_expiry_args(ttl))
+        _, released = await self._lane_pipeline(
+            "SET + unlock", store, ("EVALSHA", _RELEASE_LOCK_SHA, 1, lock_key, token), unscripted=1
+        )
+        if isinstance(released, rex.NoScriptError):  # the first release since the server started
+            released = await self._lane_call("unlock", "EVAL", _RELEASE_LOCK, 1, lock_key, token)
+        return bool(released)
+
+    async def _lane_pipeline(
+        self, action: str, *commands: tuple[Any, ...], unscripted: int = -1
+    ) -> list[Any]:
+        """Commands in one round trip; an error reply raises, except NOSCRIPT at ``unscripted``."""
+        assert self._lanes is not None
+        try:
+            lane = self._lanes.current() or await self._lanes.get()
+            replies: list[Any] = await lane.pipeline(*commands)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, action) from exc
+        for i, reply in enumerate(replies):
+            if isinstance(reply, rex.ResponseError) and not (
+                i == unscripted and isinstance(reply, rex.NoScriptError)
+            ):
+                raise self._error(reply, action) from reply
+        return replies
 
     async def close(self) -> None:
         """Disconnect this loop's connections (a client passed in is left open)."""

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from ..types import Backend, SupportsAdd, SupportsLock, SupportsStats, SupportsTTL
+from ..types import Backend, SupportsAdd, SupportsLock, SupportsLockRoundTrips, SupportsStats, SupportsTTL
 
 __all__ = ["BackendConformance"]
 
@@ -221,6 +221,20 @@ class BackendConformance:
         assert await store.acquire_lock(ns + "lock", "b", EXPIRY_TTL) is True
         await asyncio.sleep(EXPIRY_WAIT)
         assert await store.acquire_lock(ns + "lock", "c", 1.0) is True
+
+    async def test_lock_round_trips(self, store: Backend, ns: str) -> None:
+        """SupportsLockRoundTrips: the combined calls act as their two halves would."""
+        self._require(store, SupportsLockRoundTrips)
+        assert isinstance(store, SupportsLockRoundTrips)
+        lock, key = ns + "k:lock", ns + "k"
+        assert await store.acquire_lock_and_get(lock, "a", 5.0, key) == (True, None)
+        assert await store.acquire_lock_and_get(lock, "b", 5.0, key) == (False, None)
+        assert await store.set_and_release_lock(key, b"v", 60, lock, "b") is False  # not b's lock
+        assert await store.get(key) == b"v"  # the write happened all the same
+        assert await store.acquire_lock_and_get(lock, "c", 5.0, key) == (False, b"v")  # a still holds it
+        assert await store.set_and_release_lock(key, b"w", 60, lock, "a") is True
+        assert await store.acquire_lock_and_get(lock, "c", 5.0, key) == (True, b"w")
+        await store.release_lock(lock, "c")
 
     async def test_stats(self, store: Backend) -> None:
         """SupportsStats: a mapping of figures."""
