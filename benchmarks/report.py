@@ -145,6 +145,48 @@ def stores_table(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def latency_table(results: dict[str, Any]) -> str:
+    lat = results.get("latency")
+    if not lat:
+        return "_No latency phase in this run._\n"
+    rows = lat["setups"]
+    base = rows.get("nocache", {}).get("miss_us")
+    writes = lat.get("store_write_us", {})
+    stores = results.get("setups", {})
+    out = [
+        "| setup | miss µs | uncached + one write µs | miss − uncached µs | hit µs | 304 µs "
+        "| 304 ≤ hit | miss / hit / 304 app CPU µs |",
+        "|---|--:|--:|--:|--:|--:|:-:|---|",
+    ]
+    for sid, r in rows.items():
+        if "error" in r:
+            out.append(f"| `{sid}` | failed: {r['error']} | | | | | | |")
+            continue
+        store = stores.get(sid, {}).get("store")
+        write = writes.get(store, 0.0) if store in ("redis", "memcached") else 0.0
+        bound = base + write if base is not None and sid != "nocache" else None
+        extra = r["miss_us"] - base if base is not None and sid != "nocache" else None
+        hit, nm = r.get("hit_us"), r.get("not_modified_us")
+        ok = "—" if hit is None or nm is None else ("yes" if nm <= hit * 1.05 else "**no**")
+        cpu = " / ".join(_num(r.get(k)) for k in ("miss_cpu_us", "hit_cpu_us", "not_modified_cpu_us"))
+        out.append(
+            f"| `{sid}` | **{_num(r['miss_us'])}** | {_num(bound)} | {_num(extra)} | {_num(hit)} "
+            f"| {_num(nm)} | {ok} | {cpu} |"
+        )
+    n = results["config"].get("latency_requests", "")
+    written = ", ".join(f"{k} {v:.0f} µs" for k, v in writes.items()) or "none"
+    out += [
+        "",
+        f"Medians of {n} sequential requests on one keep-alive connection: misses on fresh keys (the "
+        "view already measured, so a cheap view takes no store lock), then hits and `If-None-Match` "
+        "304s on one warm key. `uncached + one write` is the `nocache` setup's request plus one store "
+        f"write of an entry this size, timed through cacheframe's backend in the benchmark process "
+        f"({written}; memory: 0). A network store's miss also pays the lookup that found nothing: one "
+        "more round trip, about a hit's extra latency over memory. App CPU from `/proc` (10 ms ticks).",
+    ]
+    return "\n".join(out) + "\n"
+
+
 def memory_table(results: dict[str, Any]) -> str:
     mem = results.get("memory")
     if not mem:
@@ -305,6 +347,12 @@ def render(results: dict[str, Any], png_name: str | None) -> str:
         "(`mem://` / `redis://`), set up as their READMEs show.",
         "- App CPU µs/request: `utime + stime` of the uvicorn process from `/proc/<pid>/stat` around the "
         "load run, divided by the requests served (the store's CPU the same way).",
+        "- Garbage collector: "
+        + (
+            "`gc.freeze()` at startup in every app (`--gc-freeze`)."
+            if config.get("gc_freeze")
+            else "Python's defaults, untuned (see the note under the tables)."
+        ),
         "",
         "## Throughput and latency",
         "",
@@ -316,6 +364,9 @@ def render(results: dict[str, Any], png_name: str | None) -> str:
         "### What each setup answered",
         "",
         checks_table(results) or "—\n",
+        "## One miss, one hit, one 304 (sequential latency)",
+        "",
+        latency_table(results),
         "## Store commands per hit",
         "",
         stores_table(results),

@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=100, help="distinct keys in the multikey mode")
     parser.add_argument("--modes", default="hot,multikey", help="hot (one key), multikey (--keys keys)")
     parser.add_argument("--phases", default="throughput,latency,stores,memory,micro")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() in every app at startup (all setups alike)"
+    )
     parser.add_argument("--latency-requests", type=int, default=500, help="sequential requests per figure")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--hits", type=int, default=200, help="sequential hits in the store-command count")
@@ -106,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if set(args.mode_list) - {"hot", "multikey"}:
         parser.error("--modes takes hot and/or multikey")
     args.phase_list = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if args.gc_freeze:
+        os.environ["BENCH_GC_FREEZE"] = "1"  # the app processes inherit it
     if args.loadgen == "auto":
         args.loadgen = "wrk" if loadgen.wrk_path() else "python"
     return args
@@ -320,33 +325,39 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
 
 
 def phase_latency(args: argparse.Namespace, setups: list[Setup], stores: dict[str, Store]) -> dict[str, Any]:
-    """Sequential miss / hit / 304 latency per setup, and one store write per store."""
+    """Sequential miss / hit / 304 latency per setup (interleaved rounds), one store write per store."""
     out: dict[str, Any] = {"setups": {}, "store_write_us": {}}
-    n = args.latency_requests
+    n, rounds = args.latency_requests, 5
     for kind, store in stores.items():
         out["store_write_us"][kind] = latency.store_write_us(store.url, len(PAYLOAD) + 200, n)
-    for setup in setups:
-        if not (setup.cached or setup.id == "nocache"):
-            continue
-        store = stores.get(setup.store)
-        prefix = f"l{args.run_id}-{setup.id}".replace("-", "")
-        try:
-            app = App(
-                setup.module,
-                setup.env(store.url if store else None, prefix),
-                args.results / "logs" / f"{setup.id}-latency.log",
-            )
-        except (RuntimeError, OSError) as exc:
-            out["setups"][setup.id] = {"error": str(exc)}
-            continue
-        try:
-            rec = latency.measure(app, n, setup.cached)
-            out["setups"][setup.id] = rec
-            log(f"latency {setup.id}: " + " ".join(f"{k}={v:.0f}" for k, v in rec.items()))
-        except (RuntimeError, OSError) as exc:
-            out["setups"][setup.id] = {"error": str(exc)}
-        finally:
-            app.close()
+    with contextlib.ExitStack() as stack:
+        probes: dict[str, latency.Probe] = {}
+        for setup in setups:
+            if not (setup.cached or setup.id == "nocache"):
+                continue
+            store = stores.get(setup.store)
+            prefix = f"l{args.run_id}-{setup.id}".replace("-", "")
+            try:
+                app = App(
+                    setup.module,
+                    setup.env(store.url if store else None, prefix),
+                    args.results / "logs" / f"{setup.id}-latency.log",
+                )
+            except (RuntimeError, OSError) as exc:
+                out["setups"][setup.id] = {"error": str(exc)}
+                continue
+            stack.callback(app.close)
+            probes[setup.id] = latency.Probe(app, setup.cached)
+        for _ in range(rounds):
+            for sid, probe in list(probes.items()):
+                try:
+                    probe.round(max(1, n // rounds))
+                except (RuntimeError, OSError) as exc:
+                    out["setups"][sid] = {"error": str(exc)}
+                    del probes[sid]
+        for sid, probe in probes.items():
+            out["setups"][sid] = probe.result()
+            log(f"latency {sid}: " + " ".join(f"{k}={v:.0f}" for k, v in out["setups"][sid].items()))
     return out
 
 
@@ -506,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
             "modes": args.mode_list,
             "loadgen": args.loadgen,
             "hits": args.hits,
+            "latency_requests": args.latency_requests,
+            "gc_freeze": args.gc_freeze,
             "path": BASE_PATH,
             "payload_bytes": len(PAYLOAD),
         },

@@ -15,6 +15,7 @@ Environment (set by ``run.py``): ``BENCH_URL`` (cacheframe backend URL),
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -78,7 +79,14 @@ def constant_response() -> Response:
 
 
 def make_app(lifespan: Callable[[Any], AbstractAsyncContextManager[None]] | None = None) -> FastAPI:
-    """A FastAPI app with the bookkeeping routes; the setup adds ``/items``."""
+    """A FastAPI app with the bookkeeping routes; the setup adds ``/items``.
+
+    ``BENCH_GC_FREEZE=1`` (``run.py --gc-freeze``) moves everything imported so far out
+    of the garbage collector's reach (``gc.freeze()``), the same in every setup.
+    """
+    if os.environ.get("BENCH_GC_FREEZE") == "1":
+        gc.collect()
+        gc.freeze()
     app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.get("/health")
