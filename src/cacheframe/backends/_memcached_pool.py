@@ -26,12 +26,14 @@ from contextvars import ContextVar
 
 from aiomcache.pool import Connection, MemcachePool
 
+from ._deadline import Deadline
+
 __all__ = ["CALL_DEADLINE", "SafePool"]
 
-CALL_DEADLINE: ContextVar[tuple[asyncio.Timeout, float] | None] = ContextVar(
+CALL_DEADLINE: ContextVar[tuple[Deadline, float] | None] = ContextVar(
     "cacheframe_memcached_deadline", default=None
 )
-"""The running store call's ``asyncio.Timeout`` and its length in seconds."""
+"""The running store call's :class:`Deadline` and its length in seconds."""
 
 
 class _StrictReader(asyncio.StreamReader):
@@ -119,10 +121,7 @@ class SafePool(MemcachePool):
     async def _connect(self) -> Connection:
         call = CALL_DEADLINE.get()
         if call is not None:
-            timeout, length = call
-            when = timeout.when()
-            if when is not None and not timeout.expired():
-                loop = asyncio.get_running_loop()
-                timeout.reschedule(max(when, loop.time() + self._connect_timeout + length))
+            deadline, length = call
+            deadline.extend_to(asyncio.get_running_loop().time() + self._connect_timeout + length)
         async with asyncio.timeout(self._connect_timeout):
             return await _open(self._host, self._port)

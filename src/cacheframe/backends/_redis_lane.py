@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from ._deadline import Deadline
 from ._redis_client import DRIVER_ERRORS, rex
 
 __all__ = ["Lane"]
@@ -26,11 +27,6 @@ async def _reply(conn: Any) -> Any:
         return await conn.read_response(disable_decoding=True)
     except rex.ResponseError as exc:
         return exc
-
-
-def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
-    fired.append(True)
-    task.cancel()
 
 
 class Lane:
@@ -78,12 +74,7 @@ class Lane:
 
     async def round_trip(self, commands: tuple[tuple[Any, ...], ...], single: bool) -> Any:
         """``commands`` in one write, their replies read: ``call`` (``single``) or ``pipeline``."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - redis-py needs a task as well
-            raise RuntimeError("a Lane call must run in a task")
-        fired: list[bool] = []
-        handle = loop.call_at(loop.time() + self._timeout, _expire, task, fired)
+        deadline = Deadline(self._timeout)
         retries = self._retries
         try:
             while True:
@@ -112,11 +103,11 @@ class Lane:
                 await self._put_back(conn)
                 return reply
         except asyncio.CancelledError:
-            if fired and task.uncancel() == 0:  # our deadline, not a cancellation from outside
+            if deadline.expired():  # our deadline, not a cancellation from outside
                 raise rex.TimeoutError(f"no reply within {self._timeout:g}s") from None
             raise
         finally:
-            handle.cancel()
+            deadline.cancel()
 
     def _connection(self) -> Any:
         if self._open >= self._max:

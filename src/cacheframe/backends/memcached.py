@@ -54,6 +54,7 @@ from ._options import parse_options
 try:
     import aiomcache
 
+    from ._deadline import Deadline
     from ._memcached_pool import CALL_DEADLINE, SafePool
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDriverError(
@@ -242,17 +243,22 @@ class MemcachedBackend:
 
     async def _guard(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run one store call under the deadline, turning driver errors into ours."""
+        deadline = Deadline(self.timeout)
+        token = CALL_DEADLINE.set((deadline, self.timeout))
         try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                token = CALL_DEADLINE.set((deadline, self.timeout))
-                try:
-                    return await call()
-                finally:
-                    CALL_DEADLINE.reset(token)
-        except TimeoutError as exc:
+            return await call()
+        except asyncio.CancelledError:
+            if deadline.expired():
+                cause = TimeoutError(f"no reply within {self.timeout:g}s")
+                raise BackendTimeoutError(f"memcached {action} on {self!r}: no answer in time") from cause
+            raise
+        except TimeoutError as exc:  # connecting took longer than connect_timeout
             raise BackendTimeoutError(f"memcached {action} on {self!r}: no answer in time") from exc
         except _DRIVER_ERRORS as exc:
             raise BackendError(f"memcached {action} on {self!r} failed: {exc!r}") from exc
+        finally:
+            deadline.cancel()
+            CALL_DEADLINE.reset(token)
 
     @staticmethod
     async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:
