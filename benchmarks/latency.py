@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from typing import Any
 
 from procs import App, cpu_seconds
 

@@ -154,7 +154,7 @@ def latency_table(results: dict[str, Any]) -> str:
     writes = lat.get("store_write_us", {})
     stores = results.get("setups", {})
     out = [
-        "| setup | miss µs | uncached + one write µs | miss − uncached µs | hit µs | 304 µs "
+        "| setup | miss µs | uncached + one write µs | miss minus uncached µs | hit µs | 304 µs "
         "| 304 ≤ hit | miss / hit / 304 app CPU µs |",
         "|---|--:|--:|--:|--:|--:|:-:|---|",
     ]

@@ -319,29 +319,6 @@ async def test_hit_is_one_command(memcached_server: MemcachedServer, ns: str) ->
         await proxy.stop()
 
 
-async def test_miss_then_write_is_two_commands(memcached_server: MemcachedServer, ns: str) -> None:
-    """A miss's write reuses the generation tokens its read brought back: `gets` then `set`,
-    no second read of the tokens; after a clear in this process the tokens are read afresh."""
-    proxy = CountingProxy(memcached_server.port)
-    port = await proxy.start()
-    backend = MemcachedBackend.from_url(f"memcached://127.0.0.1:{port}")
-    try:
-        await backend.set(ns + "sub:warm", b"w", 60)  # creates the generations
-        sent = len(proxy.lines)
-        assert await backend.get(ns + "sub:k") is None
-        await backend.set(ns + "sub:k", b"value", 60)
-        commands = [c.split()[0] for c in proxy.lines[sent:] if c[:4] in (b"gets", b"get ", b"set ", b"add ")]
-        assert commands == [b"gets", b"set"]  # (the proxy also logs the value's data line)
-        assert await backend.get(ns + "sub:k") == b"value"
-        await backend.clear(ns + "sub:")
-        assert await backend.get(ns + "sub:k") is None
-        await backend.set(ns + "sub:k", b"again", 60)
-        assert await backend.get(ns + "sub:k") == b"again"
-    finally:
-        await backend.close()
-        await proxy.stop()
-
-
 # -- interrupted calls (aio-libs/aiomcache#489) -------------------------------------------
 
 

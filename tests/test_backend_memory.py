@@ -63,3 +63,19 @@ def test_settings_bounds_apply() -> None:
     settings = CacheSettings(max_entries=7, max_bytes=1000)
     assert MemoryBackend.from_url("memory://", settings).max_entries == 7
     assert MemoryBackend.from_url("memory://?max_entries=9", settings).max_entries == 9
+
+
+async def test_expired_entries_make_room_before_live_ones_under_a_byte_bound() -> None:
+    """Once the byte bound is reached, a write sweeps out expired entries first: a live entry
+    is not evicted while dead ones still take the room."""
+    import asyncio
+
+    b = MemoryBackend(max_entries=1000, max_bytes=1000)
+    await b.set("live", b"L" * 100, 60)
+    for i in range(3):
+        await b.set(f"short{i}", b"S" * 150, 0.05)
+    await asyncio.sleep(0.1)
+    await b.set("new0", b"N" * 200, 60)
+    await b.set("new1", b"N" * 200, 60)
+    assert await b.get("live") == b"L" * 100
+    assert len(b) == 3

@@ -495,6 +495,47 @@ def test_health_checks_and_sentinel_take_the_client() -> None:
     assert RedisBackend.from_url("redis://127.0.0.1:1/0")._lanes is not None
     assert RedisBackend.from_url("redis://127.0.0.1:1/0?health_check_interval=5")._lanes is None
     assert RedisSentinelBackend.from_url("redis+sentinel://127.0.0.1:1/mymaster")._lanes is None
+    assert RedisBackend(client=aioredis.Redis(host="127.0.0.1", port=1))._lanes is None
+
+
+async def test_client_object_keeps_its_own_pool(redis_server: RedisServer) -> None:
+    """A client passed in is used as configured: its blocking pool of 4 connections serves
+    20 concurrent reads by queueing them, none fails for want of a connection."""
+    pool = aioredis.BlockingConnectionPool(host="127.0.0.1", port=redis_server.port, max_connections=4)
+    client = aioredis.Redis(connection_pool=pool)
+    backend = RedisBackend(client=client)
+    key = _ns() + "k"
+    try:
+        await backend.set(key, b"v", 60)
+        assert await asyncio.gather(*(backend.get(key) for _ in range(20))) == [b"v"] * 20
+    finally:
+        await backend.close()
+        await client.aclose()
+
+
+async def test_failed_combined_write_still_releases_the_lock(redis_server: RedisServer) -> None:
+    """If the pipelined SET + release fails, the lock is released on its own: other processes
+    do not wait out the lease."""
+    from cacheframe.stampede import StoreLock
+
+    class WriteFails(RedisBackend):
+        async def set_and_release_lock(self, *args: Any) -> bool:
+            raise BackendError("write failed")
+
+    cache = cacheframe.Cache(backend=WriteFails.from_url(redis_server.url), stampede_lock_min_cost=0)
+    raw = _raw(redis_server)
+    key = _ns() + "k"
+    try:
+        lock = StoreLock(cache, key)
+        assert await lock.acquire(reread=True) == (True, None)
+        assert await raw.exists(key + ":lock") == 1
+        entry = cacheframe.envelope.ValueEntry("json", b"1", time.time(), 60)
+        await lock.write(entry)
+        await lock.release()
+        assert await raw.exists(key + ":lock") == 0
+    finally:
+        await cache.close()
+        await raw.aclose()
 
 
 async def test_refused_connection_is_backend_error() -> None:

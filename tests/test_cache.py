@@ -233,3 +233,28 @@ async def test_unknown_serializer_id_is_a_miss() -> None:
     await cache.backend.set(key, envelope.encode(envelope.ValueEntry("yaml", b"1", 0, 1e12)), 60)
     assert await f(1) == 1 and seen == [1, 1]
     assert cache.stats.bad_entries == 1
+
+
+def test_a_proxy_backend_is_read_through_get() -> None:
+    """A backend whose methods come from __getattr__ (a delegating wrapper) is accepted and read
+    through its async get, never through a get_nowait it does not define itself."""
+
+    class Proxy:
+        def __init__(self, inner: MemoryBackend) -> None:
+            self.inner = inner
+            self.gets = 0
+
+        def __getattr__(self, name: str) -> object:
+            if name == "get":
+                self.gets += 1
+            return getattr(self.inner, name)
+
+    proxy = Proxy(MemoryBackend())
+    cache = Cache(backend=proxy)  # type: ignore[arg-type]
+
+    async def run() -> object:
+        await cache.set("k", 1)
+        return await cache.get("k")
+
+    assert asyncio.run(run()) == 1
+    assert proxy.gets == 1

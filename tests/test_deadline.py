@@ -52,3 +52,28 @@ async def test_extend_moves_the_cut_off_later_only() -> None:
     """extend_to gives connecting its own budget; it never shortens the deadline."""
     assert await _guarded(0.05, 0.15, extend=0.5) == "done"
     assert await _guarded(0.05, 0.15, extend=0.01) == "timed out"
+
+
+async def test_outside_cancellation_at_the_deadline_stays_a_cancellation() -> None:
+    """When the deadline and a cancellation from outside land in the same loop iteration, the
+    caller is still cancelled (the deadline only absorbs its own cancel)."""
+    made: list[Deadline] = []
+
+    async def call() -> str:
+        deadline = Deadline(0.05)
+        made.append(deadline)
+        try:
+            await asyncio.sleep(5)
+            return "done"
+        except asyncio.CancelledError:
+            if deadline.expired():
+                return "timed out"
+            raise
+        finally:
+            deadline.cancel()
+
+    task = asyncio.ensure_future(call())
+    await asyncio.sleep(0)
+    asyncio.get_running_loop().call_at(made[0].when(), task.cancel)  # same instant: same iteration
+    with pytest.raises(asyncio.CancelledError):
+        await task

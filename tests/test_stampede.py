@@ -121,3 +121,38 @@ async def test_followers_stop_waiting_after_stampede_wait() -> None:
         responses = await asyncio.gather(*(client.get("/cold?k=9") for _ in range(3)))
     assert {r.status_code for r in responses} == {200}
     assert counter["cold"] == 3
+
+
+def test_store_lock_only_for_views_not_known_to_be_cheap() -> None:
+    """The store lock is taken for a view not measured yet, for one whose slowest computation
+    here (or its stale entry's, computed elsewhere) reached stampede_lock_min_cost, and not for
+    a view known to be cheap; views are measured apart, not by a shared namespace."""
+    import time
+    from types import SimpleNamespace
+
+    from cacheframe.backends.memory import MemoryBackend
+    from cacheframe.envelope import ResponseEntry
+    from cacheframe.views import _worth_locking
+
+    class Locking(MemoryBackend):  # a store lock for the rule to consider
+        async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+            return True
+
+        async def release_lock(self, key: str, token: str) -> bool:
+            return True
+
+    cache = cacheframe.Cache(backend=Locking(), stampede_lock_min_cost=0.005)
+
+    def req(name: str) -> object:
+        return SimpleNamespace(bound=SimpleNamespace(cache=cache, qualname=name))
+
+    def stale(delta: float) -> ResponseEntry:
+        return ResponseEntry(200, [], b"", b'"e"', time.time() - 120, 60.0, 300.0, delta)
+
+    assert _worth_locking(req("a"), None)  # not measured yet
+    cache.compute_cost["a"] = 0.001
+    assert not _worth_locking(req("a"), None)  # known cheap
+    assert _worth_locking(req("a"), stale(0.5))  # slow where the stale entry was computed
+    assert _worth_locking(req("b"), None)  # another view: its own figure
+    cache.compute_cost["b"] = 0.02
+    assert _worth_locking(req("b"), stale(0.001))  # the slowest run counts

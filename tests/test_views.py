@@ -543,3 +543,49 @@ def test_reused_http_exception_is_not_mutated() -> None:
     assert client.get("/cached").headers["x-cache"] == "MISS"
     assert "x-cache" not in client.get("/plain").headers
     assert gone.headers is None
+
+
+def test_middleware_editing_a_hit_leaves_the_next_hit_alone(app_cache: cacheframe.Cache) -> None:
+    """A hit's header list is built once per entry and second but copied per reply: a middleware
+    that appends to the headers it is sent changes that reply only."""
+    app = FastAPI()
+
+    @app.get("/items")
+    @cacheframe.cache(ttl=60)
+    async def items() -> list[int]:
+        return [1, 2]
+
+    def tag(inner: object) -> object:
+        async def middleware(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+            async def tagged(message: dict) -> None:  # type: ignore[type-arg]
+                if message["type"] == "http.response.start":  # edits the list it was given
+                    message["headers"].append((b"x-tag", b"1"))
+                await send(message)  # type: ignore[operator]
+
+            await inner(scope, receive, tagged)  # type: ignore[operator]
+
+        return middleware
+
+    client = TestClient(tag(app))  # type: ignore[arg-type]
+    replies = [client.get("/items") for _ in range(4)]
+    assert [r.headers["x-cache"] for r in replies] == ["MISS", "HIT", "HIT", "HIT"]
+    assert [r.headers.get_list("x-tag") for r in replies] == [["1"]] * 4
+
+
+def test_hit_headers_memo_is_per_view() -> None:
+    """The memoised header list of an entry belongs to one view's policy: another policy
+    replaying the same decoded entry builds its own."""
+    from cacheframe import views
+    from cacheframe.decorator import Bound, Policy
+    from cacheframe.envelope import ResponseEntry
+
+    def policy(private: bool) -> Policy:
+        return Policy(None, None, None, None, (), private, (), 0.0, 0.0, 0.0)
+
+    cache = cacheframe.Cache(url="memory://")
+    bound = Bound(cache, "ns:", "mod.f", 60.0, cache.serializer, b"x-cache")
+    entry = ResponseEntry(200, [(b"content-type", b"application/json")], b"[]", b'"e"', time.time(), 60.0)
+    public = views._hit_headers(policy(False), bound, entry, 3)
+    private = views._hit_headers(policy(True), bound, entry, 3)
+    assert (b"cache-control", b"public, max-age=57") in public
+    assert (b"cache-control", b"private, max-age=57") in private

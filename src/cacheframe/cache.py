@@ -84,8 +84,10 @@ def _nowait_reader(backend: Backend) -> Callable[[str], bytes | None] | None:
     if not isinstance(backend, SupportsGetNowait):
         return None
     mro = type(backend).__mro__
-    get_owner = next((c for c in mro if "get" in vars(c)), object)
-    nowait_owner = next(c for c in mro if "get_nowait" in vars(c))
+    get_owner = next((c for c in mro if "get" in vars(c)), None)
+    nowait_owner = next((c for c in mro if "get_nowait" in vars(c)), None)
+    if get_owner is None or nowait_owner is None:  # provided dynamically (a proxy, a mock): not trusted
+        return None
     return backend.get_nowait if issubclass(nowait_owner, get_owner) else None
 
 
@@ -130,8 +132,9 @@ class Cache:
         self.lock: SupportsLock | None = (
             backend if self.settings.stampede_lock and isinstance(backend, SupportsLock) else None
         )
-        # Seconds the last computation of each decorated view took, by namespace: a view cheaper
-        # than stampede_lock_min_cost skips the store lock (a duplicate run costs less than it).
+        # The longest computation of each decorated view seen here (seconds, by qualified name):
+        # a view never slower than stampede_lock_min_cost skips the store lock, since a duplicate
+        # run costs less than the lock. One slow run is enough to lock that view's misses again.
         self.compute_cost: dict[str, float] = {}
         self.lock_round_trips: SupportsLockRoundTrips | None = (
             backend if self.lock is not None and isinstance(backend, SupportsLockRoundTrips) else None

@@ -113,8 +113,8 @@ class StoreLock:
         """Store ``entry``; release the lock in the same round trip when the backend can."""
         cache = self.cache
         if self.held and cache.lock_round_trips is not None:
-            self.held = False
-            await cache.write_entry(self.key, entry, unlock=(self.lock_key, self.token))
+            if await cache.write_entry(self.key, entry, unlock=(self.lock_key, self.token)):
+                self.held = False  # released with the write; otherwise release() tries again
             return
         await cache.write_entry(self.key, entry)
 

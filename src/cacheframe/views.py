@@ -419,12 +419,15 @@ async def _fill(
 
 
 def _worth_locking(req: _Request, stale: ResponseEntry | None) -> bool:
-    """Whether this miss takes the store lock: the backend has one, and the view's last
-    computation (here, or the stale entry's) took at least ``stampede_lock_min_cost``."""
+    """Whether this miss takes the store lock: the backend has one, and the view is not known
+    to be cheap (its slowest computation here, or the stale entry's, took at least
+    ``stampede_lock_min_cost``; a view not measured yet counts as slow)."""
     cache = req.bound.cache
     if cache.lock is None:
         return False
-    cost = cache.compute_cost.get(req.bound.namespace, stale.delta if stale is not None else None)
+    cost = cache.compute_cost.get(req.bound.qualname)
+    if stale is not None:  # measured where it was computed, maybe in another process
+        cost = stale.delta if cost is None else max(cost, stale.delta)
     return cost is None or cost >= cache.settings.stampede_lock_min_cost
 
 
@@ -475,7 +478,8 @@ async def _compute(
         stored_headers.append((b"vary", vary.encode("latin-1")))
     policy = req.policy
     cost = time.perf_counter() - started
-    cache.compute_cost[req.bound.namespace] = cost
+    name = req.bound.qualname
+    cache.compute_cost[name] = max(cost, cache.compute_cost.get(name, 0.0))
     entry = ResponseEntry(
         response.status_code,
         stored_headers,

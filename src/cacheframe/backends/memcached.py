@@ -107,10 +107,6 @@ def lock_key(key: str) -> str:
     return "#l" + _digest(key)
 
 
-_TOKEN_REUSE = 1.0  # seconds a token read with an entry may serve that entry's write
-_SEEN_TOKENS_MAX = 4096
-
-
 def generation_key(namespace: str) -> str:
     """The memcached key holding ``namespace``'s generation token."""
     return "#g" + namespace if _plain(namespace) else "#G" + _digest(namespace)
@@ -194,11 +190,6 @@ class MemcachedBackend:
         self._inherited: list[dict[asyncio.AbstractEventLoop, _LoopState]] = []  # see _state()
         self._pid = os.getpid()
         self._hits = self._misses = self._oversized = 0
-        # Generation tokens each read brought back, by (server, namespaces): the write of a miss
-        # reuses them instead of reading them again (one round trip saved). A token at most
-        # _TOKEN_REUSE old may predate another process's clear: the entry written under it then
-        # reads as cleared, a lost write, never a resurrected one.
-        self._seen_tokens: dict[tuple[int, tuple[str, ...]], tuple[list[bytes], float]] = {}
 
     @classmethod
     def from_url(cls, url: str, settings: CacheSettings | None = None) -> MemcachedBackend:
@@ -302,21 +293,12 @@ class MemcachedBackend:
     async def get(self, key: str) -> bytes | None:
         """One ``gets`` of the entry and its namespaces' tokens, on the entry's server."""
         mkey = entry_key(key)
-        spaces = namespaces(key)
-        gkeys = [generation_key(ns).encode() for ns in spaces]
-        server = self._server(mkey)
+        gkeys = [generation_key(ns).encode() for ns in namespaces(key)]
 
         async def call() -> tuple[bytes | None, ...]:
-            return await self._state().clients[server].multi_get(mkey.encode(), *gkeys)
+            return await self._client(mkey).multi_get(mkey.encode(), *gkeys)
 
         raw, *tokens = await self._guard("get", call)
-        seen = (server, tuple(spaces))
-        if all(t is not None for t in tokens):
-            if len(self._seen_tokens) >= _SEEN_TOKENS_MAX:
-                self._seen_tokens.clear()
-            self._seen_tokens[seen] = ([t for t in tokens if t is not None], time.monotonic())
-        else:  # a generation is missing (evicted): the write must create it, not reuse
-            self._seen_tokens.pop(seen, None)
         if not self._live(raw, tokens):
             self._misses += 1
             return None
@@ -341,12 +323,7 @@ class MemcachedBackend:
             return False
         if len(value) + 1 + _SEAL + len(bkey) + _ITEM_OVERHEAD > self.max_item_size:
             return await self._drop_oversized(client, key, bkey, len(value), delete=not add)
-        spaces = namespaces(key)
-        seen = self._seen_tokens.get((self._server(mkey), tuple(spaces)))
-        if seen is not None and time.monotonic() - seen[1] < _TOKEN_REUSE:
-            tokens: list[bytes] | None = seen[0]
-        else:
-            tokens = await self._tokens(client, spaces)
+        tokens = await self._tokens(client, namespaces(key))
         if tokens is None:  # a generation vanished while being created: store nothing
             return False
         item, expiry = _seal(tokens) + bytes(value), exptime(ttl)
@@ -384,7 +361,6 @@ class MemcachedBackend:
         if not namespace.endswith(":"):
             raise ValueError(f"a namespace ends with ':' (got {namespace!r})")
         gkey, token = generation_key(namespace).encode(), secrets.token_hex(12).encode()
-        self._seen_tokens.clear()  # this process's next writes read the new generation
 
         async def call() -> None:
             await self._each(client.set(gkey, token, 0) for client in self._state().clients)

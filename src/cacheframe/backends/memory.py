@@ -69,9 +69,11 @@ class MemoryBackend:
         for key in [k for k in data if _peek(data, k)[1] <= now]:
             del data[key]
 
-    def _full(self) -> bool:
+    def _full(self, value: bytes) -> bool:
+        """Whether storing ``value`` under a new key would evict something."""
         data = self._data
-        return len(data) >= self.max_entries or data.currsize >= data.maxsize
+        size = len(value) + _OVERHEAD if self.max_bytes is not None else 1
+        return len(data) >= self.max_entries or data.currsize + size > data.maxsize
 
     @classmethod
     def from_url(cls, url: str, settings: CacheSettings | None = None) -> MemoryBackend:
@@ -123,7 +125,7 @@ class MemoryBackend:
 
     def _store(self, key: str, value: bytes, ttl: float | None) -> bool:
         """Store under the lock the caller holds; ``False`` when larger than the byte bound."""
-        if key not in self._data and self._full():
+        if key not in self._data and self._full(value):
             now = time.monotonic()
             if now >= self._next_sweep:  # evict the dead before the living
                 self._next_sweep = now + 1.0

@@ -244,11 +244,12 @@ def _client_checked(client: Any, kind: type[Any], name: str) -> Any:
 class RedisBackend(_RedisBase):
     """One Redis server (``redis://``, ``rediss://``, ``unix://``) or a client you pass in.
 
-    GET, SET, UNLINK and the lock's SET NX go through a :class:`Lane` (redis-py
-    connections without the client's per-command overhead, one timer per call);
-    everything else through the loop's ``redis.asyncio.Redis``. With
-    ``health_check_interval`` set, every command takes the client, which PINGs
-    idle connections.
+    Built from a URL, GET, SET, UNLINK and the lock's SET NX go through a
+    :class:`Lane` (redis-py connections without the client's per-command overhead,
+    one timer per call); everything else through the loop's ``redis.asyncio.Redis``.
+    With ``health_check_interval`` set, every command takes the client, which PINGs
+    idle connections; so does a client passed in (its pool, timeouts and retries are
+    the caller's choice).
     """
 
     schemes: tuple[str, ...] = ("redis", "rediss", "unix")
@@ -259,15 +260,9 @@ class RedisBackend(_RedisBase):
         if (client is None) == (url is None):
             raise ConfigurationError(f"{type(self).__name__} needs either client= or url=")
         self._lanes: LoopClients[Lane] | None = None
-        if client is not None:
+        if client is not None:  # the caller's client, with its pool, timeouts and retries, for everything
             checked = _client_checked(client, Redis, type(self).__name__)
             super().__init__(LoopClients(clone_redis(checked), checked), repr(checked), None)
-            pool = checked.connection_pool
-            timeout = pool.connection_kwargs.get("socket_timeout")
-            if not pool.connection_kwargs.get("health_check_interval"):
-                self._lanes = LoopClients(
-                    _lane_factory(pool, timeout or (settings.timeout if settings else 0.25), retries=1)
-                )
             return
         assert url is not None
         options, factory = self._configure(url, settings)
