@@ -36,6 +36,7 @@ class RouteInfo:
 
 
 _EMPTY = RouteInfo()
+_NO_CONTEXT: dict[str, Any] = {}
 # APIRoute is unhashable; key by id and keep the route so the id cannot be reused.
 _cache: dict[int, tuple[Any, RouteInfo]] = {}
 
@@ -106,7 +107,7 @@ def effective_route(scope: Any) -> Any:
     the router's own ``APIRoute`` in ``scope["route"]``; prefer the former.
     """
     if _FASTAPI_SCOPE_KEY is not None:
-        context = scope.get(_FASTAPI_SCOPE_KEY, {}).get(_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY)
+        context = scope.get(_FASTAPI_SCOPE_KEY, _NO_CONTEXT).get(_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY)
         if context is not None and getattr(context, "dependant", None) is not None:
             return context
     return scope.get("route")

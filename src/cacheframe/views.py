@@ -129,18 +129,21 @@ async def serve(
     if policy.key_builder is not None:
         custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
     keyed_headers = policy.vary or info.header_names or policy.private
-    key = view_key(
-        bound,
-        scope,
-        host,
-        headers=request.headers if keyed_headers else None,
-        cookies=request.cookies if info.cookie_names else {},
-        vary=policy.vary_lower,
-        header_params=info.header_names,
-        cookie_params=info.cookie_names,
-        private=policy.private,
-        custom=custom,
-    )
+    if custom is None and not keyed_headers and not info.cookie_names:
+        key = url_key(bound, scope, host)
+    else:
+        key = view_key(
+            bound,
+            scope,
+            host,
+            headers=request.headers if keyed_headers else None,
+            cookies=request.cookies if info.cookie_names else {},
+            vary=policy.vary_lower,
+            header_params=info.header_names,
+            cookie_params=info.cookie_names,
+            private=policy.private,
+            custom=custom,
+        )
     stale: ResponseEntry | None = None
     reread = not directives.no_cache  # a plain miss re-checks the store once it leads
     entry: Any = None
@@ -210,26 +213,25 @@ def view_key(
     the ASGI fast path use, so the two can never disagree."""
     url_only = custom is None and not vary and not header_params and not cookie_params and not private
     if url_only:
-        query = scope.get("query_string", b"")
-        memo = (
-            scope["method"],
-            scope.get("scheme", "http"),
-            host,
-            scope.get("root_path", ""),
-            scope["path"],
-            query,
-        )
-        key = bound.url_keys.get(memo)
-        if key is None:
-            if len(bound.url_keys) >= _URL_KEYS_MAX:
-                bound.url_keys.clear()
-            key = _view_key(bound, scope, host, None, {}, (), (), (), False, None)
-            if len(query) + len(host) + len(memo[4]) <= _URL_KEYS_MAX_URL:  # long URLs: not kept
-                bound.url_keys[memo] = key
-        return key
+        return url_key(bound, scope, host)
     return _view_key(
         bound, scope, host, headers, cookies, vary, header_params, cookie_params, private, custom
     )
+
+
+def url_key(bound: Bound, scope: Any, host: str) -> str:
+    """``view_key`` of a request keyed by its URL alone (the common case), memoised per view."""
+    query = scope.get("query_string", b"")
+    path = scope["path"]
+    memo = (scope["method"], scope.get("scheme", "http"), host, scope.get("root_path", ""), path, query)
+    key = bound.url_keys.get(memo)
+    if key is None:
+        if len(bound.url_keys) >= _URL_KEYS_MAX:
+            bound.url_keys.clear()
+        key = _view_key(bound, scope, host, None, {}, (), (), (), False, None)
+        if len(query) + len(host) + len(path) <= _URL_KEYS_MAX_URL:  # long URLs: not kept
+            bound.url_keys[memo] = key
+    return key
 
 
 _URL_KEYS_MAX = 4096  # per decorated view
