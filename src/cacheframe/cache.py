@@ -232,6 +232,12 @@ class Cache:
         self.breaker.success()
         return self.decode_entry(key, raw)
 
+    def read_nowait(self, key: str) -> Read:
+        """``read_entry`` without a coroutine, for an in-process store (``in_process`` true)."""
+        if self._get_nowait is None:
+            raise TypeError(f"{self.backend!r} is not an in-process store (SupportsGetNowait)")
+        return self._read_nowait(key, self._get_nowait)
+
     def _read_nowait(self, key: str, get_nowait: Callable[[str], bytes | None]) -> Read:
         if not self._allowed():
             return STORE_DOWN

@@ -82,7 +82,7 @@ class FastPath:
             return
         host, _, _, _, if_none_match = scan_headers(scope["headers"])  # as the decorator path reads them
         key = view_key(bound, scope, host)
-        entry = await cache.read_shared(key)
+        entry = cache.read_nowait(key) if cache.in_process else await cache.read_shared(key)
         if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
             scope[CHECKED] = (key, entry)
             await self.app(scope, receive, send)

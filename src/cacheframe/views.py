@@ -149,7 +149,10 @@ async def serve(
     entry: Any = None
     if not directives.no_cache:
         checked = scope.get(CHECKED)
-        entry = checked[1] if checked is not None and checked[0] == key else await cache.read_shared(key)
+        if checked is not None and checked[0] == key:
+            entry = checked[1]
+        else:
+            entry = cache.read_nowait(key) if cache.in_process else await cache.read_shared(key)
         if isinstance(entry, ResponseEntry):
             now = time.time()
             age_seconds = max(0.0, now - entry.created)
