@@ -112,8 +112,11 @@ class MemoryBackend:
 
     def _live(self, key: str) -> tuple[bytes, float] | None:
         """The unexpired item under ``key`` (an expired one is dropped); caller holds the lock."""
-        item = self._data.get(key)
-        if item is not None and item[1] <= time.monotonic():
+        try:
+            item = self._data[key]  # marks it used; .get() adds two more calls on every hit
+        except KeyError:
+            return None
+        if item[1] <= time.monotonic():
             del self._data[key]
             return None
         return item
