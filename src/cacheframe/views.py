@@ -129,21 +129,18 @@ async def serve(
     if policy.key_builder is not None:
         custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
     keyed_headers = policy.vary or info.header_names or policy.private
-    if custom is None and not keyed_headers and not info.cookie_names:
-        key = url_key(bound, scope, host)
-    else:
-        key = view_key(
-            bound,
-            scope,
-            host,
-            headers=request.headers if keyed_headers else None,
-            cookies=request.cookies if info.cookie_names else {},
-            vary=policy.vary_lower,
-            header_params=info.header_names,
-            cookie_params=info.cookie_names,
-            private=policy.private,
-            custom=custom,
-        )
+    key = view_key(
+        bound,
+        scope,
+        host,
+        headers=request.headers if keyed_headers else None,
+        cookies=request.cookies if info.cookie_names else {},
+        vary=policy.vary_lower,
+        header_params=info.header_names,
+        cookie_params=info.cookie_names,
+        private=policy.private,
+        custom=custom,
+    )
     stale: ResponseEntry | None = None
     reread = not directives.no_cache  # a plain miss re-checks the store once it leads
     entry: Any = None
@@ -331,27 +328,18 @@ def _hit_headers(policy: Policy, bound: Bound, entry: ResponseEntry, age: int) -
     return list(memo[3])
 
 
-_CACHE_CONTROL: dict[tuple[float, int, bool, float, float], bytes] = {}
-
-
 def reply_headers(
     policy: Policy, bound: Bound, entry: ResponseEntry, status: bytes, age: int | None
 ) -> list[tuple[bytes, bytes]]:
     """Cache-Control (``max-age`` counting down), ETag, the cache status and, unless the
     reply was just computed (``age`` None), Age: the same on the decorator and fast paths."""
-    whole_age = age or 0
-    memo = (entry.ttl, whole_age, policy.private, policy.stale_while_revalidate, policy.stale_if_error)
-    cache_control = _CACHE_CONTROL.get(memo)
-    if cache_control is None:
-        if len(_CACHE_CONTROL) >= 4096:
-            _CACHE_CONTROL.clear()
-        cache_control = _CACHE_CONTROL[memo] = http.cache_control(
-            entry.ttl,
-            whole_age,
-            private=policy.private,
-            stale_while_revalidate=policy.stale_while_revalidate,
-            stale_if_error=policy.stale_if_error,
-        ).encode()
+    cache_control = http.cache_control(  # memoised there
+        entry.ttl,
+        age or 0,
+        private=policy.private,
+        stale_while_revalidate=policy.stale_while_revalidate,
+        stale_if_error=policy.stale_if_error,
+    ).encode()
     headers = [(b"cache-control", cache_control), (b"etag", entry.etag), (bound.status_header, status)]
     if age is not None:
         headers.append((b"age", b"%d" % age))
