@@ -218,6 +218,13 @@ def measure(
     return result
 
 
+def start_app(args: argparse.Namespace, setup: Setup, store: Store | None, run: str) -> App:
+    """The setup's app on a key prefix of its own (``run`` names this start in prefix and log)."""
+    prefix = f"{run}{args.run_id}{setup.id}".replace("-", "")
+    log_path = args.results / "logs" / f"{setup.id}-{run}.log"
+    return App(setup.module, setup.env(store.url if store else None, prefix), log_path)
+
+
 def phase_throughput(
     args: argparse.Namespace, setups: list[Setup], stores: dict[str, Store]
 ) -> dict[str, Any]:
@@ -233,13 +240,8 @@ def phase_throughput(
             if setup.id in failures:
                 continue
             store = stores.get(setup.store)
-            prefix = f"b{args.run_id}-{setup.id}-r{rnd}".replace("-", "")
             try:
-                app = App(
-                    setup.module,
-                    setup.env(store.url if store else None, prefix),
-                    args.results / "logs" / f"{setup.id}-r{rnd}.log",
-                )
+                app = start_app(args, setup, store, f"b-r{rnd}")
             except (RuntimeError, OSError) as exc:
                 failures[setup.id] = f"server did not start: {exc}"
                 log(f"{setup.id}: {failures[setup.id]}")
@@ -335,14 +337,8 @@ def phase_latency(args: argparse.Namespace, setups: list[Setup], stores: dict[st
         for setup in setups:
             if not (setup.cached or setup.id == "nocache"):
                 continue
-            store = stores.get(setup.store)
-            prefix = f"l{args.run_id}-{setup.id}".replace("-", "")
             try:
-                app = App(
-                    setup.module,
-                    setup.env(store.url if store else None, prefix),
-                    args.results / "logs" / f"{setup.id}-latency.log",
-                )
+                app = start_app(args, setup, stores.get(setup.store), "latency")
             except (RuntimeError, OSError) as exc:
                 out["setups"][setup.id] = {"error": str(exc)}
                 continue
