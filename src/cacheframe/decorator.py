@@ -83,8 +83,6 @@ class Bound:
     ttl: float
     serializer: Serializer
     status_header: bytes
-    # Store keys of requests keyed by their URL alone (the common case), memoised: hot URLs repeat.
-    url_keys: dict[tuple[str, str, str, str, str, bytes], str] = field(default_factory=dict, compare=False)
 
 
 def _seconds(name: str, value: float | timedelta) -> float:

@@ -220,21 +220,24 @@ def view_key(
 
 
 def url_key(bound: Bound, scope: Any, host: str) -> str:
-    """``view_key`` of a request keyed by its URL alone (the common case), memoised per view."""
+    """``view_key`` of a request keyed by its URL alone (the common case), memoised: hot URLs repeat."""
     query = scope.get("query_string", b"")
     path = scope["path"]
-    memo = (scope["method"], scope.get("scheme", "http"), host, scope.get("root_path", ""), path, query)
-    key = bound.url_keys.get(memo)
+    root = scope.get("root_path", "")
+    memo = (bound.namespace, scope["method"], scope.get("scheme", "http"), host, root, path, query)
+    key = _URL_KEYS.get(memo)
     if key is None:
-        if len(bound.url_keys) >= _URL_KEYS_MAX:
-            bound.url_keys.clear()
         key = _view_key(bound, scope, host, None, {}, (), (), (), False, None)
         if len(query) + len(host) + len(path) <= _URL_KEYS_MAX_URL:  # long URLs: not kept
-            bound.url_keys[memo] = key
+            if len(_URL_KEYS) >= _URL_KEYS_MAX:
+                _URL_KEYS.clear()
+            _URL_KEYS[memo] = key
     return key
 
 
-_URL_KEYS_MAX = 4096  # per decorated view
+# Store keys by (namespace, method, scheme, host, root path, path, query): a few MiB at most.
+_URL_KEYS: dict[tuple[str, str, str, str, str, str, bytes], str] = {}
+_URL_KEYS_MAX = 16384
 _URL_KEYS_MAX_URL = 512
 
 
