@@ -107,6 +107,12 @@ class _RedisBase:
     def _error(self, exc: BaseException, action: str) -> BackendError:
         return driver_error(exc, action, self._where, self._timeout)
 
+    def _stored(self, value: Any) -> bytes | None:
+        """A GET reply as what ``get`` returns: bytes or ``None`` (anything else is an error)."""
+        if value is None or isinstance(value, bytes):
+            return value
+        raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
+
     async def get(self, key: str) -> bytes | None:
         """GET: the stored bytes or ``None``."""
         try:
@@ -114,9 +120,7 @@ class _RedisBase:
             value = await client.get(self._key(key))
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "GET") from exc
-        if value is None or isinstance(value, bytes):
-            return value
-        raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
+        return self._stored(value)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """SET with EX (whole seconds) or PX (fractions), none when ``ttl`` is None."""
@@ -302,9 +306,7 @@ class RedisBackend(_RedisBase):
             value = await lane.round_trip((("GET", key),), single=True)
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "GET") from exc
-        if value is None or isinstance(value, bytes):
-            return value
-        raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
+        return self._stored(value)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """SET with EX (whole seconds) or PX (fractions), none when ``ttl`` is None."""
@@ -333,9 +335,7 @@ class RedisBackend(_RedisBase):
             return await self.acquire_lock(lock_key, token, lease), await self.get(key)
         lock = ("SET", lock_key, token, "PX", max(1, round(lease * 1000)), "NX")
         taken, value = await self._lane_pipeline("lock", lock, ("GET", key))
-        if value is not None and not isinstance(value, bytes):
-            raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
-        return bool(taken), value
+        return bool(taken), self._stored(value)
 
     async def set_and_release_lock(
         self, key: str, value: bytes, ttl: float | None, lock_key: str, token: str
