@@ -28,3 +28,28 @@ def generous_deadline(cache: Any) -> Any:
     import cacheframe
 
     return cacheframe.configure(url=cache.settings.url, prefix=cache.settings.prefix, timeout=2.0)
+
+
+def assert_fork_child_reads_its_own(backend: Any, key: str) -> None:
+    """Write ``key`` in this process, then ``os.fork``: the child, on the same loop object, must
+    read the value over connections of its own; afterwards the parent's still work."""
+    import asyncio
+    import os
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(backend.set(key, b"parent", 60))
+        pid = os.fork()
+        if pid == 0:  # child: same loop object, the parent's sockets must not be touched
+            code = 1
+            try:
+                code = 0 if loop.run_until_complete(backend.get(key)) == b"parent" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert loop.run_until_complete(backend.get(key)) == b"parent"  # parent's connections intact
+        loop.run_until_complete(backend.delete(key))
+        loop.run_until_complete(backend.close())
+    finally:
+        loop.close()

@@ -22,6 +22,7 @@ from cacheframe.exceptions import BackendError, BackendTimeoutError, Configurati
 from cacheframe.registry import load_backend_factory
 from cacheframe.settings import CacheSettings
 from cacheframe.testing import BackendConformance
+from helpers import assert_fork_child_reads_its_own
 from servers import free_port
 from servers.memcached import MemcachedServer, MemcachedServers
 
@@ -492,21 +493,4 @@ def test_missing_driver_names_the_extra() -> None:
 def test_real_fork_child_uses_its_own_connections(memcached_server: MemcachedServer) -> None:
     """After a real os.fork the child opens its own connections and reads correctly; the parent too."""
     backend = MemcachedBackend.from_url(memcached_server.url)
-    key = f"fork-{os.getpid()}:k"
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(backend.set(key, b"parent", 60))
-        pid = os.fork()
-        if pid == 0:  # child: same loop object, the parent's sockets must not be touched
-            code = 1
-            try:
-                code = 0 if loop.run_until_complete(backend.get(key)) == b"parent" else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert loop.run_until_complete(backend.get(key)) == b"parent"
-        loop.run_until_complete(backend.delete(key))
-        loop.run_until_complete(backend.close())
-    finally:
-        loop.close()
+    assert_fork_child_reads_its_own(backend, f"fork-{os.getpid()}:k")

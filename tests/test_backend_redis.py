@@ -36,6 +36,7 @@ from cacheframe.exceptions import (
 from cacheframe.registry import load_backend_factory
 from cacheframe.settings import CacheSettings
 from cacheframe.testing import BackendConformance
+from helpers import assert_fork_child_reads_its_own
 from servers import free_port
 from servers.redis import RedisClusterServers, RedisSentinelServers, RedisServer, start_redis
 
@@ -377,29 +378,7 @@ async def test_two_event_loops_at_once(redis_server: RedisServer) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_gets_its_own_connections(redis_server: RedisServer) -> None:
     """After os.fork the child opens new connections instead of sharing the parent's."""
-    backend = RedisBackend.from_url(redis_server.url)
-    key = _ns() + "k"
-
-    async def parent_first() -> None:
-        await backend.set(key, b"parent", 60)
-
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(parent_first())
-        pid = os.fork()
-        if pid == 0:  # child: same loop object, but new sockets are needed
-            code = 1
-            try:
-                code = 0 if loop.run_until_complete(backend.get(key)) == b"parent" else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert loop.run_until_complete(backend.get(key)) == b"parent"  # parent's connection intact
-        loop.run_until_complete(backend.delete(key))
-        loop.run_until_complete(backend.close())
-    finally:
-        loop.close()
+    assert_fork_child_reads_its_own(RedisBackend.from_url(redis_server.url), _ns() + "k")
 
 
 # -- failures ---------------------------------------------------------------------------
@@ -511,6 +490,22 @@ async def test_client_object_keeps_its_own_pool(redis_server: RedisServer) -> No
     finally:
         await backend.close()
         await client.aclose()
+
+
+async def test_release_with_write_loads_its_script_when_missing(fresh_redis_server: RedisServer) -> None:
+    """After SCRIPT FLUSH (or a restart) the pipelined EVALSHA answers NOSCRIPT: the release falls
+    back to EVAL, the lock is freed and the entry written."""
+    backend = RedisBackend.from_url(fresh_redis_server.url)
+    raw = _raw(fresh_redis_server)
+    try:
+        await raw.script_flush()
+        assert await backend.acquire_lock_and_get("k:lock", "t", 5.0, "k") == (True, None)
+        assert await backend.set_and_release_lock("k", b"v", 60, "k:lock", "t") is True
+        assert await raw.exists("k:lock") == 0
+        assert await backend.get("k") == b"v"
+    finally:
+        await backend.close()
+        await raw.aclose()
 
 
 async def test_failed_combined_write_still_releases_the_lock(redis_server: RedisServer) -> None:
