@@ -35,7 +35,7 @@ import loadgen
 import report
 from apps.common import PAYLOAD
 from procs import App, Store, command_breakdown, command_delta, cpu_seconds, rss_kib, total_commands
-from setups import BY_ID, PEERS, QUICK, SETUPS, Setup, missing_reason
+from setups import BY_ID, CEILINGS, PEERS, QUICK, SETUPS, Setup, missing_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_PATH = "/items?n=100"
@@ -306,6 +306,8 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
             summary["errors"] = sum(r["non_2xx"] + r["socket_errors"] for r in recs)
             summary["store_cmds"] = recs[-1].get("store_cmds")
             refs = {"floor": "floor", "nocache": "nocache"}
+            if setup.library == "cacheframe" and not setup.fastpath and setup.store in CEILINGS:
+                refs["ceiling"] = CEILINGS[setup.store]
             if setup.library not in PEERS and setup.store in ("memory", "redis"):
                 refs |= {
                     peer: f"{'fc2' if peer == 'fastapi-cache2' else peer}-{setup.store}" for peer in PEERS

@@ -57,6 +57,22 @@ SETUPS: list[Setup] = [
         library="baseline",
     ),
     Setup(
+        "ceiling-redis",
+        "store-read ceiling, Redis: (n, k) view returning one backend GET's bytes",
+        "store_ceiling",
+        "redis",
+        cached=False,
+        library="baseline",
+    ),
+    Setup(
+        "ceiling-memcached",
+        "store-read ceiling, Memcached: (n, k) view returning one backend read's bytes",
+        "store_ceiling",
+        "memcached",
+        cached=False,
+        library="baseline",
+    ),
+    Setup(
         "nocache", "no cache: build + serialise every request", "nocache", cached=False, library="baseline"
     ),
     _cf("memory", True),
@@ -97,6 +113,8 @@ QUICK = [
     "cashews-memory",
 ]
 PEERS = ("fastapi-cache2", "cashews")
+# The best an in-handler cache can do on each store, for the "x ceiling" ratio of the decorator path.
+CEILINGS = {"memory": "ceiling", "redis": "ceiling-redis", "memcached": "ceiling-memcached"}
 
 
 def missing_reason(setup: Setup) -> str | None:

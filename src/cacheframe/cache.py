@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 KV_NAMESPACE = "kv"
 _DECODED_MAX = 512
+_DECODED_HEAD = 80  # envelope bytes through the ETag: what the decoded-entry memo is keyed by
 _LOG_INTERVAL = 30.0
 
 # Errors a store call may raise that must never reach a view when failing open. Backends
@@ -139,8 +140,8 @@ class Cache:
         self.lock_round_trips: SupportsLockRoundTrips | None = (
             backend if self.lock is not None and isinstance(backend, SupportsLockRoundTrips) else None
         )
-        # Recently decoded entries by their stored bytes (decoding costs more than hashing).
-        self._decoded: dict[bytes, envelope.ResponseEntry | envelope.ValueEntry] = {}
+        # Recently decoded entries, by their first stored bytes (see decode_entry).
+        self._decoded: dict[bytes, tuple[bytes, envelope.ResponseEntry | envelope.ValueEntry]] = {}
         self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since
         self.invalidations = 0  # bumped by delete/clear: a miss started before must not write back
         self._prefix = keys.safe_segment(self.settings.prefix)
@@ -239,25 +240,34 @@ class Cache:
         return self._read_nowait(key, self._get_nowait)
 
     def _read_nowait(self, key: str, get_nowait: Callable[[str], bytes | None]) -> Read:
-        if not self._allowed():
+        breaker = self.breaker
+        healthy = breaker.opened_at is None  # closed: allow() and success() have nothing to do
+        if not healthy and not self._allowed():
             return STORE_DOWN
         try:
             raw = get_nowait(key)
         except STORE_ERRORS as exc:
             self._failed("get", exc)
             return STORE_DOWN
-        self.breaker.success()
+        if breaker.failures or not healthy:
+            breaker.success()
         return self.decode_entry(key, raw)
 
     def decode_entry(
         self, key: str, raw: bytes | None
     ) -> envelope.ResponseEntry | envelope.ValueEntry | None:
-        """The entry in ``raw`` (``None`` when absent or damaged: counted, logged)."""
+        """The entry in ``raw`` (``None`` when absent or damaged: counted, logged).
+
+        Recently decoded entries are kept by their first bytes (creation time, TTL and
+        ETag: cheap to hash, unlike a whole body read from the network) and reused only
+        when all of ``raw`` is equal (a memory compare; identity for in-process stores).
+        """
         if raw is None:
             return None
-        decoded = self._decoded.get(raw)  # bytes hash is cached on the object: cheap for memory
-        if decoded is not None:
-            return decoded
+        head = raw[:_DECODED_HEAD]
+        known = self._decoded.get(head)
+        if known is not None and known[0] == raw:
+            return known[1]
         try:
             decoded = envelope.decode(raw)
         except EntryError as exc:
@@ -265,7 +275,7 @@ class Cache:
             return None
         if len(self._decoded) >= _DECODED_MAX:
             self._decoded.clear()
-        self._decoded[raw] = decoded
+        self._decoded[head] = (raw, decoded)
         return decoded
 
     async def read_shared(self, key: str) -> Read:
@@ -287,8 +297,18 @@ class Cache:
             return await future
         reading[key] = None
         entry: Read = None
-        try:
-            entry = await self.read_entry(key)
+        try:  # read_entry, inlined: one coroutine less on every network hit
+            if not self._allowed():
+                entry = STORE_DOWN
+                return entry
+            try:
+                raw = await self.backend.get(key)
+            except STORE_ERRORS as exc:
+                self._failed("get", exc)
+                entry = STORE_DOWN
+                return entry
+            self.breaker.success()
+            entry = self.decode_entry(key, raw)
             return entry
         finally:  # a failed or cancelled read hands its followers None: they go on as on a miss
             for waiter in reading.pop(key, None) or ():

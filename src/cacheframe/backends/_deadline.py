@@ -1,10 +1,14 @@
-"""One store call's deadline as a single loop timer: cheaper than ``asyncio.timeout`` per call.
+"""Store-call deadlines, all watched by one timer per event loop.
 
-``asyncio.timeout`` builds a context-manager object, enters and leaves it through two
-coroutine-protocol calls and reschedules its handle; a hit pays that every time. A
-:class:`Deadline` is one ``loop.call_at`` handle: when it fires it cancels the calling
-task, and the caller turns that cancellation (and only that one: ``Task.uncancel``
-tells it apart from a cancellation from outside) into a timeout.
+``asyncio.timeout`` builds a context-manager object and reschedules a handle per call,
+and even a bare ``loop.call_at`` per call leaves a timer handle, its bound callback and
+their references alive until the loop's next iteration, cancelled or not: under load
+that is several objects per hit for the cyclic garbage collector to count and promote.
+A :class:`Deadline` is one small object in its loop's :class:`_Watchdog` set. The
+watchdog keeps a single timer armed for the earliest deadline; when it fires it cancels
+the task of every call past its deadline and re-arms for the next one. The caller turns
+that cancellation (and only that one: ``Task.uncancel`` tells it apart from a
+cancellation from outside) into a timeout.
 
     deadline = Deadline(0.25)
     try:
@@ -24,33 +28,83 @@ import asyncio
 __all__ = ["Deadline"]
 
 
+class _Watchdog:
+    """One event loop's running deadlines and the one timer that enforces them."""
+
+    __slots__ = ("_at", "_handle", "_loop", "live")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.live: set[Deadline] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = float("inf")  # when the armed timer fires
+
+    def watch(self, deadline: Deadline) -> None:
+        self.live.add(deadline)
+        if deadline.when_at < self._at:
+            self._arm(deadline.when_at)
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = when
+        self._handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._handle, self._at = None, float("inf")
+        now = self._loop.time()
+        earliest = float("inf")
+        for deadline in list(self.live):
+            if deadline.when_at <= now:
+                self.live.discard(deadline)
+                deadline.fire()
+            elif deadline.when_at < earliest:
+                earliest = deadline.when_at
+        if earliest != float("inf"):
+            self._arm(earliest)
+
+
+_watchdogs: dict[asyncio.AbstractEventLoop, _Watchdog] = {}
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    dog = _watchdogs.get(loop)
+    if dog is None:
+        for closed in [lp for lp in list(_watchdogs) if lp.is_closed()]:  # list(): other threads' loops
+            _watchdogs.pop(closed, None)
+        dog = _watchdogs[loop] = _Watchdog(loop)
+    return dog
+
+
 class Deadline:
     """Cancel the current task ``seconds`` from now unless :meth:`cancel` comes first."""
 
-    __slots__ = ("_fired", "_handle", "_loop", "_task")
+    __slots__ = ("_dog", "_fired", "_task", "when_at")
 
     def __init__(self, seconds: float) -> None:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - every store call runs in a task
             raise RuntimeError("a Deadline needs a running task")
-        self._loop = asyncio.get_running_loop()
+        loop = task.get_loop()
         self._task = task
         self._fired = False
-        self._handle = self._loop.call_at(self._loop.time() + seconds, self._fire)
+        self.when_at = loop.time() + seconds
+        self._dog = _watchdog(loop)
+        self._dog.watch(self)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
+        """The watchdog's verdict: the call is out of time."""
         self._fired = True
         self._task.cancel()
 
     def when(self) -> float:
         """The loop time at which the call is cut off."""
-        return self._handle.when()
+        return self.when_at
 
     def extend_to(self, when: float) -> None:
         """Move the cut-off later (never earlier); no effect once it has fired."""
-        if not self._fired and when > self._handle.when():
-            self._handle.cancel()
-            self._handle = self._loop.call_at(when, self._fire)
+        if not self._fired and when > self.when_at:
+            self.when_at = when  # the watchdog re-arms for it when its timer comes round
 
     def expired(self) -> bool:
         """In ``except CancelledError``: whether this deadline caused it (then it is absorbed:
@@ -58,5 +112,5 @@ class Deadline:
         return self._fired and self._task.uncancel() == 0
 
     def cancel(self) -> None:
-        """The call is over: the timer must not fire."""
-        self._handle.cancel()
+        """The call is over: the deadline must not fire."""
+        self._dog.live.discard(self)

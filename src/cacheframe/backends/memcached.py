@@ -36,6 +36,7 @@ No ``SupportsTTL``: memcached's text protocol cannot report remaining lifetimes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -43,7 +44,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,6 +77,7 @@ _EXPIRED = _MAX_RELATIVE + 1  # absolute time in 1970: stores an already expired
 _VERSION = b"\x01"
 _SEAL = 16  # digest bytes of the generation tokens in front of every value
 _ITEM_OVERHEAD = 64  # memcached's per-item header, for the local size check
+_PLANS_MAX = 16384  # memoised read plans (server and memcached keys) by cache key
 
 
 class MemcachedOptions(BaseModel):
@@ -128,7 +130,8 @@ def exptime(ttl: float | None) -> int:
     return absolute if absolute <= _MAX_ABSOLUTE else 0
 
 
-def _seal(tokens: Sequence[bytes]) -> bytes:
+@functools.lru_cache(maxsize=1024)  # tokens change only on clear(): every hit repeats them
+def _seal(tokens: tuple[bytes, ...]) -> bytes:
     return _VERSION + hashlib.blake2b(b"\n".join(tokens), digest_size=_SEAL).digest()
 
 
@@ -190,6 +193,7 @@ class MemcachedBackend:
         self._inherited: list[dict[asyncio.AbstractEventLoop, _LoopState]] = []  # see _state()
         self._pid = os.getpid()
         self._hits = self._misses = self._oversized = 0
+        self._plans: dict[str, tuple[int, tuple[bytes, ...]]] = {}
 
     @classmethod
     def from_url(cls, url: str, settings: CacheSettings | None = None) -> MemcachedBackend:
@@ -232,12 +236,12 @@ class MemcachedBackend:
     def _client(self, mkey: str) -> aiomcache.Client:
         return self._state().clients[self._server(mkey)]
 
-    async def _guard(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one store call under the deadline, turning driver errors into ours."""
+    async def _guard(self, action: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``call(*args)`` under the deadline, turning driver errors into ours."""
         deadline = Deadline(self.timeout)
         token = CALL_DEADLINE.set((deadline, self.timeout))
         try:
-            return await call()
+            return await call(*args)
         except asyncio.CancelledError:
             if deadline.expired():
                 cause = TimeoutError(f"no reply within {self.timeout:g}s")
@@ -284,21 +288,29 @@ class MemcachedBackend:
 
     @staticmethod
     def _live(raw: bytes | None, tokens: Sequence[bytes | None] | None) -> bool:
-        if raw is None or tokens is None or any(t is None for t in tokens):
+        if raw is None or tokens is None or None in tokens:
             return False
-        return raw[: 1 + _SEAL] == _seal([t for t in tokens if t is not None])
+        return raw[: 1 + _SEAL] == _seal(tuple(cast("Sequence[bytes]", tokens)))
 
     # -- the Backend protocol -----------------------------------------------------------
 
+    def _read_plan(self, key: str) -> tuple[int, tuple[bytes, ...]]:
+        """The server of ``key`` and the memcached keys one read of it fetches, memoised."""
+        plan = self._plans.get(key)
+        if plan is None:
+            mkey = entry_key(key)
+            gkeys = [generation_key(ns).encode() for ns in namespaces(key)]
+            plan = (self._server(mkey), (mkey.encode(), *gkeys))
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
     async def get(self, key: str) -> bytes | None:
         """One ``gets`` of the entry and its namespaces' tokens, on the entry's server."""
-        mkey = entry_key(key)
-        gkeys = [generation_key(ns).encode() for ns in namespaces(key)]
-
-        async def call() -> tuple[bytes | None, ...]:
-            return await self._client(mkey).multi_get(mkey.encode(), *gkeys)
-
-        raw, *tokens = await self._guard("get", call)
+        server, mkeys = self._read_plan(key)
+        client = self._state().clients[server]
+        raw, *tokens = await self._guard("get", client.multi_get, *mkeys)
         if not self._live(raw, tokens):
             self._misses += 1
             return None
@@ -326,7 +338,7 @@ class MemcachedBackend:
         tokens = await self._tokens(client, namespaces(key))
         if tokens is None:  # a generation vanished while being created: store nothing
             return False
-        item, expiry = _seal(tokens) + bytes(value), exptime(ttl)
+        item, expiry = _seal(tuple(tokens)) + bytes(value), exptime(ttl)
         try:
             if not add:
                 return await client.set(bkey, item, expiry)
