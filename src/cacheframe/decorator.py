@@ -153,6 +153,8 @@ class Decorator:
         injection = inject(func)
         strip = injection.strip
         request_name, response_name = injection.request_name, injection.response_name
+        # Parameters added for FastAPI are taken out of kwargs; the view's own stay in.
+        pop_request, pop_response = request_name in strip, response_name in strip
         signature = injection.original
         return_type = _return_type(func)
         policy = self.policy
@@ -161,15 +163,12 @@ class Decorator:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                request = kwargs.get(request_name)
-                sub = kwargs.get(response_name)
-                for name in strip:
-                    kwargs.pop(name, None)
+                request = kwargs.pop(request_name, None) if pop_request else kwargs.get(request_name)
+                sub = kwargs.pop(response_name, None) if pop_response else kwargs.get(response_name)
                 bound = self.bind(func)
                 if isinstance(request, Request) and request.scope.get("endpoint") is async_wrapper:
-                    return await views.serve(
-                        policy, bound, func, request, sub, lambda: func(*args, **kwargs), True, args, kwargs
-                    )
+                    # No view call is built here: a hit never needs one (serve makes it on a miss).
+                    return await views.serve(policy, bound, func, request, sub, None, True, args, kwargs)
                 return await functions.call_async(policy, bound, func, signature, return_type, args, kwargs)
 
             wrapper: Any = async_wrapper
@@ -177,10 +176,8 @@ class Decorator:
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                request = kwargs.get(request_name)
-                sub = kwargs.get(response_name)
-                for name in strip:
-                    kwargs.pop(name, None)
+                request = kwargs.pop(request_name, None) if pop_request else kwargs.get(request_name)
+                sub = kwargs.pop(response_name, None) if pop_response else kwargs.get(response_name)
                 bound = self.bind(func)
                 if isinstance(request, Request) and request.scope.get("endpoint") is sync_wrapper:
 

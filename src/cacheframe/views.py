@@ -9,6 +9,7 @@ answers with the same headers a hit would carry.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -101,12 +102,13 @@ async def serve(
     func: Callable[..., Any],
     request: Request,
     sub: Response | None,
-    call_view: CallView,
+    call_view: CallView | None,
     is_coroutine: bool,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """Answer one request to a decorated view."""
+    """Answer one request to a decorated view (``call_view`` None: ``func(*args, **kwargs)``,
+    made into a call only when the view must run: a hit never needs it)."""
     cache = bound.cache
     settings = cache.settings
     scope = request.scope
@@ -118,12 +120,12 @@ async def serve(
         or scope["method"] not in ("GET", "HEAD")
         or (not policy.keys_auth and (info.has_security or authorization))
     ):
-        return await _bypass(cache, call_view, sub)
+        return await _bypass(cache, call_view or functools.partial(func, *args, **kwargs), sub)
     directives = http.NO_DIRECTIVES
     if settings.honor_request_cache_control and (cache_control or pragma):
         directives = http.request_directives(cache_control, pragma)
         if directives.no_store:
-            return await _bypass(cache, call_view, sub)
+            return await _bypass(cache, call_view or functools.partial(func, *args, **kwargs), sub)
 
     custom = None
     if policy.key_builder is not None:
@@ -178,6 +180,8 @@ async def serve(
                     return ReplayResponse(entry.status, _hit_headers(policy, bound, entry, age), entry.body)
                 head = scope["method"] == "HEAD"
                 return _replay(policy, bound, entry, b"HIT", age, _dep_headers(sub), if_none_match, head)
+    if call_view is None:
+        call_view = functools.partial(func, *args, **kwargs)
     req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
     req.if_none_match = if_none_match
     if not directives.no_cache:
