@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cacheframe.backends import _deadline
 from cacheframe.backends._deadline import Deadline
 
 
@@ -77,3 +78,58 @@ async def test_outside_cancellation_at_the_deadline_stays_a_cancellation() -> No
     asyncio.get_running_loop().call_at(made[0].when(), task.cancel)  # same instant: same iteration
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_one_timer_serves_deadlines_in_any_order() -> None:
+    """Deadlines registered out of order each fire at their own time, not at the earliest's."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    finished: dict[str, float] = {}
+
+    async def timed(name: str, seconds: float) -> None:
+        assert await _guarded(seconds, 5) == "timed out"
+        finished[name] = loop.time() - started
+
+    await asyncio.gather(timed("late", 0.3), timed("early", 0.05), timed("middle", 0.15))
+    assert finished["early"] < finished["middle"] < finished["late"]
+    assert finished["early"] < 0.15 and finished["late"] >= 0.3
+
+
+async def test_early_deadline_cancelled_leaves_later_ones_watched() -> None:
+    """When the call whose deadline the timer was armed for ends in time, later calls still time out."""
+    short = asyncio.ensure_future(_guarded(0.05, 0.01))
+    long = asyncio.ensure_future(_guarded(0.2, 5))
+    assert await short == "done"
+    assert await long == "timed out"
+
+
+async def test_finished_calls_leave_nothing_watched() -> None:
+    """A call that ends removes its deadline at once: nothing is kept until the timer fires."""
+    from cacheframe.backends._deadline import _watchdog
+
+    for _ in range(100):
+        assert await _guarded(5, 0) == "done"
+    assert not _watchdog(asyncio.get_running_loop()).live
+
+
+def test_one_check_per_expiry_under_uvloop() -> None:
+    """uvloop runs a timer when its millisecond clock says so, which can be a little before
+    ``loop.time()`` reaches the deadline: the watchdog must fire it then, not re-arm in a spin."""
+    uvloop = pytest.importorskip("uvloop")
+    checks = 0
+    check = _deadline._Watchdog._check
+
+    def counting(self: _deadline._Watchdog) -> None:
+        nonlocal checks
+        checks += 1
+        check(self)
+
+    async def main() -> None:
+        for i in range(10):
+            await asyncio.sleep(0.0003 * (i % 7))  # deadlines at varied sub-millisecond offsets
+            assert await _guarded(0.0123, 5) == "timed out"
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_deadline._Watchdog, "_check", counting)
+        uvloop.run(main())
+    assert checks <= 20, f"{checks} watchdog checks for 10 expiries"

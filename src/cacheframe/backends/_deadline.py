@@ -24,6 +24,7 @@ cancellation from outside) into a timeout.
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 __all__ = ["Deadline"]
 
@@ -34,25 +35,31 @@ class _Watchdog:
     __slots__ = ("_at", "_handle", "_loop", "live")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # a loop dropped without close() is not kept alive here
         self.live: set[Deadline] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._at = float("inf")  # when the armed timer fires
 
-    def watch(self, deadline: Deadline) -> None:
+    def watch(self, deadline: Deadline, loop: asyncio.AbstractEventLoop) -> None:
         self.live.add(deadline)
         if deadline.when_at < self._at:
-            self._arm(deadline.when_at)
+            self._arm(deadline.when_at, loop)
 
-    def _arm(self, when: float) -> None:
+    def _arm(self, when: float, loop: asyncio.AbstractEventLoop) -> None:
         if self._handle is not None:
             self._handle.cancel()
         self._at = when
-        self._handle = self._loop.call_at(when, self._check)
+        self._handle = loop.call_at(when, self._check)
 
     def _check(self) -> None:
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - a collected loop runs no timers
+            return
+        # The loop runs a timer once it judges it due, which with uvloop (millisecond clock,
+        # time cached per iteration) can be a little before loop.time() reaches it: trust the
+        # timer, or the deadline it was armed for would re-arm at once, spinning until then.
+        now = max(loop.time(), self._at)
         self._handle, self._at = None, float("inf")
-        now = self._loop.time()
         earliest = float("inf")
         for deadline in list(self.live):
             if deadline.when_at <= now:
@@ -61,17 +68,15 @@ class _Watchdog:
             elif deadline.when_at < earliest:
                 earliest = deadline.when_at
         if earliest != float("inf"):
-            self._arm(earliest)
+            self._arm(earliest, loop)
 
 
-_watchdogs: dict[asyncio.AbstractEventLoop, _Watchdog] = {}
+_watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = weakref.WeakKeyDictionary()
 
 
 def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
     dog = _watchdogs.get(loop)
     if dog is None:
-        for closed in [lp for lp in list(_watchdogs) if lp.is_closed()]:  # list(): other threads' loops
-            _watchdogs.pop(closed, None)
         dog = _watchdogs[loop] = _Watchdog(loop)
     return dog
 
@@ -90,7 +95,7 @@ class Deadline:
         self._fired = False
         self.when_at = loop.time() + seconds
         self._dog = _watchdog(loop)
-        self._dog.watch(self)
+        self._dog.watch(self, loop)
 
     def fire(self) -> None:
         """The watchdog's verdict: the call is out of time."""
