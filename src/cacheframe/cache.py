@@ -251,20 +251,22 @@ class Cache:
             return STORE_DOWN
         if breaker.failures or not healthy:
             breaker.success()
-        return self.decode_entry(key, raw)
+        # The store hands back the object it holds, whose hash is cached: key the memo by it.
+        return self.decode_entry(key, raw, raw)
 
     def decode_entry(
-        self, key: str, raw: bytes | None
+        self, key: str, raw: bytes | None, memo_key: bytes | None = None
     ) -> envelope.ResponseEntry | envelope.ValueEntry | None:
         """The entry in ``raw`` (``None`` when absent or damaged: counted, logged).
 
-        Recently decoded entries are kept by their first bytes (creation time, TTL and
-        ETag: cheap to hash, unlike a whole body read from the network) and reused only
-        when all of ``raw`` is equal (a memory compare; identity for in-process stores).
+        Recently decoded entries are kept by ``memo_key``, by default the first bytes of
+        ``raw`` (creation time, TTL and ETag: cheap to hash, unlike a whole body read from
+        the network), and reused only when all of ``raw`` is equal (a memory compare, or
+        identity for an in-process store).
         """
         if raw is None:
             return None
-        head = raw[:_DECODED_HEAD]
+        head = raw[:_DECODED_HEAD] if memo_key is None else memo_key
         known = self._decoded.get(head)
         if known is not None and known[0] == raw:
             return known[1]

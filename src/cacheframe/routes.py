@@ -8,6 +8,7 @@ fast path.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,10 @@ class RouteInfo:
     has_security: bool = False
     has_dependencies: bool = False
     methods: frozenset[str] = frozenset()
+    keyed_by_request: bool = dataclasses.field(init=False)  # Header or Cookie parameters: part of the key
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keyed_by_request", bool(self.header_names or self.cookie_names))
 
 
 _EMPTY = RouteInfo()

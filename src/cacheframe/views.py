@@ -127,22 +127,25 @@ async def serve(
         if directives.no_store:
             return await _bypass(cache, call_view or functools.partial(func, *args, **kwargs), sub)
 
-    custom = None
-    if policy.key_builder is not None:
-        custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
-    keyed_headers = policy.vary or info.header_names or policy.private
-    key = view_key(
-        bound,
-        scope,
-        host,
-        headers=request.headers if keyed_headers else None,
-        cookies=request.cookies if info.cookie_names else {},
-        vary=policy.vary_lower,
-        header_params=info.header_names,
-        cookie_params=info.cookie_names,
-        private=policy.private,
-        custom=custom,
-    )
+    if policy.key_builder is None and not (policy.vary or policy.private or info.keyed_by_request):
+        key = url_key(bound, scope, host)  # what view_key does for these, without its arguments
+    else:
+        custom = None
+        if policy.key_builder is not None:
+            custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
+        keyed_headers = policy.vary or info.header_names or policy.private
+        key = view_key(
+            bound,
+            scope,
+            host,
+            headers=request.headers if keyed_headers else None,
+            cookies=request.cookies if info.cookie_names else {},
+            vary=policy.vary_lower,
+            header_params=info.header_names,
+            cookie_params=info.cookie_names,
+            private=policy.private,
+            custom=custom,
+        )
     stale: ResponseEntry | None = None
     reread = not directives.no_cache  # a plain miss re-checks the store once it leads
     entry: Any = None
