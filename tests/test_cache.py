@@ -258,3 +258,22 @@ def test_a_proxy_backend_is_read_through_get() -> None:
 
     assert asyncio.run(run()) == 1
     assert proxy.gets == 1
+
+
+def test_decoded_entry_memo_never_mixes_entries_that_share_their_head() -> None:
+    """The memo is keyed by an entry's first bytes (time, TTL, ETag) but reuses a decoded
+    entry only for equal stored bytes: two entries alike up to the body stay apart."""
+    cache = Cache(backend=MemoryBackend())
+
+    def stored(user: bytes) -> bytes:
+        etag = b'"' + b"e" * 32 + b'"'
+        entry = envelope.ResponseEntry(200, [(b"x-user", user)], user + b"'s", etag, 1.0, 60.0)
+        return envelope.encode(entry)
+
+    first, second = stored(b"alice"), stored(b"bob")
+    assert first[:80] == second[:80]  # the memo key collides
+    one, two = cache.decode_entry("k1", first), cache.decode_entry("k2", bytes(second))
+    assert isinstance(one, envelope.ResponseEntry) and isinstance(two, envelope.ResponseEntry)
+    assert (one.body, one.headers) == (b"alice's", [(b"x-user", b"alice")])
+    assert (two.body, two.headers) == (b"bob's", [(b"x-user", b"bob")])
+    assert cache.decode_entry("k1", bytes(first)) == one  # equal bytes: the decoded entry is reused

@@ -300,7 +300,8 @@ class Cache:
         reading[key] = None
         entry: Read = None
         try:  # read_entry, inlined: one coroutine less on every network hit
-            if not self._allowed():
+            breaker = self.breaker
+            if breaker.opened_at is not None and not self._allowed():  # closed: always allowed
                 entry = STORE_DOWN
                 return entry
             try:
@@ -309,7 +310,8 @@ class Cache:
                 self._failed("get", exc)
                 entry = STORE_DOWN
                 return entry
-            self.breaker.success()
+            if breaker.failures or breaker.opened_at is not None:
+                breaker.success()
             entry = self.decode_entry(key, raw)
             return entry
         finally:  # a failed or cancelled read hands its followers None: they go on as on a miss
