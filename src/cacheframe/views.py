@@ -120,15 +120,15 @@ async def serve(
         or scope["method"] not in ("GET", "HEAD")
         or (not policy.keys_auth and (info.has_security or authorization))
     ):
-        return await _bypass(cache, call_view or functools.partial(func, *args, **kwargs), sub)
+        return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
     directives = http.NO_DIRECTIVES
     if settings.honor_request_cache_control and (cache_control or pragma):
         directives = http.request_directives(cache_control, pragma)
         if directives.no_store:
-            return await _bypass(cache, call_view or functools.partial(func, *args, **kwargs), sub)
+            return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
 
     if policy.key_builder is None and not (policy.vary or policy.private or info.keyed_by_request):
-        key = url_key(bound, scope, host)  # what view_key does for these, without its arguments
+        key = url_key(bound, scope, host)  # view_key's URL-only case, without its ten arguments
     else:
         custom = None
         if policy.key_builder is not None:
@@ -183,8 +183,7 @@ async def serve(
                     return ReplayResponse(entry.status, _hit_headers(policy, bound, entry, age), entry.body)
                 head = scope["method"] == "HEAD"
                 return _replay(policy, bound, entry, b"HIT", age, _dep_headers(sub), if_none_match, head)
-    if call_view is None:
-        call_view = functools.partial(func, *args, **kwargs)
+    call_view = call_view or _call(func, args, kwargs)
     req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
     req.if_none_match = if_none_match
     if not directives.no_cache:
@@ -201,6 +200,11 @@ async def serve(
         elif entry is not None:
             cache.bad_entry(key, EntryError("a value entry where a response was expected"))
     return await _fill(req, stale, reread=reread)
+
+
+def _call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallView:
+    """The view's call, made only once the view must run."""
+    return functools.partial(func, *args, **kwargs)
 
 
 def view_key(
