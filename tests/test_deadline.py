@@ -11,8 +11,14 @@ from cacheframe.backends import _deadline
 from cacheframe.backends._deadline import Deadline
 
 
-async def _guarded(seconds: float, work: float, extend: float | None = None) -> str:
+async def _guarded(
+    seconds: float, work: float, extend: float | None = None, made: list[Deadline] | None = None
+) -> str:
+    """Sleep ``work`` seconds under a deadline of ``seconds``, as a store call would (``made``
+    receives the deadline)."""
     deadline = Deadline(seconds)
+    if made is not None:
+        made.append(deadline)
     try:
         if extend is not None:
             deadline.extend_to(asyncio.get_running_loop().time() + extend)
@@ -59,21 +65,7 @@ async def test_outside_cancellation_at_the_deadline_stays_a_cancellation() -> No
     """When the deadline and a cancellation from outside land in the same loop iteration, the
     caller is still cancelled (the deadline only absorbs its own cancel)."""
     made: list[Deadline] = []
-
-    async def call() -> str:
-        deadline = Deadline(0.05)
-        made.append(deadline)
-        try:
-            await asyncio.sleep(5)
-            return "done"
-        except asyncio.CancelledError:
-            if deadline.expired():
-                return "timed out"
-            raise
-        finally:
-            deadline.cancel()
-
-    task = asyncio.ensure_future(call())
+    task = asyncio.ensure_future(_guarded(0.05, 5, made=made))
     await asyncio.sleep(0)
     asyncio.get_running_loop().call_at(made[0].when(), task.cancel)  # same instant: same iteration
     with pytest.raises(asyncio.CancelledError):
