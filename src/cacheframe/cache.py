@@ -19,6 +19,7 @@ from .exceptions import BackendError, CacheframeError, ConfigurationError, Entry
 from .registry import load_backend_factory, load_serializer_factory
 from .settings import CacheSettings, load_settings
 from .stampede import Flights
+from .startup import check_store
 from .types import Backend, Serializer, SupportsGetNowait, SupportsLock, SupportsLockRoundTrips
 
 if TYPE_CHECKING:
@@ -396,7 +397,9 @@ class Cache:
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        """FastAPI lifespan: ``FastAPI(lifespan=my_cache.lifespan)``; closes on shutdown."""
+        """FastAPI lifespan: ``FastAPI(lifespan=my_cache.lifespan)``; checks the store at startup
+        (unreachable: a warning, or an error when ``fail_open`` is false), closes on shutdown."""
+        await check_store(self.backend, self.settings)
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ from typing import Any, Unpack
 
 from .cache import Cache
 from .decorator import Decorator, DecoratorOptions
+from .startup import check_store
 
 __all__ = ["cache", "configure", "get_cache", "lifespan"]
 
@@ -82,7 +83,13 @@ def cache(ttl: float | timedelta | None = None, **options: Unpack[DecoratorOptio
 
 @asynccontextmanager
 async def lifespan(app: Any = None) -> AsyncIterator[None]:
-    """FastAPI lifespan for the default cache: ``FastAPI(lifespan=cacheframe.lifespan)``."""
+    """FastAPI lifespan for the default cache: ``FastAPI(lifespan=cacheframe.lifespan)``.
+
+    Builds the default cache at startup, so bad configuration stops the app before it
+    serves, and checks that the store answers (see ``Cache.lifespan``).
+    """
+    current = get_cache()
+    await check_store(current.backend, current.settings)
     try:
         yield
     finally:

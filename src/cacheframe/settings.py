@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+import threading
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -10,6 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .exceptions import ConfigurationError
 
 __all__ = ["CacheSettings", "load_settings"]
+
+log = logging.getLogger("cacheframe")
+ENV_PREFIX = "CACHEFRAME_"
+# Unknown variables already warned about: a typo is reported once per process, not per Cache.
+_warned_unknown: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 class CacheSettings(BaseSettings):
@@ -50,8 +60,24 @@ class CacheSettings(BaseSettings):
         return value
 
 
+def warn_unknown_environment() -> None:
+    """Log a warning, once per process, for each ``CACHEFRAME_*`` variable that is no setting."""
+    known = [ENV_PREFIX + name.upper() for name in CacheSettings.model_fields]
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
+            continue
+        with _warned_lock:
+            if name in _warned_unknown:
+                continue
+            _warned_unknown.add(name)
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"known settings: {', '.join(known)}"
+        log.warning("cacheframe: environment variable %s is not a cacheframe setting; %s", name, hint)
+
+
 def load_settings(**options: Any) -> CacheSettings:
     """Build settings from keyword options over the environment, with readable errors."""
+    warn_unknown_environment()
     unknown = sorted(set(options) - set(CacheSettings.model_fields))
     if unknown:
         known = ", ".join(sorted(CacheSettings.model_fields))
