@@ -6,13 +6,17 @@ import asyncio
 import json
 import subprocess
 import sys
+import textwrap
 import time
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from cacheframe import Cache
-from cacheframe.cli import main
+from cacheframe.cli import _parser, main
 from servers import free_port, wait_port
 
 
@@ -45,11 +49,11 @@ def test_stats_clear_get(
     """stats prints JSON; get inspects an entry (size, ttl, serializer); clear removes it."""
     base = ["--url", cache_url]
     monkeypatch.setenv("CACHEFRAME_PREFIX", "clitest")
-    assert main([*base, "stats"]) == 0
-    assert isinstance(json.loads(capsys.readouterr().out), dict)
     if cache_url.startswith("memory"):  # each process has its own in-memory store
         assert main([*base, "get", "thing", "--namespace", "ns1"]) == 1
         return
+    assert main([*base, "stats"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["server"], dict)
     cache = Cache(url=cache_url)
 
     async def put() -> None:
@@ -89,3 +93,119 @@ def test_demo_serves_miss_hit_304() -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert f"http://127.0.0.1:{port}" in out and "curl" in out
+
+
+def test_options_after_the_subcommand(redis_server: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cacheframe stats --url ...` works like `cacheframe --url ... stats`; after wins."""
+    url = redis_server.url  # type: ignore[attr-defined]
+    assert main(["stats", "--url", url]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert main(["--url", "memcached://127.0.0.1:1", "ping", "--url", url]) == 0
+    assert capsys.readouterr().out.startswith("ok ")
+    assert after["url"] == url
+
+
+@pytest.mark.parametrize("fixture", ["redis_server", "memcached_server"])
+def test_stats_are_the_servers_not_the_commands_zeros(
+    fixture: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stats prints the server's figures under "server" and no process counters as the app's."""
+    url = request.getfixturevalue(fixture).url
+    assert main(["stats", "--url", url]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert set(out) == {"url", "server"}
+    assert "hits" not in out["server"] or fixture == "redis_server"  # redis: the server's keyspace_hits
+    assert "oversized" not in out["server"]
+    assert "Cache.stats" in captured.err  # where the app's own counters are
+
+
+@pytest.mark.parametrize("command", [["clear"], ["stats"], ["get", "some-key"]])
+def test_memory_store_says_it_cannot_reach_the_app(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On memory:// clear/stats/get say plainly they cannot reach a running process's memory."""
+    assert main([*command, "--url", "memory://"]) == 1
+    err = capsys.readouterr().err
+    assert "memory of each running app process" in err and "cannot" in err
+
+
+def test_help_text_is_plain() -> None:
+    """--help of the command and of every subcommand has no reST markup."""
+    parser = _parser()
+    texts = [parser.format_help()]
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    texts += [p.format_help() for p in subparsers.choices.values()]  # type: ignore[union-attr]
+    for text in texts:
+        for markup in ("``", ":func:", ":class:", ":meth:", ":mod:", "`"):
+            assert markup not in text, text
+
+
+APP_SOURCE = """
+import cacheframe
+from fastapi import FastAPI
+
+app = FastAPI()
+
+@app.get("/items/{item_id}")
+@cacheframe.cache(ttl=60)
+async def item(item_id: int, q: str = "") -> dict[str, object]:
+    return {"item_id": item_id, "q": q}
+
+@app.get("/me")
+@cacheframe.cache(ttl=60, private=True)
+async def me() -> dict[str, str]:
+    return {"me": "yes"}
+"""
+
+
+@pytest.fixture
+def cli_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module with a cached FastAPI app in the working directory; returns its module name."""
+    name = f"cliapp_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP_SOURCE))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CACHEFRAME_PREFIX", f"cli{uuid.uuid4().hex[:8]}")
+    return name
+
+
+def test_get_by_request_and_body(
+    cli_app: str, redis_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """get --app module:app /path finds the entry that request is answered from; --body prints it."""
+    import importlib
+
+    import cacheframe
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    cacheframe.configure(url=url, timeout=2.0)
+    module = importlib.import_module(cli_app)
+    with TestClient(module.app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/items/3?q=x").headers["x-cache"] == "MISS"
+        assert client.get("/me", headers={"Authorization": "Bearer a"}).headers["x-cache"] == "MISS"
+    base = ["get", "--url", url, "--app", f"{cli_app}:app"]
+    assert main([*base, "/items/3?q=x"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["status"] == 200 and info["headers"]["content-type"] == "application/json"
+    assert main([*base, "/items/3?q=x", "--body"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"item_id": 3, "q": "x"}
+    assert main([*base, "--body", "/me", "--header", "Authorization: Bearer a"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"me": "yes"}
+    assert main([*base, "/me", "--header", "Authorization: Bearer b"]) == 1  # another user: no entry
+    assert main([*base, "/items/4"]) == 1
+    assert "no entry under" in capsys.readouterr().err
+    assert main([*base, "/items/3?q=x", "--host", "example.org"]) == 1  # the host is part of the key
+    # the raw key shown by the summary reads the same entry
+    assert main(["get", "--url", url, info["key"], "--body"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"item_id": 3, "q": "x"}
+
+
+def test_get_by_request_explains_bad_input(cli_app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--app with a bad reference, or a path no cached route answers, says what is wrong."""
+    assert main(["get", "--app", "nomodule_xyz:app", "/x"]) == 2
+    assert "cannot import 'nomodule_xyz'" in capsys.readouterr().err
+    assert main(["get", "--app", cli_app, "/x"]) == 2
+    assert "module:attribute" in capsys.readouterr().err
+    assert main(["get", "--url", "redis://127.0.0.1:1/0", "--app", f"{cli_app}:app", "/nothing"]) == 2
+    assert "no route" in capsys.readouterr().err

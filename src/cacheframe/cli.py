@@ -1,19 +1,23 @@
-"""The ``cacheframe`` command: demo, backends, ping, stats, clear, get."""
+"""The cacheframe command: demo, backends, ping, stats, clear, get."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import envelope
 from .cache import Cache
-from .exceptions import CacheframeError
+from .exceptions import CacheframeError, ConfigurationError
 from .registry import BACKENDS_GROUP, SERIALIZERS_GROUP, available
+from .startup import redact
 from .types import SupportsStats, SupportsTTL
 
 __all__ = ["main"]
@@ -77,24 +81,53 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
+# Figures some backends count in the process that runs them, not in the server: in this
+# command they are its own zeros, never the app's, so they are left out of "server".
+_CLIENT_COUNTERS: dict[str, tuple[str, ...]] = {"memcached": ("hits", "misses", "oversized")}
+_APP_COUNTERS_NOTE = (
+    "the app's own counters (hits, misses, bypasses, errors) live in each app process: "
+    "read Cache.stats (or get_cache().stats) there"
+)
+
+
+def _in_process(cache: Cache, action: str) -> bool:
+    """Say so, and return True, when the store lives inside each app process (memory://)."""
+    if not cache.in_process:
+        return False
+    print(
+        f"cacheframe: {redact(cache.settings.url)} keeps entries in the memory of each running app "
+        f"process; this command is a separate process and cannot {action} it. "
+        "Use a shared store (redis://, memcached://), or call the cache from inside the app.",
+        file=sys.stderr,
+    )
+    return True
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    """Print the backend's statistics as JSON."""
+    """Print the store server's own statistics as JSON (not this command's counters)."""
     cache = _cache(args)
+    if _in_process(cache, "see the statistics of"):
+        return 1
     if not isinstance(cache.backend, SupportsStats):
         print(f"cacheframe: {type(cache.backend).__name__} reports no statistics", file=sys.stderr)
         return 1
     try:
-        stats = asyncio.run(_with_close(cache, cache.backend.stats()))
+        stats = dict(asyncio.run(_with_close(cache, cache.backend.stats())))
     except CacheframeError as exc:
         print(f"cacheframe: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(dict(stats), indent=2, default=str))
+    name = str(stats.get("backend", ""))
+    server = {k: v for k, v in stats.items() if k not in _CLIENT_COUNTERS.get(name, ())}
+    print(json.dumps({"url": redact(cache.settings.url), "server": server}, indent=2, default=str))
+    print(f"cacheframe: {_APP_COUNTERS_NOTE}", file=sys.stderr)
     return 0
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
     """Remove the entries of one namespace, or of the whole prefix."""
     cache = _cache(args)
+    if _in_process(cache, "clear"):
+        return 1
     try:
         asyncio.run(_with_close(cache, cache.backend.clear(cache.namespace_key(args.namespace))))
     except CacheframeError as exc:
@@ -124,23 +157,118 @@ async def _inspect(cache: Cache, key: str) -> dict[str, Any] | None:
             headers={k.decode("latin-1"): v.decode("latin-1") for k, v in entry.headers},
             body_bytes=len(entry.body),
         )
+        info["body"] = entry.body
     else:
         info.update(serializer=entry.serializer, payload_bytes=len(entry.payload))
+        info["body"] = entry.payload
     return info
 
 
+def _load_app(ref: str) -> Any:
+    """The ASGI app named by ``module:attribute``, imported as uvicorn does (from the cwd)."""
+    module_name, _, attribute = ref.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"--app takes module:attribute (like main:app), got {ref!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"--app {ref}: cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attribute, None)
+    if app is None:
+        raise ConfigurationError(f"--app {ref}: module {module_name!r} has no attribute {attribute!r}")
+    return app
+
+
+def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
+    """The cache and store key a GET to ``args.key`` on ``args.app`` is answered from.
+
+    The key is computed by ``views.view_key``, the function the decorator itself uses.
+    """
+    from starlette.requests import Request
+    from starlette.routing import Match
+
+    from . import default, views
+    from .decorator import Decorator
+    from .routes import route_info
+
+    if args.url:  # the default cache that @cacheframe.cache uses, before the app binds to it
+        default.configure(args.url)
+    app = _load_app(args.app)
+    target = urlsplit(args.key)
+    headers = [(b"host", args.host.encode("latin-1"))]
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep:
+            raise ConfigurationError(f"--header takes 'Name: value', got {header!r}")
+        headers.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": args.method.upper(),
+        "scheme": "http",
+        "root_path": "",
+        "path": target.path or "/",
+        "raw_path": (target.path or "/").encode(),
+        "query_string": target.query.encode("latin-1"),
+        "headers": headers,
+        "app": app,
+    }
+    for route in getattr(app, "routes", ()):
+        match, child = route.matches(scope)
+        if match == Match.FULL:
+            scope.update(child)
+            break
+    else:
+        raise ConfigurationError(f"no route of {args.app} answers {args.method.upper()} {target.path}")
+    decorator = getattr(route.endpoint, "__cacheframe__", None)
+    func = getattr(route.endpoint, "__wrapped__", None)
+    if not isinstance(decorator, Decorator) or func is None:
+        raise ConfigurationError(f"the route {route.path} of {args.app} is not cached by cacheframe")
+    policy = decorator.policy
+    if policy.key_builder is not None:
+        raise ConfigurationError(
+            f"the route {route.path} builds its keys with key_builder: look the entry up by its raw key"
+        )
+    bound = decorator.bind(func)
+    info = route_info(route)
+    request = Request(scope)
+    key = views.view_key(
+        bound,
+        scope,
+        args.host,
+        headers=request.headers if policy.vary or info.header_names or policy.private else None,
+        cookies=request.cookies if info.cookie_names else {},
+        vary=policy.vary_lower,
+        header_params=info.header_names,
+        cookie_params=info.cookie_names,
+        private=policy.private,
+    )
+    return bound.cache, key
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    """Inspect one entry: size, ttl left, headers."""
-    cache = _cache(args)
-    key = cache.key(args.namespace, args.key) if args.namespace else args.key
+    """Inspect one entry (size, ttl left, headers), or print its body with --body."""
+    if args.app:
+        cache, key = _request_key(args)
+    else:
+        cache = _cache(args)
+        key = cache.key(args.namespace, args.key) if args.namespace else args.key
+    if _in_process(cache, "read"):
+        return 1
     try:
         info = asyncio.run(_with_close(cache, _inspect(cache, key)))
     except CacheframeError as exc:
         print(f"cacheframe: {exc}", file=sys.stderr)
         return 1
     if info is None:
-        print(f"no entry under {key!r}", file=sys.stderr)
+        print(f"cacheframe: no entry under {key!r}", file=sys.stderr)
         return 1
+    body = info.pop("body", b"")
+    if args.body:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+        return 0
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -153,22 +281,49 @@ async def _with_close(cache: Cache, coro: Any) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # --url is accepted before or after the subcommand; given after, it wins.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=argparse.SUPPRESS, help="backend URL (default: CACHEFRAME_URL, else memory://)"
+    )
     parser = argparse.ArgumentParser(prog="cacheframe", description=__doc__)
-    parser.add_argument("--url", help="backend URL (default: CACHEFRAME_URL or memory://)")
+    parser.add_argument("--url", default=None, help="backend URL (default: CACHEFRAME_URL, else memory://)")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="serve the demo app")
+    demo = sub.add_parser("demo", parents=[common], help="serve the demo app")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(func=cmd_demo)
-    sub.add_parser("backends", help="list installed backends and serializers").set_defaults(func=cmd_backends)
-    sub.add_parser("ping", help="round trip to the backend").set_defaults(func=cmd_ping)
-    sub.add_parser("stats", help="backend statistics").set_defaults(func=cmd_stats)
-    clear = sub.add_parser("clear", help="remove entries")
+    sub.add_parser("backends", parents=[common], help="list installed backends and serializers").set_defaults(
+        func=cmd_backends
+    )
+    sub.add_parser("ping", parents=[common], help="round trip to the backend").set_defaults(func=cmd_ping)
+    sub.add_parser(
+        "stats", parents=[common], help="the store server's own statistics (not the app's counters)"
+    ).set_defaults(func=cmd_stats)
+    clear = sub.add_parser("clear", parents=[common], help="remove entries from a shared store")
     clear.add_argument("--namespace", default=None, help="only this namespace")
     clear.set_defaults(func=cmd_clear)
-    get = sub.add_parser("get", help="inspect an entry")
-    get.add_argument("key", help="the full store key, or a name with --namespace")
+    get = sub.add_parser(
+        "get",
+        parents=[common],
+        help="inspect an entry",
+        description="Inspect one entry by its store key, by a name in a namespace, or by the "
+        "request it answers (--app main:app /items/3).",
+    )
+    get.add_argument("key", help="the full store key; a name with --namespace; a request path with --app")
     get.add_argument("--namespace", default=None, help="treat KEY as a name in this namespace")
+    get.add_argument("--app", default=None, help="module:attribute of the FastAPI app; KEY is then a path")
+    get.add_argument(
+        "--host", default="127.0.0.1:8000", help="with --app: the request's Host header (part of the key)"
+    )
+    get.add_argument("--method", default="GET", choices=["GET", "HEAD"], help="with --app: the method")
+    get.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="with --app: a request header 'Name: value' (repeatable), for vary or private routes",
+    )
+    get.add_argument("--body", action="store_true", help="print the stored body instead of the summary")
     get.set_defaults(func=cmd_get)
     return parser
 
