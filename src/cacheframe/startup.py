@@ -42,6 +42,7 @@ async def check_store(backend: Backend, settings: CacheSettings) -> None:
     except (CacheframeError, OSError, TimeoutError) as exc:
         url = redact(settings.url)
         if not settings.fail_open:
+            await backend.close()  # startup stops here: the lifespan's shutdown never runs
             raise BackendError(
                 f"cache store {url} is unreachable at startup ({type(exc).__name__}: {exc}); "
                 "start it or fix CACHEFRAME_URL (fail_open=false stops startup)"
