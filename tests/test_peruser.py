@@ -188,14 +188,37 @@ def test_vary_authorization_on_api_key_route_keys_the_api_key() -> None:
     assert runs["me"] == 2
 
 
-@pytest.mark.parametrize(
-    "scheme", [CustomScheme(), OddHeader(name="X-API-Key")], ids=["custom", "overridden"]
-)
-def test_private_with_unknown_credential_place_bypasses(
-    scheme: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A scheme whose credential cacheframe cannot locate is never cached, and a warning says why."""
-    client = client_for(scheme_app(scheme))
+OPAQUE = [CustomScheme(), OddHeader(name="X-API-Key")]
+
+
+@pytest.mark.parametrize("scheme", OPAQUE, ids=["custom", "overridden"])
+def test_private_with_unknown_credential_place_refused_at_decoration(scheme: Any) -> None:
+    """private=True on a view depending on a scheme cacheframe cannot locate: a clear error."""
+
+    def user(credential: Annotated[Any, Security(scheme)]) -> Any:
+        return credential
+
+    for options in ({"private": True}, {"vary": ["Authorization"]}):
+        with pytest.raises(
+            cacheframe.ConfigurationError, match=type(scheme).__name__ + ".*cannot tell where"
+        ):
+
+            @cacheframe.cache(ttl=60, **options)
+            async def me(u: Annotated[Any, Depends(user)]) -> None: ...
+
+
+@pytest.mark.parametrize("scheme", OPAQUE, ids=["custom", "overridden"])
+def test_router_level_unknown_scheme_bypasses(scheme: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A router-level scheme cacheframe cannot locate (seen only at request time): BYPASS, logged."""
+    app = FastAPI(dependencies=[Depends(scheme)])
+
+    @app.get("/me")
+    @cacheframe.cache(ttl=60, private=True)
+    async def me(request: Request) -> dict[str, str]:
+        runs["me"] += 1
+        return {"user": request.headers.get("x-custom") or request.headers.get("x-odd") or ""}
+
+    client = client_for(app)
     with caplog.at_level(logging.WARNING, logger="cacheframe"):
         alice = client.get("/me", headers={"X-API-Key": "k", "X-Custom": "alice", "X-Odd": "alice"})
     bob = client.get("/me", headers={"X-API-Key": "k", "X-Custom": "bob", "X-Odd": "bob"})
@@ -205,7 +228,7 @@ def test_private_with_unknown_credential_place_bypasses(
 
 
 def test_wrapped_scheme_is_security_and_opaque() -> None:
-    """A scheme reached through a wrapper counts as security, its credential place as unknown."""
+    """A scheme reached through a wrapper counts as security (BYPASS) and cannot be keyed."""
     import functools
 
     inner = APIKeyHeader(name="X-API-Key")
@@ -214,11 +237,10 @@ def test_wrapped_scheme_is_security_and_opaque() -> None:
     async def wrapper(request: Request) -> str | None:
         return request.headers.get("x-other")
 
-    without_private = client_for(scheme_app(wrapper, private=False))
-    with_private = client_for(scheme_app(wrapper))
-    for client in (without_private, with_private):
-        resp = client.get("/me", headers={"X-Other": "alice"})
-        assert resp.headers["x-cache"] == "BYPASS"
+    client = client_for(scheme_app(wrapper, private=False))
+    assert client.get("/me", headers={"X-Other": "alice"}).headers["x-cache"] == "BYPASS"
+    with pytest.raises(cacheframe.ConfigurationError, match="APIKeyHeader"):
+        scheme_app(wrapper)
 
 
 def test_fast_path_never_serves_a_private_secured_route() -> None:

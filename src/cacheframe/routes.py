@@ -34,9 +34,11 @@ from fastapi.security.base import SecurityBase
 from fastapi.security.http import HTTPBase
 from pydantic import BaseModel
 
+from .exceptions import ConfigurationError
+
 log = logging.getLogger("cacheframe")
 
-__all__ = ["RouteInfo", "effective_route", "route_info"]
+__all__ = ["RouteInfo", "check_credentials", "effective_route", "route_info"]
 
 try:  # FastAPI >= 0.16x serves included routers through an "effective route context"
     from fastapi.routing import _FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY, _FASTAPI_SCOPE_KEY
@@ -190,12 +192,8 @@ def _analyse(route: Any) -> RouteInfo:
         ):
             reads_connection = True
     security = any(_is_security(node) for node in subs)
-    reason = ""
-    if opaque:
-        reason = (
-            f"security scheme {', '.join(sorted(set(opaque)))}: cacheframe cannot tell where its "
-            "credential travels (a custom SecurityBase, an overridden __call__, or a wrapped scheme)"
-        )
+    reason = _opaque_reason(opaque)
+    if reason:
         log.warning(
             "cacheframe: route %s: %s; its requests are not cached even with private=True",
             getattr(route, "path", "?"),
@@ -213,6 +211,41 @@ def _analyse(route: Any) -> RouteInfo:
         opaque_security=reason,
         reads_connection=reads_connection,
     )
+
+
+def _opaque_reason(opaque: list[str]) -> str:
+    if not opaque:
+        return ""
+    return (
+        f"security scheme {', '.join(sorted(set(opaque)))}: cacheframe cannot tell where its "
+        "credential travels (a custom SecurityBase, an overridden __call__, or a wrapped scheme)"
+    )
+
+
+def check_credentials(func: Any) -> None:
+    """Raise when a security scheme ``func``'s own parameters depend on cannot be keyed.
+
+    For ``@cache(private=True)`` at decoration time, before the route exists
+    (router- and app-level dependencies are checked on the first request).
+    """
+    from fastapi.dependencies.utils import get_dependant
+
+    try:
+        root = get_dependant(path="", call=func)
+    except Exception:  # FastAPI reports a signature it cannot read when the route is added
+        return
+    opaque = []
+    for node in _walk(root):
+        call = getattr(node, "call", None)
+        scheme = _unwrapped(call)
+        if isinstance(scheme, SecurityBase) and _credential(scheme, call) is None:
+            opaque.append(type(scheme).__qualname__)
+    if opaque:
+        raise ConfigurationError(
+            f"@cache(private=True) (or vary=['Authorization']) on {func.__qualname__}: "
+            f"{_opaque_reason(opaque)}. Use FastAPI's own scheme classes (APIKeyHeader, "
+            "HTTPBearer, OAuth2PasswordBearer, ...), or cache this view without per-user entries"
+        )
 
 
 def effective_route(scope: Any) -> Any:
