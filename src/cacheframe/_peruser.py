@@ -57,7 +57,7 @@ def watch(request: Request) -> Iterator[set[str]]:
         request.__dict__[_READS] = reads
         watched = _watched_class(original)
         request.__class__ = watched
-    except (TypeError, AttributeError):  # a request class that cannot be subclassed or swapped
+    except Exception:  # a request class that cannot be subclassed or swapped (user code may raise)
         watched = None
         reads.add(_UNWATCHABLE)  # unknown reads: the response is not stored
     try:
