@@ -536,3 +536,39 @@ def test_per_user_replies_say_private(options: dict[str, Any]) -> None:
     assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
     for resp in (miss, hit):
         assert resp.headers["cache-control"].split(",")[0] == "private"
+
+
+def test_unwatchable_request_counts_as_an_unknown_read() -> None:
+    """A request class that cannot be watched: the response is treated as reading per-user state."""
+
+    class Stubborn(Request):
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            raise RuntimeError("no subclasses")
+
+    request = Stubborn({"type": "http", "headers": []})
+    with _peruser.watch(request) as reads:
+        pass
+    assert type(request) is Stubborn
+    reason = _peruser.unkeyed_reason(request.scope, reads, reads_connection=False, cookie_keyed=True)
+    assert reason is not None and "unwatchable" in reason
+
+
+async def test_concurrent_users_on_a_cookie_reading_view_each_get_their_own() -> None:
+    """Concurrent misses share no computation whose response read per-user state."""
+    import asyncio
+
+    import httpx
+
+    app = FastAPI()
+
+    @app.get("/hello")
+    @cacheframe.cache(ttl=60)
+    async def hello(request: Request) -> dict[str, str]:
+        await asyncio.sleep(0.05)  # the others arrive while this one computes
+        return {"user": request.cookies.get("sid", "anon")}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        users = [f"u{i}" for i in range(30)]
+        replies = await asyncio.gather(*(client.get("/hello", headers={"Cookie": f"sid={u}"}) for u in users))
+    assert [r.json()["user"] for r in replies] == users
