@@ -206,3 +206,27 @@ def test_request_digest_head_is_get_and_private_differs() -> None:
     alice = _digest({"authorization": ["Bearer a"]}, private=True)
     bob = _digest({"authorization": ["Bearer b"]}, private=True)
     assert alice != bob != _digest({}, private=True)
+
+
+def test_request_digest_private_keys_scheme_credentials() -> None:
+    """private keys each scheme's credential header and query values, also under a custom key."""
+    from starlette.datastructures import Headers
+
+    def key(headers: dict[str, str], query: str) -> str:
+        return keys.request_digest(
+            method="GET",
+            root_path="",
+            path="/p",
+            query_string=query,
+            headers=Headers(headers),
+            cookies={},
+            private=True,
+            custom=b"same",
+            credential_headers=("x-api-key",),
+            credential_query=("api_key",),
+        )
+
+    assert key({"x-api-key": "alice"}, "") != key({"x-api-key": "bob"}, "")
+    assert key({}, "api_key=alice") != key({}, "api_key=bob") != key({}, "")
+    assert key({}, "api_key=a%20b") == key({}, "api_key=a+b")  # decoded as Starlette decodes it
+    assert key({}, "other=1") == key({}, "other=2")  # the custom key replaced the rest of the URL

@@ -20,7 +20,7 @@ import anyio.from_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from . import functions, keys, views
+from . import functions, keys, routes, views
 from ._signature import inject
 from .cache import ttl_seconds
 from .exceptions import ConfigurationError
@@ -150,6 +150,8 @@ class Decorator:
         return bound
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        if self.policy.keys_auth:  # per-user entries: every credential must be keyable
+            routes.check_credentials(func)
         injection = inject(func)
         strip = injection.strip
         request_name, response_name = injection.request_name, injection.response_name

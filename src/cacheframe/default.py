@@ -67,8 +67,8 @@ def cache(ttl: float | timedelta | None = None, **options: Unpack[DecoratorOptio
 
     - ``namespace``: key segment, default the function's ``module.qualname``;
     - ``vary``: request headers that are keyed and listed in ``Vary``;
-    - ``private=True``: key each user's Authorization/Cookie (hashed), answer
-      ``Cache-Control: private``;
+    - ``private=True``: key each user's Authorization, Cookie and security-scheme
+      credentials (hashed), answer ``Cache-Control: private``;
     - ``key_builder(func, request, args, kwargs)``: replaces the default key;
     - ``exclude``: function parameters left out of the key;
     - ``serializer``: name or object for function values;

@@ -153,13 +153,17 @@ def request_digest(
     cookie_params: Sequence[str] = (),
     private: bool = False,
     custom: bytes | None = None,
+    credential_headers: Sequence[str] = (),
+    credential_query: Sequence[str] = (),
 ) -> str:
     """Digest of what identifies a view's response (``headers`` offers ``getlist(name)``).
 
     The whole target URI is keyed (scheme, Host, root path, path, query), so a
     view that builds absolute URLs from Host cannot poison another host's entry.
     HEAD shares GET's key; an absent header differs from an empty one; with
-    ``private`` the credentials (Authorization, Cookie) are hashed in.
+    ``private`` the credentials (Authorization, Cookie, and the route's security
+    schemes' ``credential_headers`` and ``credential_query`` parameters) are
+    hashed in, even when a custom key replaces the URL.
     """
     return _request_digest(
         method,
@@ -173,6 +177,8 @@ def request_digest(
         cookie_params,
         private,
         custom,
+        credential_headers,
+        credential_query,
     )
 
 
@@ -188,6 +194,8 @@ def _request_digest(
     cookie_params: Sequence[str],
     private: bool,
     custom: bytes | None,
+    credential_headers: Sequence[str] = (),
+    credential_query: Sequence[str] = (),
 ) -> str:
     # A fixed layout of length-prefixed fields: cheaper than canonical() on the hot path,
     # equally unambiguous (every field is sized, absent values are marked).
@@ -209,7 +217,14 @@ def _request_digest(
             *[_optional(cookies.get(name)) for name in cookie_params],
         ]
     if private:
-        credentials = _headers(headers, ("authorization", "cookie"))
+        extra = [n for n in credential_headers if n not in ("authorization", "cookie")]
+        names = ("authorization", "cookie", *extra)
+        credentials = _headers(headers, names)
+        if credential_query:  # every value of each name, as Starlette decodes them
+            pairs = parse_qsl(query_string, keep_blank_values=True)
+            for name in credential_query:
+                values = [v for k, v in pairs if k == name]
+                credentials += _text(name) + b"%d:" % len(values) + b"".join(_text(v) for v in values)
         parts.append(b"P" + hashlib.sha256(credentials).digest())
     return digest(b"view2", b"".join(parts))
 

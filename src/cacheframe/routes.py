@@ -2,22 +2,43 @@
 
 Header and Cookie parameters (the route's own and its dependencies') become
 part of the key; a security dependency makes requests BYPASS unless the
-decorator keys per user; any dependency at all keeps the route off the ASGI
+decorator keys per user, and then the credential of every security scheme is
+keyed where it travels; any dependency at all keeps the route off the ASGI
 fast path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.routing import APIRoute
+from fastapi.security import (
+    APIKeyCookie,
+    APIKeyHeader,
+    APIKeyQuery,
+    HTTPBasic,
+    HTTPBearer,
+    HTTPDigest,
+    OAuth2,
+    OAuth2AuthorizationCodeBearer,
+    OAuth2PasswordBearer,
+    OpenIdConnect,
+)
 from fastapi.security.base import SecurityBase
+from fastapi.security.http import HTTPBase
 from pydantic import BaseModel
 
-__all__ = ["RouteInfo", "effective_route", "route_info"]
+from .exceptions import ConfigurationError
+
+log = logging.getLogger("cacheframe")
+
+__all__ = ["RouteInfo", "check_credentials", "effective_route", "route_info"]
 
 try:  # FastAPI >= 0.16x serves included routers through an "effective route context"
     from fastapi.routing import _FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY, _FASTAPI_SCOPE_KEY
@@ -34,6 +55,15 @@ class RouteInfo:
     has_security: bool = False
     has_dependencies: bool = False
     methods: frozenset[str] = frozenset()
+    # Where the security schemes' credentials travel (keyed when the decorator keys per user;
+    # cookies travel in the Cookie header, which is keyed then anyway).
+    credential_headers: tuple[str, ...] = ()
+    credential_query: tuple[str, ...] = ()
+    credential_cookies: tuple[str, ...] = ()
+    # Why cacheframe cannot tell where some scheme's credential travels ("" when it can).
+    opaque_security: str = ""
+    # A dependency (not a FastAPI security scheme) receives the Request: it may read per-user state.
+    reads_connection: bool = False
     keyed_by_request: bool = dataclasses.field(init=False)  # Header or Cookie parameters: part of the key
 
     def __post_init__(self) -> None:
@@ -78,30 +108,144 @@ def _names(field: Any, *, header: bool) -> list[str]:
 def _is_security(node: Any) -> bool:
     """A security scheme, ``Security(...)`` with scopes, or a ``SecurityScopes`` consumer."""
     return bool(
-        isinstance(getattr(node, "call", None), SecurityBase)
+        isinstance(_unwrapped(getattr(node, "call", None)), SecurityBase)
         or getattr(node, "security_scopes_param_name", None)
         or getattr(node, "own_oauth_scopes", None)
         or getattr(node, "security_requirements", None)  # older FastAPI
     )
 
 
+# FastAPI's schemes whose own ``__call__`` reads the credential from one known place:
+# "header"/"cookie"/"query" read ``scheme.model.name`` there; "authorization" the Authorization header.
+_KNOWN_SCHEMES: dict[type, str] = {
+    APIKeyHeader: "header",
+    APIKeyCookie: "cookie",
+    APIKeyQuery: "query",
+    HTTPBasic: "authorization",
+    HTTPBearer: "authorization",
+    HTTPDigest: "authorization",
+    HTTPBase: "authorization",
+    OAuth2: "authorization",
+    OAuth2PasswordBearer: "authorization",
+    OAuth2AuthorizationCodeBearer: "authorization",
+    OpenIdConnect: "authorization",
+}
+
+
+def _unwrapped(call: Any) -> Any:
+    """The object FastAPI classifies a dependency by (partials and ``functools.wraps`` undone)."""
+    while isinstance(call, functools.partial):
+        call = call.func
+    try:
+        return inspect.unwrap(call)
+    except ValueError:  # a __wrapped__ cycle: FastAPI would fail on it too
+        return call
+
+
+def _credential(scheme: SecurityBase, call: Any) -> tuple[str, str] | None:
+    """(where, name) of the credential ``scheme`` reads, or None when cacheframe cannot tell.
+
+    Only FastAPI's own schemes, called as they are, with their own ``__call__``: a
+    subclass overriding ``__call__``, a wrapper around a scheme, or a custom
+    ``SecurityBase`` may read the credential from anywhere.
+    """
+    if call is not scheme:
+        return None
+    for cls in type(scheme).__mro__:
+        where = _KNOWN_SCHEMES.get(cls)
+        if where is not None:
+            if type(scheme).__call__ is not cls.__call__:
+                return None
+            if where == "authorization":
+                return "header", "authorization"
+            name = getattr(getattr(scheme, "model", None), "name", None)
+            if not isinstance(name, str):
+                return None
+            return where, name.lower() if where == "header" else name
+    return None
+
+
 def _analyse(route: Any) -> RouteInfo:
     headers: list[str] = []
     cookies: list[str] = []
-    subs = list(_walk(route.dependant))
+    found: dict[str, set[str]] = {"header": set(), "cookie": set(), "query": set()}
+    opaque: list[str] = []
+    reads_connection = False
+    root = route.dependant
+    subs = list(_walk(root))
     for node in subs:
         for field in getattr(node, "header_params", ()):
             headers += _names(field, header=True)
         for field in getattr(node, "cookie_params", ()):
             cookies += _names(field, header=False)
+        call = getattr(node, "call", None)
+        scheme = _unwrapped(call)
+        if isinstance(scheme, SecurityBase):
+            credential = _credential(scheme, call)
+            if credential is None:
+                opaque.append(type(scheme).__qualname__)
+            else:
+                found[credential[0]].add(credential[1])
+                continue  # its Request parameter reads only that credential
+        if node is not root and (
+            getattr(node, "request_param_name", None) or getattr(node, "http_connection_param_name", None)
+        ):
+            reads_connection = True
     security = any(_is_security(node) for node in subs)
+    reason = _opaque_reason(opaque)
+    if reason:
+        log.warning(
+            "cacheframe: route %s: %s; its requests are not cached even with private=True",
+            getattr(route, "path", "?"),
+            reason,
+        )
     return RouteInfo(
         header_names=tuple(sorted(set(headers))),
         cookie_names=tuple(sorted(set(cookies))),
         has_security=security,
         has_dependencies=len(subs) > 1,
         methods=frozenset(route.methods or ()),
+        credential_headers=tuple(sorted(found["header"])),
+        credential_query=tuple(sorted(found["query"])),
+        credential_cookies=tuple(sorted(found["cookie"])),
+        opaque_security=reason,
+        reads_connection=reads_connection,
     )
+
+
+def _opaque_reason(opaque: list[str]) -> str:
+    if not opaque:
+        return ""
+    return (
+        f"security scheme {', '.join(sorted(set(opaque)))}: cacheframe cannot tell where its "
+        "credential travels (a custom SecurityBase, an overridden __call__, or a wrapped scheme)"
+    )
+
+
+def check_credentials(func: Any) -> None:
+    """Raise when a security scheme ``func``'s own parameters depend on cannot be keyed.
+
+    For ``@cache(private=True)`` at decoration time, before the route exists
+    (router- and app-level dependencies are checked on the first request).
+    """
+    from fastapi.dependencies.utils import get_dependant
+
+    try:
+        root = get_dependant(path="", call=func)
+    except Exception:  # FastAPI reports a signature it cannot read when the route is added
+        return
+    opaque = []
+    for node in _walk(root):
+        call = getattr(node, "call", None)
+        scheme = _unwrapped(call)
+        if isinstance(scheme, SecurityBase) and _credential(scheme, call) is None:
+            opaque.append(type(scheme).__qualname__)
+    if opaque:
+        raise ConfigurationError(
+            f"@cache(private=True) (or vary=['Authorization']) on {func.__qualname__}: "
+            f"{_opaque_reason(opaque)}. Use FastAPI's own scheme classes (APIKeyHeader, "
+            "HTTPBearer, OAuth2PasswordBearer, ...), or cache this view without per-user entries"
+        )
 
 
 def effective_route(scope: Any) -> Any:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from . import http, keys
+from . import _peruser, http, keys
 from ._render import render
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
@@ -119,7 +119,10 @@ async def serve(
         not settings.enabled
         or scope["method"] not in ("GET", "HEAD")
         or (not policy.keys_auth and (info.has_security or authorization))
+        or (policy.keys_auth and info.opaque_security)
     ):
+        if policy.keys_auth and info.opaque_security:
+            log.debug("cacheframe: not caching %s: %s", scope["path"], info.opaque_security)
         return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
     directives = http.NO_DIRECTIVES
     if settings.honor_request_cache_control and (cache_control or pragma):
@@ -133,7 +136,9 @@ async def serve(
         custom = None
         if policy.key_builder is not None:
             custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
-        keyed_headers = policy.vary or info.header_names or policy.private
+        # A secured route gets here only when the key holds Authorization: key every credential.
+        private = policy.private or info.has_security
+        keyed_headers = policy.vary or info.header_names or private
         key = view_key(
             bound,
             scope,
@@ -143,8 +148,10 @@ async def serve(
             vary=policy.vary_lower,
             header_params=info.header_names,
             cookie_params=info.cookie_names,
-            private=policy.private,
+            private=private,
             custom=custom,
+            credential_headers=info.credential_headers,
+            credential_query=info.credential_query,
         )
     stale: ResponseEntry | None = None
     reread = not directives.no_cache  # a plain miss re-checks the store once it leads
@@ -219,6 +226,8 @@ def view_key(
     cookie_params: tuple[str, ...] = (),
     private: bool = False,
     custom: bytes | None = None,
+    credential_headers: tuple[str, ...] = (),
+    credential_query: tuple[str, ...] = (),
 ) -> str:
     """The store key of a request to a view: the one computation both the decorator path and
     the ASGI fast path use, so the two can never disagree."""
@@ -226,7 +235,18 @@ def view_key(
     if url_only:
         return url_key(bound, scope, host)
     return _view_key(
-        bound, scope, host, headers, cookies, vary, header_params, cookie_params, private, custom
+        bound,
+        scope,
+        host,
+        headers,
+        cookies,
+        vary,
+        header_params,
+        cookie_params,
+        private,
+        custom,
+        credential_headers,
+        credential_query,
     )
 
 
@@ -263,6 +283,8 @@ def _view_key(
     cookie_params: tuple[str, ...],
     private: bool,
     custom: bytes | None,
+    credential_headers: tuple[str, ...] = (),
+    credential_query: tuple[str, ...] = (),
 ) -> str:
     return bound.namespace + keys.request_digest(
         method=scope["method"],
@@ -278,6 +300,8 @@ def _view_key(
         cookie_params=cookie_params,
         private=private,
         custom=custom,
+        credential_headers=credential_headers,
+        credential_query=credential_query,
     )
 
 
@@ -350,7 +374,7 @@ def reply_headers(
     cache_control = http.cache_control(  # memoised there
         entry.ttl,
         age or 0,
-        private=policy.private,
+        private=policy.keys_auth,  # private=True or vary=["Authorization"]: per user
         stale_while_revalidate=policy.stale_while_revalidate,
         stale_if_error=policy.stale_if_error,
     ).encode()
@@ -448,7 +472,8 @@ async def _compute(
     started = time.perf_counter()
     label = "MISS" if use_store else "BYPASS"
     try:
-        value = await req.call_view()
+        with _peruser.watch(req.request) as reads:  # per-user state the view reads
+            value = await req.call_view()
     except Exception as exc:
         if stale is None or (isinstance(exc, HTTPException) and exc.status_code < 500):
             labelled = _labelled(exc, cache.settings.cache_status_header, label)
@@ -466,7 +491,7 @@ async def _compute(
     own_headers = _without(all_headers, req.dep_headers)
     # Storability looks at every header, dependencies' included (their no-store or cookie
     # counts); the entry keeps only the view's own.
-    reason = _unstorable(req, response, all_headers)
+    reason = _unstorable(req, response, all_headers, reads)
     if reason is not None:
         cache.stats.not_stored += 1
         log.debug("cacheframe: not storing %s: %s", req.request.url.path, reason)
@@ -534,19 +559,31 @@ def _labelled(exc: Exception, header: str, label: str) -> Exception:
     return labelled
 
 
-def _unstorable(req: _Request, response: Response, own_headers: list[tuple[bytes, bytes]]) -> str | None:
+def _unstorable(
+    req: _Request, response: Response, own_headers: list[tuple[bytes, bytes]], reads: set[str]
+) -> str | None:
     if isinstance(response, StreamingResponse | FileResponse) or not hasattr(response, "body"):
         return "streaming or file response"
     if response.background is not None or any(
         isinstance(v, BackgroundTasks) and v.tasks for v in req.kwargs.values()
     ):
         return "background tasks"
+    if req.sub is not None and req.sub.raw_headers:
+        # What dependencies and the view set on the injected Response counts even when the view
+        # returns its own Response (FastAPI then drops those headers, a Set-Cookie included).
+        own_headers = own_headers + [(n.lower(), v) for n, v in req.sub.raw_headers]
     reason = http.unstorable_reason(response.status_code, own_headers)
     if reason is not None:
         return reason
-    keyed = set(req.policy.vary_lower) | set(req.info.header_names)
-    if req.policy.private:
-        keyed |= {"authorization", "cookie"}
+    info = req.info
+    private = req.policy.private or info.has_security
+    cookie_keyed = private or "cookie" in req.policy.vary_lower
+    reason = _peruser.unkeyed_reason(req.request.scope, reads, info.reads_connection, cookie_keyed)
+    if reason is not None:
+        return reason
+    keyed = set(req.policy.vary_lower) | set(info.header_names)
+    if private:
+        keyed |= {"authorization", "cookie", *info.credential_headers}
     unkeyed = [v for v in http.header_values(own_headers, b"vary") if v.lower() not in keyed]
     if unkeyed:
         return f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"
