@@ -249,16 +249,22 @@ async def test_helper_given_a_request_is_not_a_view() -> None:
         await careless(request=Request(scope))
 
 
-async def test_miss_and_hit_return_the_same_types() -> None:
-    """Without a precise return annotation a miss returns what a hit will (no type flip)."""
+async def test_loose_value_comes_back_exactly_uncached(caplog: pytest.LogCaptureFixture) -> None:
+    """A value JSON would change (datetime, tuple under -> Any) is returned as is, uncached, warned once."""
     when = dt.datetime(2024, 1, 1)
+    runs: list[int] = []
 
     @cacheframe.cache(ttl=60)
     async def loose() -> Any:
+        runs.append(1)
         return {"at": when, "pair": (1, 2)}
 
-    miss, hit = await loose(), await loose()
-    assert miss == hit == {"at": "2024-01-01T00:00:00", "pair": [1, 2]}
+    for _ in range(3):
+        value = await loose()
+        assert value == {"at": when, "pair": (1, 2)} and isinstance(value["pair"], tuple)
+    assert len(runs) == 3
+    warnings = [r for r in caplog.records if "returned uncached" in r.getMessage()]
+    assert len(warnings) == 1 and "serializer='pickle'" in warnings[0].getMessage()
 
 
 async def test_decorator_serializer_option() -> None:
