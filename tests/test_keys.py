@@ -348,3 +348,14 @@ def test_local_function_identity_stable_across_processes() -> None:
     assert runs[0].stdout == runs[1].stdout
     two, three = runs[0].stdout.split()
     assert two != three and two.startswith("__main__.make.<locals>.scaled@")
+
+
+def test_local_function_with_cyclic_closure_is_per_process() -> None:
+    """A closure over a self-referencing list (RecursionError when keyed) is per-process, never an error."""
+    loop: list[Any] = []
+    loop.append(loop)
+
+    def cyclic() -> int:
+        return len(loop)
+
+    assert not keys.function_identity(cyclic)[1]

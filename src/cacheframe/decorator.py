@@ -84,7 +84,8 @@ class Bound:
     serializer: Serializer
     status_header: bytes
     local_only: bool = False  # the identity holds a per-process token: entries are not shared
-    warned: set[str] = field(default_factory=set)  # one-time warnings already logged for this function
+    # The one-time warnings already logged for this function (a few short names).
+    warned: set[str] = field(default_factory=set, compare=False, hash=False)
 
 
 def _seconds(name: str, value: float | timedelta) -> float:

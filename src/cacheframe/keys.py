@@ -336,7 +336,8 @@ def function_identity(func: Callable[..., Any], *, closure: bool = True) -> tupl
     cells = (getattr(func, "__closure__", None) or ()) if closure else ()
     try:
         return f"{name}~{digest(canonical(tuple(c.cell_contents for c in cells)))}", True
-    except (KeyBuildError, ValueError):  # ValueError: a cell not filled yet
+    except Exception:  # unkeyable, a cell not filled yet, a cycle, an object whose attributes raise
+        # Never shared is always safe; failing here would fail the function's first call.
         return f"{name}#{secrets.token_hex(8)}", False
 
 
