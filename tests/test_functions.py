@@ -322,6 +322,10 @@ class WithComputed(BaseModel):
         return 2 * self.a
 
 
+class Measured(BaseModel):
+    value: float
+
+
 @dataclasses.dataclass
 class Derived:
     a: int
@@ -358,6 +362,7 @@ EXACTNESS_CASES: list[tuple[str, Any, Any]] = [
     ("tuple-under-any", (1, 2), Any),
     ("dict-int-keys", {1: "a"}, dict[int, str]),
     ("decimal-under-any", Decimal("1.10"), Any),
+    ("unvalidated-model-field", Measured.model_construct(value=1), Measured),
 ]
 
 
@@ -539,8 +544,8 @@ async def test_signed_pickle_entry_moved_to_another_key_is_refused(app_cache: ca
     assert await role("bob") == "guest"
     bound = role.__cacheframe__.bind(role.__wrapped__)  # type: ignore[attr-defined]
     sig = inspect.signature(role.__wrapped__)  # type: ignore[attr-defined]
-    alice = bound.namespace + keys.function_digest(sig, ("alice",), {}, (), bound.qualname)
-    bob = bound.namespace + keys.function_digest(sig, ("bob",), {}, (), bound.qualname)
+    alice = bound.namespace + keys.function_digest(sig, ("alice",), {}, (), bound.identity)
+    bob = bound.namespace + keys.function_digest(sig, ("bob",), {}, (), bound.identity)
     await cache.backend.set(bob, await cache.backend.get(alice), 60)  # type: ignore[arg-type]
     bad = cache.stats.bad_entries
     assert await role("bob") == "guest"

@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from . import keys
 from ._sync import run_sync
 from .cache import STORE_DOWN
@@ -43,8 +45,9 @@ def _key(
 ) -> str:
     """The store key of one call: from a key builder's result, or from the bound arguments."""
     if custom is not None:
-        return bound.namespace + keys.custom_function_digest(bound.qualname, custom)
-    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude, bound.qualname)
+        return bound.namespace + keys.custom_function_digest(bound.identity or bound.qualname, custom)
+    identity = bound.identity or bound.qualname
+    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude, identity)
 
 
 async def _lookup(policy: Policy, bound: Bound, key: str, return_type: Any) -> tuple[Any, ValueEntry | None]:
@@ -107,7 +110,7 @@ def _encode(bound: Bound, key: str, value: Any, return_type: Any) -> bytes | Non
             "(secrets, excluded fields, types the return annotation does not rebuild). "
             "Annotate the exact return type, or use @cache(serializer='pickle') with "
             "CACHEFRAME_SECRET set. Further values of this function are skipped silently.",
-            bound.qualname.partition("@")[0],
+            bound.qualname,
             serializer.name,
             reason,
         )
@@ -128,6 +131,11 @@ def _same(a: Any, b: Any) -> bool:
         return {(type(x), x) for x in a} == {(type(x), x) for x in b}
     if dataclasses.is_dataclass(a):  # every field, compare=False and init=False ones too
         return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, BaseModel):  # == (private attributes too), then the fields' and extras' types
+        return bool(a == b) and all(
+            _same(getattr(a, name), getattr(b, name))
+            for name in (*type(a).model_fields, *(a.model_extra or ()))
+        )
     if isinstance(a, float) and a != a:  # NaN
         return bool(b != b)
     return bool(a == b)
@@ -142,7 +150,7 @@ async def _store(
         log.warning(
             "cacheframe: %s is a local function whose closure cannot be keyed: its entries are "
             "kept apart per process and never shared. Pass @cache(namespace=...) naming it to share them.",
-            bound.qualname.partition("@")[0],
+            bound.qualname,
         )
     payload = _encode(bound, key, value, return_type)
     if payload is None:
