@@ -371,6 +371,8 @@ def _exactly(got: Any, expected: Any) -> bool:
         return isinstance(got, float) and got != got
     if isinstance(expected, Derived):
         return type(got) is Derived and (got.a, got.b, got.note) == (expected.a, expected.b, expected.note)
+    if isinstance(expected, Measured):
+        return type(got) is Measured and type(got.value) is type(expected.value) and got == expected
     if isinstance(expected, WithSecret):
         return type(got) is WithSecret and got.password.get_secret_value() == "hunter2" and got == expected
     return type(got) is type(expected) and got == expected

@@ -359,3 +359,11 @@ def test_local_function_with_cyclic_closure_is_per_process() -> None:
         return len(loop)
 
     assert not keys.function_identity(cyclic)[1]
+
+
+def test_unkeyable_private_attribute_names_itself() -> None:
+    """A model whose private attribute cannot be keyed raises KeyBuildError saying where it is."""
+    holder = WithPrivate(a=1)
+    holder._mode = object()  # type: ignore[assignment]
+    with pytest.raises(KeyBuildError, match=r"argument \(private attribute\)\['_mode'\]"):
+        keys.canonical(holder)

@@ -76,13 +76,14 @@ def canonical(value: Any, *, _path: str = "argument") -> bytes:
         return _sized(b"c", _qualname(type(value)).encode() + out)
     if isinstance(value, BaseModel):
         cls = type(value)
-        state = (
-            {name: getattr(value, name) for name in cls.model_fields},
-            value.model_extra,  # extra="allow" extras: the function can read them too
-            getattr(value, "__pydantic_private__", None),
-            sorted(value.model_fields_set),  # model_dump(exclude_unset=True) sees it
+        state = (  # each part is self-delimiting: concatenated, they stay unambiguous
+            canonical({name: getattr(value, name) for name in cls.model_fields}, _path=_path),
+            # extra="allow" extras and private attributes: the function can read them too
+            canonical(value.model_extra, _path=f"{_path} (extra)"),
+            canonical(getattr(value, "__pydantic_private__", None), _path=f"{_path} (private attribute)"),
+            canonical(sorted(value.model_fields_set)),  # model_dump(exclude_unset=True) sees it
         )
-        return _sized(b"m", _qualname(cls).encode() + canonical(state, _path=_path))
+        return _sized(b"m", _qualname(cls).encode() + b"".join(state))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return _sized(b"D", _qualname(type(value)).encode() + canonical(fields, _path=_path))
