@@ -552,3 +552,18 @@ async def test_signed_pickle_entry_moved_to_another_key_is_refused(app_cache: ca
     bad = cache.stats.bad_entries
     assert await role("bob") == "guest"
     assert cache.stats.bad_entries == bad + 1 and runs == ["alice", "bob", "bob"]
+
+
+def _named_rate_function(rate: int) -> Any:
+    @cacheframe.cache(ttl=60, namespace="rates")
+    async def convert(amount: int) -> int:
+        return amount * rate
+
+    return convert
+
+
+async def test_explicit_namespace_still_keys_closure_values() -> None:
+    """Factory products sharing an explicit namespace still keep apart when their closures differ."""
+    assert await _named_rate_function(2)(10) == 20
+    assert await _named_rate_function(3)(10) == 30
+    assert await _named_rate_function(2)(10) == 20

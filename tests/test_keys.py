@@ -328,8 +328,8 @@ def test_local_function_with_unkeyable_closure_is_per_process() -> None:
 
     one, other = keys.function_identity(locked), keys.function_identity(locked)
     assert one[0] != other[0] and not one[1]
-    named = keys.function_identity(locked, closure=False)  # an explicit namespace names it
-    assert named == keys.function_identity(locked, closure=False) and named[1]
+    named = keys.function_identity(locked, named=True)  # an explicit namespace names it
+    assert named == keys.function_identity(locked, named=True) and named[1]
 
 
 def test_local_function_identity_stable_across_processes() -> None:
@@ -367,3 +367,16 @@ def test_unkeyable_private_attribute_names_itself() -> None:
     holder._mode = object()  # type: ignore[assignment]
     with pytest.raises(KeyBuildError, match=r"argument \(private attribute\)\['_mode'\]"):
         keys.canonical(holder)
+
+
+def test_main_module_functions_include_their_code() -> None:
+    """Two scripts' top-level functions of one name (module __main__) get different identities."""
+    code = "from cacheframe import keys\ndef fetch(x):\n    return x {}\n"
+    code += "print(keys.function_identity(fetch)[0])\n"
+    plus, minus = (
+        subprocess.run(
+            [sys.executable, "-c", code.format(op)], capture_output=True, text=True, check=True
+        ).stdout
+        for op in ("+ 1", "- 1")
+    )
+    assert plus != minus and plus.startswith("__main__.fetch@")

@@ -142,8 +142,8 @@ class Decorator:
         if bound is None or bound.cache is not cache:
             policy = self.policy
             qualname = keys.namespace_for(func)
-            # An explicit namespace names the function: its closure is then not keyed.
-            identity, shared = keys.function_identity(func, closure=policy.namespace is None)
+            # An explicit namespace names a function whose closure cannot be keyed.
+            identity, shared = keys.function_identity(func, named=policy.namespace is not None)
             bound = Bound(
                 cache=cache,
                 namespace=cache.namespace_key(policy.namespace or qualname),

@@ -320,26 +320,28 @@ def namespace_for(func: Callable[..., Any]) -> str:
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
 
 
-def function_identity(func: Callable[..., Any], *, closure: bool = True) -> tuple[str, bool]:
+def function_identity(func: Callable[..., Any], *, named: bool = False) -> tuple[str, bool]:
     """``(identity, same in every process)``: ``module.qualname``, made unique where it is not.
 
-    Functions made inside a function (``<locals>``) or lambdas can share a qualname with
-    other functions: their code is added, and (with ``closure``) the values their closure
-    holds, so ``make(2)`` and ``make(3)`` of a factory differ while each stays the same in
-    every process. A closure holding something that cannot be keyed gets a random token:
-    such a function shares entries with nothing, not even itself in another process.
+    Functions made inside a function (``<locals>``), lambdas and functions of ``__main__``
+    (two scripts sharing a store) can share a qualname with other functions: their code
+    is added, and the values their closure holds, so ``make(2)`` and ``make(3)`` of a
+    factory differ while each stays the same in every process. A closure holding
+    something that cannot be keyed gets a random token (it shares entries with nothing,
+    not even itself in another process), unless the function is ``named`` by an explicit
+    namespace: that name then stands for the closure.
     """
     name = namespace_for(func)
     code = getattr(func, "__code__", None)
-    if "<" not in name or not isinstance(code, types.CodeType):
+    if ("<" not in name and not name.startswith("__main__.")) or not isinstance(code, types.CodeType):
         return name, True
     name = f"{name}@{code.co_firstlineno}~{_code_digest(code)}"
-    cells = (getattr(func, "__closure__", None) or ()) if closure else ()
+    cells = getattr(func, "__closure__", None) or ()
     try:
         return f"{name}~{digest(canonical(tuple(c.cell_contents for c in cells)))}", True
     except Exception:  # unkeyable, a cell not filled yet, a cycle, an object whose attributes raise
-        # Never shared is always safe; failing here would fail the function's first call.
-        return f"{name}#{secrets.token_hex(8)}", False
+        # Failing here would fail the function's first call; never shared is always safe.
+        return (name, True) if named else (f"{name}#{secrets.token_hex(8)}", False)
 
 
 def _code_digest(code: types.CodeType) -> str:
