@@ -567,3 +567,19 @@ async def test_explicit_namespace_still_keys_closure_values() -> None:
     assert await _named_rate_function(2)(10) == 20
     assert await _named_rate_function(3)(10) == 30
     assert await _named_rate_function(2)(10) == 20
+
+
+async def test_unpicklable_value_is_returned_uncached(app_cache: cacheframe.Cache) -> None:
+    """A value pickle cannot encode (a local function inside) is returned, not raised, and not cached."""
+    settings = app_cache.settings
+    cacheframe.configure(url=settings.url, prefix=settings.prefix, secret="s" * 32, timeout=2.0)
+    runs: list[int] = []
+
+    @cacheframe.cache(ttl=60, serializer="pickle")
+    async def with_callback(x: int) -> Any:
+        runs.append(x)
+        return {"x": x, "callback": lambda: x}
+
+    assert (await with_callback(1))["callback"]() == 1
+    assert (await with_callback(1))["callback"]() == 1
+    assert runs == [1, 1]

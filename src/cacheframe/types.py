@@ -142,7 +142,11 @@ class BackendFactory(Protocol):
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns plain-function return values into bytes and back (views store bytes)."""
+    """Turns plain-function return values into bytes and back (views store bytes).
+
+    A value is stored only if ``loads(dumps(value), hint)`` gives it back exactly, unless
+    the serialiser's class sets ``exact = True`` (it rebuilds values itself, as pickle does).
+    """
 
     name: str
 
