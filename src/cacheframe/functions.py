@@ -109,7 +109,7 @@ def _encode(bound: Bound, key: str, value: Any, return_type: Any) -> bytes | Non
             "cacheframe: a value of %s is returned uncached: with serializer=%r %s "
             "(secrets, excluded fields, types the return annotation does not rebuild). "
             "Annotate the exact return type, or use @cache(serializer='pickle') with "
-            "CACHEFRAME_SECRET set. Further values of this function are skipped silently.",
+            "CACHEFRAME_SECRET set. (Logged once per function; stats.not_stored counts them all.)",
             bound.qualname,
             serializer.name,
             reason,
