@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
 import inspect
+import math
 import subprocess
 import sys
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from cacheframe import keys
 from cacheframe.exceptions import KeyBuildError
@@ -230,3 +233,174 @@ def test_request_digest_private_keys_scheme_credentials() -> None:
     assert key({}, "api_key=alice") != key({}, "api_key=bob") != key({}, "")
     assert key({}, "api_key=a%20b") == key({}, "api_key=a+b")  # decoded as Starlette decodes it
     assert key({}, "other=1") == key({}, "other=2")  # the custom key replaced the rest of the URL
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    a: int
+
+
+class WithPrivate(BaseModel):
+    a: int
+    _mode: str = PrivateAttr("fast")
+
+
+class Defaulted(BaseModel):
+    a: int = 1
+
+
+class Name(str):
+    pass
+
+
+class Pair(NamedTuple):
+    x: int
+    y: int
+
+
+def test_model_extras_are_keyed() -> None:
+    """Two extra="allow" models differing only in their extras get different keys."""
+    assert keys.canonical(Open(a=1, role="admin")) != keys.canonical(Open(a=1, role="guest"))
+    assert keys.canonical(Open(a=1, role="admin")) != keys.canonical(Open(a=1))
+    assert keys.canonical(Open(a=1, role="admin")) == keys.canonical(Open(a=1, role="admin"))
+
+
+def test_model_private_state_and_set_fields_are_keyed() -> None:
+    """Private attributes and which fields were set (exclude_unset sees it) are keyed."""
+    slow = WithPrivate(a=1)
+    slow._mode = "slow"
+    assert keys.canonical(WithPrivate(a=1)) != keys.canonical(slow)
+    assert keys.canonical(Defaulted()) != keys.canonical(Defaulted(a=1))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (Name("x"), "x"),
+        (Pair(1, 2), (1, 2)),
+        (frozenset({1}), {1}),
+        (bytearray(b"x"), b"x"),
+        (collections.OrderedDict(a=1), {"a": 1}),
+        (0.0, -0.0),
+        (
+            dt.datetime(2024, 1, 1, tzinfo=ZoneInfo("Europe/Paris")),
+            dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        ),
+        (dt.datetime(2024, 1, 1, 2, 30), dt.datetime(2024, 1, 1, 2, 30, fold=1)),
+        (dt.time(1, tzinfo=ZoneInfo("Europe/Paris")), dt.time(1, tzinfo=ZoneInfo("Europe/Berlin"))),
+    ],
+    ids=[
+        "str-subclass",
+        "namedtuple",
+        "frozenset",
+        "bytearray",
+        "ordereddict",
+        "zero-sign",
+        "zone",
+        "fold",
+        "time-zone",
+    ],
+)
+def test_arguments_that_compare_equal_but_differ_are_keyed_apart(a: Any, b: Any) -> None:
+    """Values a function can tell apart (type, zone, fold, sign) never share a key, though == may hold."""
+    assert keys.canonical(a) != keys.canonical(b)
+
+
+def test_nan_is_one_key() -> None:
+    """Every NaN is the same argument (deliberately): a function cannot tell them apart by value."""
+    assert keys.canonical(float("nan")) == keys.canonical(float("-nan")) == keys.canonical(math.nan)
+
+
+def _factory(rate: int) -> Any:
+    def scaled(x: int) -> int:
+        return x * rate
+
+    return scaled
+
+
+def _branches(kind: str) -> Any:
+    if kind == "a":
+
+        def f(x: int) -> int:
+            return x + 1
+
+    else:
+
+        def f(x: int) -> int:
+            return x + 2
+
+    return f
+
+
+def test_local_functions_get_distinct_identities() -> None:
+    """Closures of one factory, same-named local functions and same-line lambdas never share an identity."""
+    two, three = keys.function_identity(_factory(2)), keys.function_identity(_factory(3))
+    assert two[0] != three[0] and two[1] and three[1]
+    assert keys.function_identity(_factory(2)) == two  # the same closure values: the same identity
+    assert keys.function_identity(_branches("a"))[0] != keys.function_identity(_branches("b"))[0]
+    first, second = (lambda x: x + 1), (lambda x: x + 2)
+    assert keys.function_identity(first)[0] != keys.function_identity(second)[0]
+    assert keys.function_identity(test_nan_is_one_key) == (f"{__name__}.test_nan_is_one_key", True)
+
+
+def test_local_function_with_unkeyable_closure_is_per_process() -> None:
+    """A closure over an unkeyable object gets a random token: never shared, flagged as per-process."""
+    lock = object()
+
+    def locked(x: int) -> int:
+        return x if lock else 0
+
+    one, other = keys.function_identity(locked), keys.function_identity(locked)
+    assert one[0] != other[0] and not one[1]
+    named = keys.function_identity(locked, named=True)  # an explicit namespace names it
+    assert named == keys.function_identity(locked, named=True) and named[1]
+
+
+def test_local_function_identity_stable_across_processes() -> None:
+    """A factory's closure has the same identity in every process (entries are shared), per closure value."""
+    code = (
+        "from cacheframe import keys\n"
+        "def make(rate):\n"
+        "    def scaled(x):\n"
+        "        return x * rate\n"
+        "    return scaled\n"
+        "print(keys.function_identity(make(2))[0], keys.function_identity(make(3))[0])\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True) for _ in "ab"
+    ]
+    assert runs[0].stdout == runs[1].stdout
+    two, three = runs[0].stdout.split()
+    assert two != three and two.startswith("__main__.make.<locals>.scaled@")
+
+
+def test_local_function_with_cyclic_closure_is_per_process() -> None:
+    """A closure over a self-referencing list (RecursionError when keyed) is per-process, never an error."""
+    loop: list[Any] = []
+    loop.append(loop)
+
+    def cyclic() -> int:
+        return len(loop)
+
+    assert not keys.function_identity(cyclic)[1]
+
+
+def test_unkeyable_private_attribute_names_itself() -> None:
+    """A model whose private attribute cannot be keyed raises KeyBuildError saying where it is."""
+    holder = WithPrivate(a=1)
+    holder._mode = object()  # type: ignore[assignment]
+    with pytest.raises(KeyBuildError, match=r"argument \(private attribute\)\['_mode'\]"):
+        keys.canonical(holder)
+
+
+def test_main_module_functions_include_their_code() -> None:
+    """Two scripts' top-level functions of one name (module __main__) get different identities."""
+    code = "from cacheframe import keys\ndef fetch(x):\n    return x {}\n"
+    code += "print(keys.function_identity(fetch)[0])\n"
+    plus, minus = (
+        subprocess.run(
+            [sys.executable, "-c", code.format(op)], capture_output=True, text=True, check=True
+        ).stdout
+        for op in ("+ 1", "- 1")
+    )
+    assert plus != minus and plus.startswith("__main__.fetch@")

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from cacheframe import Cache, ConfigurationError
 from cacheframe.exceptions import EntryError
-from cacheframe.serializers import JsonSerializer, PickleSerializer
+from cacheframe.serializers import JsonSerializer, PickleSerializer, dumps_for, loads_for
+from cacheframe.types import SupportsKeyedEntries
 
 json_values = st.recursive(
     st.none()
@@ -103,7 +104,7 @@ def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
     target = tmp_path / "pwned"
     evil = pickle.dumps(_Exploit(str(target)))
     s = PickleSerializer(secret=b"right-key" * 4)
-    forged_other_key = hmac.new(b"wrong-key", b"cacheframe-pickle-v1\x00" + evil, "sha256").digest() + evil
+    forged_other_key = hmac.new(b"wrong-key", b"cacheframe-pickle-v2\x000:" + evil, "sha256").digest() + evil
     downgrade = hashlib.md5(evil).digest() + evil  # a weaker 'signature' of another algorithm
     for data in (evil, b"\x00" * 32 + evil, forged_other_key, downgrade, b"", b"short"):
         with pytest.raises(EntryError):
@@ -124,3 +125,63 @@ async def test_malicious_pickle_in_store_is_a_miss(tmp_path: Path) -> None:
     assert await cache.get("k", "default") == "default"
     assert not target.exists()
     assert cache.stats.bad_entries == 1
+
+
+def test_pickle_mac_covers_the_key() -> None:
+    """A value signed for one store key is refused under another, and under no key."""
+    s = PickleSerializer(secret=b"k" * 32)
+    data = s.dumps_keyed({"role": "admin"}, "p:ns:alice")
+    assert s.loads_keyed(data, "p:ns:alice") == {"role": "admin"}
+    for other in ("p:ns:bob", "p:ns:alic", "p:ns:alice ", ""):
+        with pytest.raises(EntryError, match="signature"):
+            s.loads_keyed(data, other)
+    with pytest.raises(EntryError):
+        s.loads(data)
+    assert isinstance(s, SupportsKeyedEntries)
+
+
+async def test_kv_entry_copied_to_another_key_is_refused() -> None:
+    """Cache.get refuses a signed pickle entry copied from another key (the KV API binds keys too)."""
+    cache = Cache(url="memory://", serializer="pickle", secret=os.urandom(16).hex())
+    await cache.set("alice", "admin")
+    raw = await cache.backend.get(cache.key("kv", "alice"))
+    assert raw is not None
+    await cache.backend.set(cache.key("kv", "bob"), raw, 60)
+    assert await cache.get("alice") == "admin"
+    assert await cache.get("bob", "default") == "default"
+    assert cache.stats.bad_entries == 1
+
+
+class _Plugin:
+    """A third-party serialiser with only the base protocol (no key binding)."""
+
+    name = "json"
+
+    def dumps(self, value: Any) -> bytes:
+        return JsonSerializer().dumps(value)
+
+    def loads(self, data: bytes, type_hint: Any = Any) -> Any:
+        return JsonSerializer().loads(data, type_hint)
+
+
+def test_serializers_without_key_binding_still_work() -> None:
+    """dumps_for/loads_for fall back to dumps/loads for serialisers without SupportsKeyedEntries."""
+    plugin = _Plugin()
+    assert not isinstance(plugin, SupportsKeyedEntries)
+    assert loads_for(plugin, dumps_for(plugin, [1, "a"], "k"), "other") == [1, "a"]
+
+
+def test_json_dumps_models_so_they_validate_back() -> None:
+    """Computed fields are left out of the dump, so a model with extra="forbid" validates back."""
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        a: int
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def double(self) -> int:
+            return 2 * self.a
+
+    s = JsonSerializer()
+    assert s.loads(s.dumps(Strict(a=2)), Strict) == Strict(a=2)

@@ -17,6 +17,7 @@ from . import envelope, keys
 from .breaker import CircuitBreaker
 from .exceptions import BackendError, CacheframeError, ConfigurationError, EntryError
 from .registry import load_backend_factory, load_serializer_factory
+from .serializers import dumps_for, loads_for
 from .settings import CacheSettings, load_settings
 from .stampede import Flights
 from .startup import check_store
@@ -355,13 +356,14 @@ class Cache:
 
     async def get(self, key: str, default: Any = None, *, namespace: str = KV_NAMESPACE) -> Any:
         """The value stored under ``key``, or ``default``."""
-        entry = await self.read_entry(self.key(namespace, key))
+        full = self.key(namespace, key)
+        entry = await self.read_entry(full)
         if not isinstance(entry, envelope.ValueEntry) or entry.age() >= entry.ttl:
             return default
         if entry.serializer != self.serializer.name:
             return default
         try:
-            return self.serializer.loads(entry.payload)
+            return loads_for(self.serializer, entry.payload, full)
         except EntryError as exc:
             self.bad_entry(key, exc)
             return default
@@ -371,8 +373,10 @@ class Cache:
     ) -> bool:
         """Store ``value`` under ``key``; return whether the store accepted it."""
         seconds = ttl_seconds(ttl, self.settings.default_ttl)
-        entry = envelope.ValueEntry(self.serializer.name, self.serializer.dumps(value), time.time(), seconds)
-        return await self.write_entry(self.key(namespace, key), entry)
+        full = self.key(namespace, key)
+        payload = dumps_for(self.serializer, value, full)
+        entry = envelope.ValueEntry(self.serializer.name, payload, time.time(), seconds)
+        return await self.write_entry(full, entry)
 
     async def delete(self, key: str, *, namespace: str = KV_NAMESPACE) -> bool:
         """Remove ``key``; return whether something was removed (always tried, even when open)."""

@@ -79,10 +79,14 @@ class Bound:
 
     cache: Cache
     namespace: str
-    qualname: str  # module.qualname of the function: part of every plain-function key
+    qualname: str  # module.qualname of the function
     ttl: float
     serializer: Serializer
     status_header: bytes
+    identity: str = ""  # keys.function_identity: part of every plain-function key ("" = qualname)
+    local_only: bool = False  # the identity holds a per-process token: entries are not shared
+    # The one-time warnings already logged for this function (a few short names).
+    warned: set[str] = field(default_factory=set, compare=False, hash=False)
 
 
 def _seconds(name: str, value: float | timedelta) -> float:
@@ -138,6 +142,8 @@ class Decorator:
         if bound is None or bound.cache is not cache:
             policy = self.policy
             qualname = keys.namespace_for(func)
+            # An explicit namespace names a function whose closure cannot be keyed.
+            identity, shared = keys.function_identity(func, named=policy.namespace is not None)
             bound = Bound(
                 cache=cache,
                 namespace=cache.namespace_key(policy.namespace or qualname),
@@ -145,6 +151,8 @@ class Decorator:
                 ttl=ttl_seconds(policy.ttl, cache.settings.default_ttl),
                 serializer=cache.resolve_serializer(policy.serializer),
                 status_header=cache.settings.cache_status_header.lower().encode("latin-1"),
+                identity=identity,
+                local_only=not shared,
             )
             self._bound[func] = bound
         return bound

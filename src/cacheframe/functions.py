@@ -3,28 +3,35 @@
 Async functions share concurrent misses (single-flight) and may serve a stale
 value while one background refresh runs. Sync functions stay sync: their store
 calls run on the private portal loop (:mod:`cacheframe._sync`).
+
+A value is stored only when it comes back exactly: a miss encodes it, decodes it
+again with the return annotation and compares (same types, equal values). One that
+does not (a ``SecretStr``, an excluded field, a tuple under ``-> Any``) is returned
+uncached, with one warning per function naming the ``serializer`` option.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from . import keys
 from ._sync import run_sync
 from .cache import STORE_DOWN
 from .envelope import ValueEntry, freshness
 from .exceptions import EntryError
+from .serializers import dumps_for, loads_for
 from .stampede import follow
 
 if TYPE_CHECKING:
     from .decorator import Bound, Policy
-    from .types import Serializer
 
 __all__ = ["call_async", "call_sync"]
 
@@ -38,8 +45,9 @@ def _key(
 ) -> str:
     """The store key of one call: from a key builder's result, or from the bound arguments."""
     if custom is not None:
-        return bound.namespace + keys.custom_function_digest(bound.qualname, custom)
-    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude, bound.qualname)
+        return bound.namespace + keys.custom_function_digest(bound.identity or bound.qualname, custom)
+    identity = bound.identity or bound.qualname
+    return bound.namespace + keys.function_digest(signature, args, kwargs, policy.exclude, identity)
 
 
 async def _lookup(policy: Policy, bound: Bound, key: str, return_type: Any) -> tuple[Any, ValueEntry | None]:
@@ -63,7 +71,7 @@ async def _lookup(policy: Policy, bound: Bound, key: str, return_type: Any) -> t
         cache.stats.misses += 1
         return _MISSING, usable_on_error
     try:
-        value = serializer.loads(entry.payload, return_type)
+        value = loads_for(serializer, entry.payload, key, return_type)
     except EntryError as exc:
         cache.bad_entry(key, exc)
         return _MISSING, None
@@ -81,15 +89,71 @@ class _StaleValue:
         self.value = value
 
 
+def _encode(bound: Bound, key: str, value: Any, return_type: Any) -> bytes | None:
+    """The payload of ``value``, or None (warned once per function) if it would not come back exactly."""
+    serializer = bound.serializer
+    try:
+        payload = dumps_for(serializer, value, key)
+        if getattr(serializer, "exact", False):  # pickle rebuilds the object graph itself
+            return payload
+        if _same(value, loads_for(serializer, payload, key, return_type)):
+            return payload
+        reason = "it does not come back equal, with the same types"
+    except Exception as exc:  # any serialiser failure (a plugin's too) only skips the store
+        # The exception's own text may quote the value (a validation error does): name its type only.
+        reason = f"{type(exc).__qualname__} while encoding or decoding it"
+    bound.cache.stats.not_stored += 1
+    if "value" not in bound.warned:
+        bound.warned.add("value")
+        log.warning(
+            "cacheframe: a value of %s is returned uncached: with serializer=%r %s "
+            "(secrets, excluded fields, types the return annotation does not rebuild). "
+            "Annotate the exact return type, or use @cache(serializer='pickle') with "
+            "CACHEFRAME_SECRET set. (Logged once per function; stats.not_stored counts them all.)",
+            bound.qualname,
+            serializer.name,
+            reason,
+        )
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` with the same types throughout (``1``, ``1.0`` and ``True`` differ here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):  # order too: a dict's order is visible to the caller
+        return len(a) == len(b) and all(
+            _same(ka, kb) and _same(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, set | frozenset):
+        return {(type(x), x) for x in a} == {(type(x), x) for x in b}
+    if dataclasses.is_dataclass(a):  # every field, compare=False and init=False ones too
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, BaseModel):  # == (private attributes too), then the fields' and extras' types
+        return bool(a == b) and all(
+            _same(getattr(a, name), getattr(b, name))
+            for name in (*type(a).model_fields, *(a.model_extra or ()))
+        )
+    if isinstance(a, float) and a != a:  # NaN
+        return bool(b != b)
+    return bool(a == b)
+
+
 async def _store(
-    bound: Bound, policy: Policy, key: str, value: Any, delta: float, epoch: int
+    bound: Bound, policy: Policy, key: str, value: Any, delta: float, epoch: int, return_type: Any
 ) -> ValueEntry | None:
     cache, serializer = bound.cache, bound.serializer
-    try:
-        payload = serializer.dumps(value)
-    except (TypeError, ValueError) as exc:
-        cache.stats.not_stored += 1
-        log.warning("cacheframe: cannot serialise the value for %s with %s: %s", key, serializer.name, exc)
+    if bound.local_only and "local" not in bound.warned:
+        bound.warned.add("local")
+        log.warning(
+            "cacheframe: %s is a local function whose closure cannot be keyed: its entries are "
+            "kept apart per process and never shared. Pass @cache(namespace=...) naming it to share them.",
+            bound.qualname,
+        )
+    payload = _encode(bound, key, value, return_type)
+    if payload is None:
         return None
     stale = max(policy.stale_while_revalidate, policy.stale_if_error)
     entry = ValueEntry(serializer.name, payload, time.time(), bound.ttl, stale, delta)
@@ -100,25 +164,11 @@ async def _store(
     return entry
 
 
-def _round_trip(serializer: Serializer, value: Any, return_type: Any) -> Any:
-    """``value`` as a hit would return it (encoded and decoded), or as is if it cannot be."""
-    try:
-        payload = serializer.dumps(value)
-    except (TypeError, ValueError):
-        return value
-    return _as_cached(serializer, ValueEntry(serializer.name, payload, 0.0, 0.0), value, return_type)
-
-
-def _as_cached(serializer: Serializer, entry: ValueEntry | None, value: Any, return_type: Any) -> Any:
-    """What a hit would return for ``entry``: a miss returns the same, so types never flip."""
-    decoded = _decode_shared(serializer, entry, return_type)
-    return value if decoded is _MISSING else decoded
-
-
-def _decode_shared(serializer: Serializer, shared: Any, return_type: Any) -> Any:
+def _decode_shared(bound: Bound, key: str, shared: Any, return_type: Any) -> Any:
+    """The value of an entry for ``key`` (shared by the leader, or stale), or _MISSING."""
     if isinstance(shared, ValueEntry):
         try:
-            return serializer.loads(shared.payload, return_type)
+            return loads_for(bound.serializer, shared.payload, key, return_type)
         except EntryError:
             pass
     return _MISSING
@@ -140,13 +190,13 @@ async def _compute(
     pending = cache.flights.pending(key)
     if pending is not None:
         shared = await follow(pending, cache.settings.stampede_wait)
-        value = _decode_shared(bound.serializer, shared, return_type)
+        value = _decode_shared(bound, key, shared, return_type)
         if value is not _MISSING:
             return value
         try:
             return await func(*args, **kwargs)
         except Exception:
-            fallback = _decode_shared(bound.serializer, stale, return_type)
+            fallback = _decode_shared(bound, key, stale, return_type)
             if fallback is _MISSING:
                 raise
             return fallback
@@ -155,21 +205,20 @@ async def _compute(
         try:
             value = await func(*args, **kwargs)
         except Exception as exc:
-            fallback = _decode_shared(bound.serializer, stale, return_type)
+            fallback = _decode_shared(bound, key, stale, return_type)
             if fallback is _MISSING:
                 raise
             log.warning("cacheframe: %s failed (%s); returning the stale value", key, exc)
             return fallback
         delta = time.perf_counter() - started
         if use_store:
-            entry = await _store(bound, policy, key, value, delta, epoch)
+            entry = await _store(bound, policy, key, value, delta, epoch, return_type)
         else:  # the store is down: share the value in this process only
-            entry = None
-            with contextlib.suppress(TypeError, ValueError):
-                payload = bound.serializer.dumps(value)
-                entry = ValueEntry(bound.serializer.name, payload, time.time(), bound.ttl)
+            payload = _encode(bound, key, value, return_type)
+            now = time.time()
+            entry = None if payload is None else ValueEntry(bound.serializer.name, payload, now, bound.ttl)
         future.set_result(entry)
-        return _as_cached(bound.serializer, entry, value, return_type)
+        return value  # a stored entry decodes to an equal value: a hit returns the same
 
 
 async def call_async(
@@ -239,7 +288,7 @@ def call_sync(
     key = _key(policy, bound, signature, args, kwargs, custom)
     value, stale = run_sync(_lookup(policy, bound, key, return_type))
     if value is STORE_DOWN:
-        return _round_trip(bound.serializer, func(*args, **kwargs), return_type)
+        return func(*args, **kwargs)
     if isinstance(value, _StaleValue):
         value = _MISSING  # sync callers get a fresh value
     if value is not _MISSING:
@@ -248,9 +297,9 @@ def call_sync(
     try:
         value = func(*args, **kwargs)
     except Exception:
-        fallback = _decode_shared(bound.serializer, stale, return_type)
+        fallback = _decode_shared(bound, key, stale, return_type)
         if fallback is _MISSING:
             raise
         return fallback
-    entry = run_sync(_store(bound, policy, key, value, time.perf_counter() - started, epoch))
-    return _as_cached(bound.serializer, entry, value, return_type)
+    run_sync(_store(bound, policy, key, value, time.perf_counter() - started, epoch, return_type))
+    return value

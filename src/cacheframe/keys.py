@@ -14,6 +14,8 @@ import enum
 import hashlib
 import inspect
 import re
+import secrets
+import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -31,6 +33,7 @@ __all__ = [
     "custom_key",
     "digest",
     "function_digest",
+    "function_identity",
     "join_key",
     "namespace_for",
     "normalize_query",
@@ -46,8 +49,18 @@ def _sized(tag: bytes, payload: bytes) -> bytes:
     return tag + str(len(payload)).encode() + b":" + payload
 
 
+# Types encoded by value alone; an instance of a subclass (a NamedTuple, a str
+# subclass, a defaultdict, a bytearray) has its class keyed too, since it can behave differently.
+_PLAIN_TYPES = frozenset({int, float, str, bytes, tuple, list, dict, set})
+
+
 def canonical(value: Any, *, _path: str = "argument") -> bytes:
-    """Encode ``value`` unambiguously; unsupported types raise :class:`KeyBuildError`."""
+    """Encode ``value`` unambiguously; unsupported types raise :class:`KeyBuildError`.
+
+    Deliberate choices: ``0.0`` and ``-0.0`` differ, every NaN is one value; a dict's or
+    set's order is not keyed; a pydantic model's extras, private attributes and set
+    fields are; an aware datetime's zone is keyed by its class and name, not only its offset.
+    """
     if value is None:
         return b"N"
     if value is True:
@@ -56,37 +69,30 @@ def canonical(value: Any, *, _path: str = "argument") -> bytes:
         return b"F"
     if isinstance(value, enum.Enum):
         return _sized(b"e", _qualname(type(value)).encode() + canonical(value.value, _path=_path))
-    if isinstance(value, int):
-        return _sized(b"i", str(int(value)).encode())
-    if isinstance(value, float):
-        return _sized(b"f", float(value).hex().encode())
-    if isinstance(value, str):
-        return _sized(b"s", value.encode("utf-8", "surrogatepass"))
-    if isinstance(value, bytes | bytearray | memoryview):
-        return _sized(b"b", bytes(value))
-    if isinstance(value, tuple | list):
-        tag = b"t" if isinstance(value, tuple) else b"l"
-        return _sized(tag, b"".join(canonical(v, _path=f"{_path}[{i}]") for i, v in enumerate(value)))
-    if isinstance(value, Mapping) and not isinstance(value, HTTPConnection):  # a Request is a Mapping
-        items = sorted(
-            canonical(k, _path=f"{_path} key") + canonical(v, _path=f"{_path}[{k!r}]")
-            for k, v in value.items()
-        )
-        return _sized(b"d", b"".join(items))
-    if isinstance(value, set | frozenset):
-        return _sized(b"S", b"".join(sorted(canonical(v, _path=_path) for v in value)))
+    out = _builtin(value, _path)
+    if out is not None:
+        if type(value) in _PLAIN_TYPES:
+            return out
+        return _sized(b"c", _qualname(type(value)).encode() + out)
     if isinstance(value, BaseModel):
-        fields = {name: getattr(value, name) for name in type(value).model_fields}
-        return _sized(b"m", _qualname(type(value)).encode() + canonical(fields, _path=_path))
+        cls = type(value)
+        state = (  # each part is self-delimiting: concatenated, they stay unambiguous
+            canonical({name: getattr(value, name) for name in cls.model_fields}, _path=_path),
+            # extra="allow" extras and private attributes: the function can read them too
+            canonical(value.model_extra, _path=f"{_path} (extra)"),
+            canonical(getattr(value, "__pydantic_private__", None), _path=f"{_path} (private attribute)"),
+            canonical(sorted(value.model_fields_set)),  # model_dump(exclude_unset=True) sees it
+        )
+        return _sized(b"m", _qualname(cls).encode() + b"".join(state))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return _sized(b"D", _qualname(type(value)).encode() + canonical(fields, _path=_path))
     if isinstance(value, dt.datetime):
-        return _sized(b"W", value.isoformat().encode())
+        return _sized(b"W", _clock(value, value.isoformat()))
     if isinstance(value, dt.date):
         return _sized(b"Y", value.isoformat().encode())
     if isinstance(value, dt.time):
-        return _sized(b"H", value.isoformat().encode())
+        return _sized(b"H", _clock(value, value.isoformat()))
     if isinstance(value, dt.timedelta):
         parts = (value.days, value.seconds, value.microseconds)
         return _sized(b"R", ",".join(map(str, parts)).encode())
@@ -100,6 +106,37 @@ def canonical(value: Any, *, _path: str = "argument") -> bytes:
         "datetimes, UUID, Decimal, dataclasses and pydantic models are keyed. "
         "Exclude the parameter with @cache(exclude=[...]) or pass key_builder=..."
     )
+
+
+def _builtin(value: Any, path: str) -> bytes | None:
+    """The encoding of numbers, text, bytes and containers (by value), or None for other types."""
+    if isinstance(value, int):
+        return _sized(b"i", str(int(value)).encode())
+    if isinstance(value, float):
+        return _sized(b"f", float(value).hex().encode())
+    if isinstance(value, str):
+        return _sized(b"s", value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _sized(b"b", bytes(value))
+    if isinstance(value, tuple | list):
+        tag = b"t" if isinstance(value, tuple) else b"l"
+        return _sized(tag, b"".join(canonical(v, _path=f"{path}[{i}]") for i, v in enumerate(value)))
+    if isinstance(value, Mapping) and not isinstance(value, HTTPConnection):  # a Request is a Mapping
+        items = sorted(
+            canonical(k, _path=f"{path} key") + canonical(v, _path=f"{path}[{k!r}]") for k, v in value.items()
+        )
+        return _sized(b"d", b"".join(items))
+    if isinstance(value, set | frozenset):
+        return _sized(b"S", b"".join(sorted(canonical(v, _path=path) for v in value)))
+    return None
+
+
+def _clock(value: dt.datetime | dt.time, iso: str) -> bytes:
+    # isoformat() shows the offset only: two zones sharing it today differ tomorrow (DST), and fold
+    # is hidden for naive values.
+    tz = value.tzinfo
+    zone = "" if tz is None else f"{_qualname(type(tz))}={tz}"
+    return f"{iso}|{zone}|{value.fold}".encode("utf-8", "surrogatepass")
 
 
 def digest(*parts: bytes) -> str:
@@ -125,7 +162,8 @@ def function_digest(
         raise KeyBuildError(f"arguments do not match the function's signature: {exc}") from exc
     bound.apply_defaults()
     skip = set(exclude)
-    parts = [_sized(b"n", name.encode("utf-8", "surrogatepass"))]
+    # "fn2": entries of the earlier encoding (before values were checked to round-trip) are not read
+    parts = [b"fn2", _sized(b"n", name.encode("utf-8", "surrogatepass"))]
     for param, value in bound.arguments.items():
         if param in skip:
             continue
@@ -295,6 +333,45 @@ def join_key(*segments: str) -> str:
 def namespace_for(func: Callable[..., Any]) -> str:
     """Default namespace of a decorated function: ``module.qualname``."""
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
+
+
+def function_identity(func: Callable[..., Any], *, named: bool = False) -> tuple[str, bool]:
+    """``(identity, same in every process)``: ``module.qualname``, made unique where it is not.
+
+    Functions made inside a function (``<locals>``), lambdas and functions of ``__main__``
+    (two scripts sharing a store) can share a qualname with other functions: their code
+    is added, and the values their closure holds, so ``make(2)`` and ``make(3)`` of a
+    factory differ while each stays the same in every process. A closure holding
+    something that cannot be keyed gets a random token (it shares entries with nothing,
+    not even itself in another process), unless the function is ``named`` by an explicit
+    namespace: that name then stands for the closure.
+    """
+    name = namespace_for(func)
+    code = getattr(func, "__code__", None)
+    if ("<" not in name and not name.startswith("__main__.")) or not isinstance(code, types.CodeType):
+        return name, True
+    name = f"{name}@{code.co_firstlineno}~{_code_digest(code)}"
+    cells = getattr(func, "__closure__", None) or ()
+    try:
+        return f"{name}~{digest(canonical(tuple(c.cell_contents for c in cells)))}", True
+    except Exception:  # unkeyable, a cell not filled yet, a cycle, an object whose attributes raise
+        # Failing here would fail the function's first call; never shared is always safe.
+        return (name, True) if named else (f"{name}#{secrets.token_hex(8)}", False)
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A digest of a code object that is the same in every process running the same source."""
+    consts = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            consts.append(_code_digest(const).encode())
+        else:
+            try:
+                consts.append(canonical(const))
+            except KeyBuildError:
+                consts.append(_qualname(type(const)).encode())
+    positions = ",".join(map(str, code.co_positions())).encode()
+    return digest(_sized(b"c", code.co_code), canonical(code.co_names), *consts, _sized(b"p", positions))[:16]
 
 
 def _qualname(cls: type) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "Serializer",
     "SupportsAdd",
     "SupportsGetNowait",
+    "SupportsKeyedEntries",
     "SupportsLock",
     "SupportsLockRoundTrips",
     "SupportsStats",
@@ -141,7 +142,11 @@ class BackendFactory(Protocol):
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns plain-function return values into bytes and back (views store bytes)."""
+    """Turns plain-function return values into bytes and back (views store bytes).
+
+    A value is stored only if ``loads(dumps(value), hint)`` gives it back exactly, unless
+    the serialiser's class sets ``exact = True`` (it rebuilds values itself, as pickle does).
+    """
 
     name: str
 
@@ -151,6 +156,24 @@ class Serializer(Protocol):
 
     def loads(self, data: bytes, type_hint: Any = Any) -> Any:
         """Decode ``data``; ``type_hint`` (the function's return annotation) may rebuild types."""
+        ...
+
+
+@runtime_checkable
+class SupportsKeyedEntries(Protocol):
+    """Capability of a serialiser: bind each encoded value to the store key it is written under.
+
+    cacheframe then calls these instead of ``dumps``/``loads`` for store entries, so an
+    entry copied to another key fails to decode (``EntryError``). Signing serialisers
+    should implement it; a serialiser without it works unchanged.
+    """
+
+    def dumps_keyed(self, value: Any, key: str) -> bytes:
+        """Encode ``value`` for the store key ``key``."""
+        ...
+
+    def loads_keyed(self, data: bytes, key: str, type_hint: Any = Any) -> Any:
+        """Decode ``data`` read from ``key``; raise ``EntryError`` if it was made for another key."""
         ...
 
 
