@@ -587,5 +587,5 @@ def test_hit_headers_memo_is_per_view() -> None:
     entry = ResponseEntry(200, [(b"content-type", b"application/json")], b"[]", b'"e"', time.time(), 60.0)
     public = views._hit_headers(policy(False), bound, entry, 3)
     private = views._hit_headers(policy(True), bound, entry, 3)
-    assert (b"cache-control", b"public, max-age=57") in public
-    assert (b"cache-control", b"private, max-age=57") in private
+    assert (b"cache-control", b"public, max-age=60") in public
+    assert (b"cache-control", b"private, max-age=60") in private

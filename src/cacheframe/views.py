@@ -323,9 +323,13 @@ def _replay(
     if dep_headers:
         extra += dep_headers
     if if_none_match is not None and http.none_match(if_none_match, entry.etag):
-        kept = [h for h in entry.headers if h[0] == b"vary"]
+        kept = [h for h in entry.headers if h[0] in KEPT_ON_304]
         return ReplayResponse(304, kept + extra, b"")
     return ReplayResponse(entry.status, entry.headers + extra, b"" if head else entry.body)
+
+
+# Stored headers a 304 repeats (RFC 9110 §15.4.5): the view's own Cache-Control, and Vary.
+KEPT_ON_304 = (b"cache-control", b"vary")
 
 
 def _hit_headers(policy: Policy, bound: Bound, entry: ResponseEntry, age: int) -> list[tuple[bytes, bytes]]:
@@ -345,19 +349,30 @@ def _hit_headers(policy: Policy, bound: Bound, entry: ResponseEntry, age: int) -
 def reply_headers(
     policy: Policy, bound: Bound, entry: ResponseEntry, status: bytes, age: int | None
 ) -> list[tuple[bytes, bytes]]:
-    """Cache-Control (``max-age`` counting down), ETag, the cache status and, unless the
-    reply was just computed (``age`` None), Age: the same on the decorator and fast paths."""
-    cache_control = http.cache_control(  # memoised there
-        entry.ttl,
-        age or 0,
-        private=policy.private,
-        stale_while_revalidate=policy.stale_while_revalidate,
-        stale_if_error=policy.stale_if_error,
-    ).encode()
-    headers = [(b"cache-control", cache_control), (b"etag", entry.etag), (bound.status_header, status)]
+    """Cache-Control (``max-age`` = the entry's lifetime), ETag, the cache status and, unless
+    the reply was just computed (``age`` None), Age: the same on the decorator and fast paths.
+
+    Age is counted once: a downstream cache keeps the reply ``max-age`` - ``Age`` seconds,
+    exactly what is left here. An entry whose view set its own Cache-Control carries the
+    value to send as its first header (see ``_own_lifetime``); none is added then."""
+    headers = [(b"etag", entry.etag), (bound.status_header, status)]
+    stored = entry.headers
+    if not stored or stored[0][0] != b"cache-control":
+        headers.insert(0, (b"cache-control", _cache_control(policy, entry.ttl).encode()))
     if age is not None:
         headers.append((b"age", b"%d" % age))
     return headers
+
+
+def _cache_control(policy: Policy, ttl: float, *, revalidate: bool = False) -> str:
+    """Our ``Cache-Control`` for an entry living ``ttl`` seconds (memoised in ``http``);
+    no stale extensions for a view that said ``must-revalidate``."""
+    return http.cache_control(
+        ttl,
+        private=policy.private,
+        stale_while_revalidate=0 if revalidate else policy.stale_while_revalidate,
+        stale_if_error=0 if revalidate else policy.stale_if_error,
+    )
 
 
 def _serve_stale(req: _Request, entry: ResponseEntry) -> Response:
@@ -487,15 +502,13 @@ async def _compute(
     cost = time.perf_counter() - started
     name = req.bound.qualname
     cache.compute_cost[name] = max(cost, cache.compute_cost.get(name, 0.0))
+    now = time.time()
+    ttl, window = req.bound.ttl, max(policy.stale_while_revalidate, policy.stale_if_error)
+    own = http.response_freshness(all_headers, now)
+    if own is not http.NO_FRESHNESS:  # the view's own Cache-Control/Expires bound the entry
+        ttl, window = _own_lifetime(policy, stored_headers, own, ttl, window)
     entry = ResponseEntry(
-        response.status_code,
-        stored_headers,
-        body,
-        http.etag_for(body),
-        time.time(),
-        req.bound.ttl,
-        max(policy.stale_while_revalidate, policy.stale_if_error),
-        cost,
+        response.status_code, stored_headers, body, http.etag_for(body), now, ttl, window, cost
     )
     if not use_store:
         return replay(req, entry, b"BYPASS"), entry
@@ -507,6 +520,30 @@ async def _compute(
     else:
         cache.stats.not_stored += 1
     return replay(req, entry, b"MISS"), entry
+
+
+def _own_lifetime(
+    policy: Policy,
+    stored_headers: list[tuple[bytes, bytes]],
+    own: http.ResponseFreshness,
+    ttl: float,
+    stale: float,
+) -> tuple[float, float]:
+    """The entry's ttl and stale window under the view's own freshness (RFC 9111 §4.2.1).
+
+    Its ``s-maxage`` (else ``max-age``, else ``Expires``) lowers the ttl; ``must-revalidate``
+    forbids stale serving. The ``Cache-Control`` its replies send is fixed here and stored
+    first among the entry's headers (``reply_headers`` then adds none): the view's directives,
+    with ``max-age`` never above the view's own."""
+    if own.lifetime is not None:
+        ttl = min(ttl, own.lifetime)
+    if own.revalidate:
+        stale = 0.0
+    if own.cache_control is not None:
+        ours = _cache_control(policy, ttl, revalidate=own.revalidate)
+        advertised = http.advertised_cache_control(ours, own, ttl)
+        stored_headers.insert(0, (b"cache-control", advertised.encode("latin-1")))
+    return ttl, stale
 
 
 def _without(
