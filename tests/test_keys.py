@@ -206,3 +206,15 @@ def test_request_digest_head_is_get_and_private_differs() -> None:
     alice = _digest({"authorization": ["Bearer a"]}, private=True)
     bob = _digest({"authorization": ["Bearer b"]}, private=True)
     assert alice != bob != _digest({}, private=True)
+
+
+def test_uri_segment_separates_paths_and_root_paths() -> None:
+    """A view key's path segment: one per (root path, path), length-prefixed, ending in ':'."""
+    seg = keys.uri_segment("", "/items/1")
+    assert seg.endswith(":") and ":" not in seg[:-1] and seg == keys.uri_segment("", "/items/1")
+    others = {
+        keys.uri_segment("", "/items/2"),
+        keys.uri_segment("/items", "/1"),
+        keys.uri_segment("/items/1", ""),
+    }
+    assert seg not in others and len(others) == 3

@@ -156,7 +156,7 @@ def test_router_routes_are_cached(client: TestClient) -> None:
 
 
 def test_keys_carry_prefix_and_namespace(app_cache: cacheframe.Cache) -> None:
-    """The stored key is <prefix>:<module.qualname>:<digest>: found in the store under that name."""
+    """The stored key is <prefix>:<module.qualname>:<path digest>:<digest>, found under that name."""
     from starlette.datastructures import Headers
 
     from cacheframe import keys
@@ -178,7 +178,7 @@ def test_keys_carry_prefix_and_namespace(app_cache: cacheframe.Cache) -> None:
 
     async def stored() -> bytes | None:
         try:
-            return await app_cache.backend.get(namespace + digest)
+            return await app_cache.backend.get(namespace + keys.uri_segment("", "/plain") + digest)
         finally:
             await app_cache.backend.close()
 

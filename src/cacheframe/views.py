@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from . import http, keys
+from . import http, keys, unsafe
 from ._render import render
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
@@ -120,7 +120,10 @@ async def serve(
         or scope["method"] not in ("GET", "HEAD")
         or (not policy.keys_auth and (info.has_security or authorization))
     ):
-        return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
+        value = await _bypass(cache, call_view or _call(func, args, kwargs), sub)
+        if scope["method"] in unsafe.METHODS and unsafe.succeeded(value, route, sub):
+            await unsafe.invalidate(scope)  # RFC 9111 §4.4, before the answer leaves
+        return value
     directives = http.NO_DIRECTIVES
     if settings.honor_request_cache_control and (cache_control or pragma):
         directives = http.request_directives(cache_control, pragma)
@@ -264,7 +267,9 @@ def _view_key(
     private: bool,
     custom: bytes | None,
 ) -> str:
-    return bound.namespace + keys.request_digest(
+    # A segment per path: an unsafe request clears all of the path's variants (see unsafe.py).
+    prefix = bound.namespace + keys.uri_segment(scope.get("root_path", ""), scope["path"])
+    return prefix + keys.request_digest(
         method=scope["method"],
         scheme=scope.get("scheme", "http"),
         host=host,
