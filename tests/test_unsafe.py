@@ -214,3 +214,37 @@ def test_store_failure_never_fails_the_unsafe_request(
     monkeypatch.setattr(strict.backend, "clear", broken)
     reply = TestClient(build()).put("/items/1")
     assert reply.status_code == 200 and reply.json() == {"id": 1}
+
+
+def test_a_flood_of_unsafe_requests_shares_clears(
+    app_cache: cacheframe.Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 concurrent DELETEs of one path run at most one clear at a time and a few in all,
+    and every GET afterwards is a miss."""
+    running = peak = total = 0
+    real_clear = app_cache.backend.clear
+
+    async def slow_clear(namespace: str) -> None:
+        nonlocal running, peak, total
+        running += 1
+        total += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.05)
+            await real_clear(namespace)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(app_cache.backend, "clear", slow_clear)
+
+    async def scenario() -> str:
+        transport = httpx.ASGITransport(app=build())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await client.get("/slow")
+            assert (await client.get("/slow")).headers["x-cache"] == "HIT"
+            replies = await asyncio.gather(*(client.delete("/slow") for _ in range(30)))
+            assert {r.status_code for r in replies} == {204}
+            return (await client.get("/slow")).headers["x-cache"]
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == "MISS"
+    assert peak == 1 and 1 <= total <= 3

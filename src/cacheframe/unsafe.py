@@ -15,6 +15,7 @@ logged, never raised: the unsafe request itself has already succeeded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from . import keys
 from .exceptions import CacheframeError
 
 if TYPE_CHECKING:
+    from .cache import Cache
     from .decorator import Decorator
 
 __all__ = ["METHODS", "invalidate", "succeeded"]
@@ -54,11 +56,38 @@ async def invalidate(scope: Any) -> int:
         cache = bound.cache
         cache.invalidations += 1  # before the clear: a miss running now must not write back
         try:
-            await cache.guarded("clear", cache.backend.clear(bound.namespace + segment), None)
+            await _clear(cache, bound.namespace + segment)
         except CacheframeError as exc:  # fail_open=False raises; the request succeeded anyway
             log.warning("cacheframe: %s %s: invalidation failed: %s", scope["method"], scope["path"], exc)
         cleared += 1
     return cleared
+
+
+async def _clear(cache: Cache, prefix: str) -> None:
+    """Clear ``prefix``, sharing work: while one clear of it runs in this loop, every request
+    arriving meanwhile waits for the one clear queued after it (which starts after their
+    writes, so it covers them). A flood of unsafe requests thus costs at most one running
+    and one queued clear per path and loop: on Redis a clear is a SCAN of the keyspace."""
+    loop = asyncio.get_running_loop()
+    slot = (loop, prefix)
+    queue = cache.clearing.setdefault(slot, [])
+    while len(queue) == 2:  # one runs, one is queued (not started yet): it covers this request
+        if await asyncio.shield(queue[1]):
+            return
+        queue = cache.clearing.setdefault(slot, [])  # it failed or was cancelled: look again
+    mine: asyncio.Future[bool] = loop.create_future()
+    queue.append(mine)
+    done = False
+    try:
+        if len(queue) == 2:  # one is running: start after it
+            await asyncio.shield(queue[0])
+        await cache.guarded("clear", cache.backend.clear(prefix), None)
+        done = True
+    finally:
+        queue.remove(mine)
+        if not queue:
+            cache.clearing.pop(slot, None)
+        mine.set_result(done)  # waiters of a clear that failed or was cancelled clear themselves
 
 
 def _get_routes(scope: Any) -> list[tuple[Decorator, Any]]:

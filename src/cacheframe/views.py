@@ -360,10 +360,17 @@ def reply_headers(
     Age is counted once: a downstream cache keeps the reply ``max-age`` - ``Age`` seconds,
     exactly what is left here. An entry whose view set its own Cache-Control carries the
     value to send as its first header (see ``_own_lifetime``); none is added then."""
-    headers = [(b"etag", entry.etag), (bound.status_header, status)]
     stored = entry.headers
-    if not stored or stored[0][0] != b"cache-control":
-        headers.insert(0, (b"cache-control", _cache_control(policy, entry.ttl).encode()))
+    if stored and stored[0][0] == b"cache-control":
+        headers = [(b"etag", entry.etag), (bound.status_header, status)]
+    else:
+        cache_control = http.cache_control(  # memoised there
+            entry.ttl,
+            private=policy.private,
+            stale_while_revalidate=policy.stale_while_revalidate,
+            stale_if_error=policy.stale_if_error,
+        ).encode()
+        headers = [(b"cache-control", cache_control), (b"etag", entry.etag), (bound.status_header, status)]
     if age is not None:
         headers.append((b"age", b"%d" % age))
     return headers
