@@ -83,6 +83,17 @@ def build(cache: cacheframe.Cache | None = None, *, fast: bool = False, gate: An
     async def patch_thing() -> dict[str, bool]:
         return {"ok": True}
 
+    @app.get("/sync")
+    @deco(ttl=60)
+    def sync_read() -> dict[str, int]:
+        calls["sync"] += 1
+        return {"n": calls["sync"]}
+
+    @app.put("/sync")
+    @deco(ttl=60)
+    def sync_write() -> dict[str, bool]:
+        return {"ok": True}
+
     app.include_router(router)
     if fast:
         fastpath.install(app)
@@ -149,6 +160,15 @@ def test_included_router_route() -> None:
     assert client.get("/r/thing").headers["x-cache"] == "HIT"
     assert client.patch("/r/thing").status_code == 200
     assert client.get("/r/thing").json() == {"n": 2}
+
+
+def test_sync_views() -> None:
+    """A sync (def) unsafe view invalidates its path's entries like an async one."""
+    client = TestClient(build())
+    client.get("/sync")
+    assert client.get("/sync").headers["x-cache"] == "HIT"
+    assert client.put("/sync").status_code == 200
+    assert client.get("/sync").json() == {"n": 2}
 
 
 def test_other_cache_instance_on_the_same_store(app_cache: cacheframe.Cache) -> None:
