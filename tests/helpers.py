@@ -8,14 +8,15 @@ from typing import Any
 def assert_freshness(
     response: Any, ttl: int, *, age: int = 0, private: bool = False, extra: str = ""
 ) -> None:
-    """Cache-Control says max-age = ttl - Age, with Age at least ``age`` (a second may tick by).
+    """Cache-Control says max-age = ttl and Age is at least ``age`` (a second may tick by), so a
+    downstream cache keeps it max-age - Age seconds: the lifetime left, age counted once.
 
     ``extra`` is what follows ``max-age`` (stale-while-revalidate, ...).
     """
     seen = int(response.headers.get("age", "0"))
     assert age <= seen <= age + 1, f"Age {seen}, expected about {age}"
     scope = "private" if private else "public"
-    assert response.headers["cache-control"] == f"{scope}, max-age={max(0, ttl - seen)}{extra}"
+    assert response.headers["cache-control"] == f"{scope}, max-age={ttl}{extra}"
 
 
 def generous_deadline(cache: Any) -> Any:

@@ -144,7 +144,7 @@ def test_damaged_entry_is_a_miss_and_overwritten(app_cache: Cache, damage: str) 
     calls.clear()
     client = TestClient(build_app())
     client.get("/plain")
-    ns = app_cache.namespace_key("apps.build_app.<locals>.plain")
+    ns = app_cache.namespace_key("apps.build_app.<locals>.plain") + keys.uri_segment("", "/plain")
     backend = app_cache.backend
 
     key = ns + keys.request_digest(

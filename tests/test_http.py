@@ -101,11 +101,11 @@ def test_replayable_headers_drop_hop_by_hop() -> None:
 
 
 def test_cache_control_value() -> None:
-    """max-age is ttl minus whole seconds of age, never negative; stale extensions appended."""
-    assert http.cache_control(60, 0, private=False) == "public, max-age=60"
-    assert http.cache_control(60, 12, private=True) == "private, max-age=48"
-    assert http.cache_control(5, 9, private=False) == "public, max-age=0"
-    assert http.cache_control(60, 0, private=False, stale_while_revalidate=30, stale_if_error=600) == (
+    """max-age is the whole lifetime (Age says how much is gone), rounded up; stale extensions appended."""
+    assert http.cache_control(60, private=False) == "public, max-age=60"
+    assert http.cache_control(60, private=True) == "private, max-age=60"
+    assert http.cache_control(0.4, private=False) == "public, max-age=1"
+    assert http.cache_control(60, private=False, stale_while_revalidate=30, stale_if_error=600) == (
         "public, max-age=60, stale-while-revalidate=30, stale-if-error=600"
     )
 
@@ -113,3 +113,48 @@ def test_cache_control_value() -> None:
 def test_merge_vary() -> None:
     """Vary lists merge case-insensitively, keeping first spelling and order."""
     assert http.merge_vary(["Accept"], ["accept", "X-Region"]) == "Accept, X-Region"
+
+
+@pytest.mark.parametrize(
+    ("headers", "lifetime", "max_age", "revalidate"),
+    [
+        ([], None, None, False),
+        ([(b"Cache-Control", b"max-age=30")], 30, 30, False),
+        ([(b"Cache-Control", b"max-age=30, s-maxage=5")], 5, 30, False),  # s-maxage wins
+        ([(b"Cache-Control", b"max-age=30"), (b"cache-control", b"max-age=10")], 10, 10, False),
+        ([(b"Cache-Control", b"max-age=x, must-revalidate")], 0, 0, True),  # unparsable: stale
+        ([(b"Cache-Control", b"proxy-revalidate")], None, None, True),
+        (
+            [(b"Expires", b"Thu, 01 Jan 1970 00:01:40 GMT"), (b"Date", b"Thu, 01 Jan 1970 00:00:00 GMT")],
+            100,
+            None,
+            False,
+        ),
+        ([(b"Expires", b"0")], 0, None, False),  # an invalid Expires is in the past
+        ([(b"Expires", b"0"), (b"Cache-Control", b"max-age=7")], 7, 7, False),  # max-age wins
+    ],
+)
+def test_response_freshness(
+    headers: list[tuple[bytes, bytes]], lifetime: float | None, max_age: int | None, revalidate: bool
+) -> None:
+    """A response's own lifetime: s-maxage, else max-age, else Expires - Date; lowest on repeats."""
+    own = http.response_freshness(headers)
+    assert (own.lifetime, own.max_age, own.revalidate) == (lifetime, max_age, revalidate)
+
+
+@pytest.mark.parametrize(
+    "value", ["max-age=0", "s-maxage=0, max-age=9", "must-revalidate, max-age=0", "max-age=-1"]
+)
+def test_zero_lifetime_is_unstorable(value: str) -> None:
+    """A response granting no freshness is not stored."""
+    reason = http.unstorable_reason(200, [(b"cache-control", value.encode())])
+    assert reason is not None and "no freshness" in reason
+
+
+def test_advertised_cache_control_never_exceeds_the_view() -> None:
+    """max-age is the lower of the view's and the entry's; s-maxage is the entry's; others kept."""
+    ours = "public, max-age=60, stale-if-error=9"
+    own = http.response_freshness([(b"cache-control", b'max-age=5, s-maxage=30, no-transform, x="a,b"')])
+    assert http.advertised_cache_control(ours, own, 30) == (
+        'public, max-age=5, stale-if-error=9, s-maxage=30, no-transform, x="a,b"'
+    )

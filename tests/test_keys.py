@@ -404,3 +404,15 @@ def test_main_module_functions_include_their_code() -> None:
         for op in ("+ 1", "- 1")
     )
     assert plus != minus and plus.startswith("__main__.fetch@")
+
+
+def test_uri_segment_separates_paths_and_root_paths() -> None:
+    """A view key's path segment: one per (root path, path), length-prefixed, ending in ':'."""
+    seg = keys.uri_segment("", "/items/1")
+    assert seg.endswith(":") and ":" not in seg[:-1] and seg == keys.uri_segment("", "/items/1")
+    others = {
+        keys.uri_segment("", "/items/2"),
+        keys.uri_segment("/items", "/1"),
+        keys.uri_segment("/items/1", ""),
+    }
+    assert seg not in others and len(others) == 3

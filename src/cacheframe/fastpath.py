@@ -34,7 +34,7 @@ from . import http
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry
 from .routes import is_api_route, route_info
-from .views import CHECKED, reply_headers, scan_headers, view_key
+from .views import CHECKED, KEPT_ON_304, reply_headers, scan_headers, view_key
 
 if TYPE_CHECKING:
     from .decorator import Decorator
@@ -91,7 +91,7 @@ class FastPath:
         cache.stats.fast_hits += 1
         extra = reply_headers(decorator.policy, bound, entry, b"HIT", int(entry.age()))
         if if_none_match is not None and http.none_match(if_none_match, entry.etag):
-            status, raw, body = 304, [h for h in entry.headers if h[0] == b"vary"] + extra, b""
+            status, raw, body = 304, [h for h in entry.headers if h[0] in KEPT_ON_304] + extra, b""
         else:
             status, raw = entry.status, entry.headers + extra
             body = b"" if scope["method"] == "HEAD" else entry.body

@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 __all__ = [
     "RequestDirectives",
+    "ResponseFreshness",
     "cache_control",
     "etag_for",
     "merge_vary",
@@ -17,6 +20,7 @@ __all__ = [
     "parse_cache_control",
     "replayable_headers",
     "request_directives",
+    "response_freshness",
     "unstorable_reason",
 ]
 
@@ -146,7 +150,102 @@ def unstorable_reason(status: int, headers: Iterable[tuple[bytes, bytes]]) -> st
                     return f"Cache-Control: {directive}"
         elif name == b"vary" and any(v.strip() == "*" for v in value.decode("latin-1").split(",")):
             return "Vary: *"
+    own = response_freshness(headers)
+    if own.lifetime is not None and own.lifetime <= 0:  # max-age=0, s-maxage=0, Expires past
+        return f"no freshness lifetime ({own.cache_control or 'Expires in the past'})"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFreshness:
+    """What a response's own headers grant a shared cache (RFC 9111 §4.2.1, §5.2.2).
+
+    ``lifetime``: seconds from ``s-maxage``, else ``max-age``, else ``Expires`` - ``Date``
+    (``None`` when the response sets none, so the decorator's ttl applies alone);
+    ``max_age``: the ``max-age`` it grants private caches (browsers), if any;
+    ``revalidate``: ``must-revalidate``/``proxy-revalidate``: never served stale;
+    ``cache_control``: its own ``Cache-Control`` value, if any.
+    """
+
+    lifetime: float | None = None
+    max_age: int | None = None
+    revalidate: bool = False
+    cache_control: str | None = None
+
+
+NO_FRESHNESS = ResponseFreshness()
+
+
+def response_freshness(headers: Iterable[tuple[bytes, bytes]], now: float | None = None) -> ResponseFreshness:
+    """The freshness a response's headers grant; a repeated or unparsable directive counts at its
+    lowest (an unparsable one as 0: stale), so a response never gains freshness by ambiguity."""
+    values: list[str] = []
+    expires: list[str] = []
+    date: str | None = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"cache-control":
+            values.append(value.decode("latin-1"))
+        elif name == b"expires":
+            expires.append(value.decode("latin-1"))
+        elif name == b"date" and date is None:
+            date = value.decode("latin-1")
+    if not values and not expires:
+        return NO_FRESHNESS
+    max_age = s_maxage = None
+    revalidate = False
+    for text in values:
+        for part in _split_commas(text):
+            directive, sep, arg = part.partition("=")
+            directive = directive.strip().lower()
+            if directive in ("max-age", "s-maxage"):
+                parsed = _seconds(arg.strip().strip('"')) if sep else None
+                seconds = 0 if parsed is None else parsed  # unparsable: stale (§4.2.1)
+                if directive == "max-age":
+                    max_age = seconds if max_age is None else min(max_age, seconds)
+                else:
+                    s_maxage = seconds if s_maxage is None else min(s_maxage, seconds)
+            elif directive in ("must-revalidate", "proxy-revalidate"):
+                revalidate = True
+    lifetime: float | None = s_maxage if s_maxage is not None else max_age  # s-maxage wins (§5.2.2.10)
+    if lifetime is None and expires:  # max-age wins over Expires (§5.3)
+        lifetime = _expires_lifetime(expires, date, now)
+    cache_control = ", ".join(values) if values else None
+    return ResponseFreshness(lifetime, max_age, revalidate, cache_control)
+
+
+def _expires_lifetime(expires: list[str], date: str | None, now: float | None) -> float:
+    """``Expires`` - ``Date`` (or now) in whole seconds; an invalid or repeated Expires is past."""
+    if len(expires) != 1:
+        return 0
+    try:
+        at = parsedate_to_datetime(expires[0]).timestamp()
+        origin = parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0
+    if origin is None:
+        origin = time.time() if now is None else now
+    return max(0, math.floor(at - origin))
+
+
+def advertised_cache_control(ours: str, own: ResponseFreshness, lifetime: float) -> str:
+    """The ``Cache-Control`` sent for an entry whose view set its own: ours (``ours``, made for
+    ``lifetime``) with ``max-age`` lowered to the view's and the view's other directives kept,
+    so a reply never grants more freshness than the view did."""
+    seconds = math.ceil(lifetime)
+    max_age = seconds if own.max_age is None else min(seconds, own.max_age)
+    parts = []
+    for part in _split_commas(ours):
+        name = part.strip().partition("=")[0].lower()
+        parts.append(f"max-age={max_age}" if name == "max-age" else part.strip())
+    ours_names = {p.partition("=")[0].lower() for p in parts}
+    skip = ours_names | {"public", "private", "no-cache", "no-store", "max-age"}
+    for name, arg in parse_cache_control(own.cache_control).items():
+        if name == "s-maxage":
+            parts.append(f"s-maxage={seconds}")  # the entry's lifetime, never above the view's
+        elif name not in skip:
+            parts.append(name if arg is None else f'{name}="{arg}"' if "," in arg else f"{name}={arg}")
+    return ", ".join(parts)
 
 
 def replayable_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -175,15 +274,14 @@ def merge_vary(*groups: Iterable[str]) -> str:
 @functools.lru_cache(maxsize=4096)
 def cache_control(
     ttl: float,
-    age: float,
     *,
     private: bool,
     stale_while_revalidate: float = 0,
     stale_if_error: float = 0,
 ) -> str:
-    """``Cache-Control`` for a cached reply: ``max-age`` is what is left of ``ttl``."""
-    max_age = max(0, math.ceil(ttl) - int(age))
-    parts = ["private" if private else "public", f"max-age={max_age}"]
+    """``Cache-Control`` for a cached reply: ``max-age`` is the entry's whole lifetime, and a
+    hit's ``Age`` says how much of it is gone (so a downstream cache counts age once)."""
+    parts = ["private" if private else "public", f"max-age={math.ceil(ttl)}"]
     if stale_while_revalidate:
         parts.append(f"stale-while-revalidate={math.ceil(stale_while_revalidate)}")
     if stale_if_error:

@@ -38,6 +38,7 @@ __all__ = [
     "namespace_for",
     "normalize_query",
     "safe_segment",
+    "uri_segment",
 ]
 
 _DIGEST_SIZE = 16
@@ -265,6 +266,15 @@ def _request_digest(
                 credentials += _text(name) + b"%d:" % len(values) + b"".join(_text(v) for v in values)
         parts.append(b"P" + hashlib.sha256(credentials).digest())
     return digest(b"view2", b"".join(parts))
+
+
+def uri_segment(root_path: str, path: str) -> str:
+    """The key segment (ending in ``:``) naming a view entry's target path, right after its
+    namespace: clearing ``namespace + uri_segment(...)`` drops every variant stored for that
+    path (any Host, query, varied header or user), as an unsafe request must (RFC 9111 §4.4).
+    Two paths sharing a segment only means one clears the other's entries too."""
+    data = _text(root_path) + _text(path)
+    return hashlib.blake2b(data, digest_size=8, person=b"cf-uri").hexdigest() + ":"
 
 
 def _text(text: str) -> bytes:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from . import _peruser, http, keys
+from . import _peruser, http, keys, unsafe
 from ._render import render
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
@@ -123,7 +123,10 @@ async def serve(
     ):
         if policy.keys_auth and info.opaque_security:
             log.debug("cacheframe: not caching %s: %s", scope["path"], info.opaque_security)
-        return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
+        value = await _bypass(cache, call_view or _call(func, args, kwargs), sub)
+        if scope["method"] in unsafe.METHODS and unsafe.succeeded(value, route, sub):
+            await unsafe.invalidate(scope)  # RFC 9111 §4.4, before the answer leaves
+        return value
     directives = http.NO_DIRECTIVES
     if settings.honor_request_cache_control and (cache_control or pragma):
         directives = http.request_directives(cache_control, pragma)
@@ -286,7 +289,9 @@ def _view_key(
     credential_headers: tuple[str, ...] = (),
     credential_query: tuple[str, ...] = (),
 ) -> str:
-    return bound.namespace + keys.request_digest(
+    # A segment per path: an unsafe request clears all of the path's variants (see unsafe.py).
+    prefix = bound.namespace + keys.uri_segment(scope.get("root_path", ""), scope["path"])
+    return prefix + keys.request_digest(
         method=scope["method"],
         scheme=scope.get("scheme", "http"),
         host=host,
@@ -347,9 +352,13 @@ def _replay(
     if dep_headers:
         extra += dep_headers
     if if_none_match is not None and http.none_match(if_none_match, entry.etag):
-        kept = [h for h in entry.headers if h[0] == b"vary"]
+        kept = [h for h in entry.headers if h[0] in KEPT_ON_304]
         return ReplayResponse(304, kept + extra, b"")
     return ReplayResponse(entry.status, entry.headers + extra, b"" if head else entry.body)
+
+
+# Stored headers a 304 repeats (RFC 9110 §15.4.5): the view's own Cache-Control, and Vary.
+KEPT_ON_304 = (b"cache-control", b"vary")
 
 
 def _hit_headers(policy: Policy, bound: Bound, entry: ResponseEntry, age: int) -> list[tuple[bytes, bytes]]:
@@ -369,19 +378,37 @@ def _hit_headers(policy: Policy, bound: Bound, entry: ResponseEntry, age: int) -
 def reply_headers(
     policy: Policy, bound: Bound, entry: ResponseEntry, status: bytes, age: int | None
 ) -> list[tuple[bytes, bytes]]:
-    """Cache-Control (``max-age`` counting down), ETag, the cache status and, unless the
-    reply was just computed (``age`` None), Age: the same on the decorator and fast paths."""
-    cache_control = http.cache_control(  # memoised there
-        entry.ttl,
-        age or 0,
-        private=policy.keys_auth,  # private=True or vary=["Authorization"]: per user
-        stale_while_revalidate=policy.stale_while_revalidate,
-        stale_if_error=policy.stale_if_error,
-    ).encode()
-    headers = [(b"cache-control", cache_control), (b"etag", entry.etag), (bound.status_header, status)]
+    """Cache-Control (``max-age`` = the entry's lifetime), ETag, the cache status and, unless
+    the reply was just computed (``age`` None), Age: the same on the decorator and fast paths.
+
+    Age is counted once: a downstream cache keeps the reply ``max-age`` - ``Age`` seconds,
+    exactly what is left here. An entry whose view set its own Cache-Control carries the
+    value to send as its first header (see ``_own_lifetime``); none is added then."""
+    stored = entry.headers
+    if stored and stored[0][0] == b"cache-control":
+        headers = [(b"etag", entry.etag), (bound.status_header, status)]
+    else:
+        cache_control = http.cache_control(  # memoised there
+            entry.ttl,
+            private=policy.keys_auth,  # private=True or vary=["Authorization"]: per user
+            stale_while_revalidate=policy.stale_while_revalidate,
+            stale_if_error=policy.stale_if_error,
+        ).encode()
+        headers = [(b"cache-control", cache_control), (b"etag", entry.etag), (bound.status_header, status)]
     if age is not None:
         headers.append((b"age", b"%d" % age))
     return headers
+
+
+def _cache_control(policy: Policy, ttl: float, *, revalidate: bool = False) -> str:
+    """Our ``Cache-Control`` for an entry living ``ttl`` seconds (memoised in ``http``);
+    no stale extensions for a view that said ``must-revalidate``."""
+    return http.cache_control(
+        ttl,
+        private=policy.keys_auth,
+        stale_while_revalidate=0 if revalidate else policy.stale_while_revalidate,
+        stale_if_error=0 if revalidate else policy.stale_if_error,
+    )
 
 
 def _serve_stale(req: _Request, entry: ResponseEntry) -> Response:
@@ -512,15 +539,13 @@ async def _compute(
     cost = time.perf_counter() - started
     name = req.bound.qualname
     cache.compute_cost[name] = max(cost, cache.compute_cost.get(name, 0.0))
+    now = time.time()
+    ttl, window = req.bound.ttl, max(policy.stale_while_revalidate, policy.stale_if_error)
+    own = http.response_freshness(all_headers, now)
+    if own is not http.NO_FRESHNESS:  # the view's own Cache-Control/Expires bound the entry
+        ttl, window = _own_lifetime(policy, stored_headers, own, ttl, window)
     entry = ResponseEntry(
-        response.status_code,
-        stored_headers,
-        body,
-        http.etag_for(body),
-        time.time(),
-        req.bound.ttl,
-        max(policy.stale_while_revalidate, policy.stale_if_error),
-        cost,
+        response.status_code, stored_headers, body, http.etag_for(body), now, ttl, window, cost
     )
     if not use_store:
         return replay(req, entry, b"BYPASS"), entry
@@ -532,6 +557,30 @@ async def _compute(
     else:
         cache.stats.not_stored += 1
     return replay(req, entry, b"MISS"), entry
+
+
+def _own_lifetime(
+    policy: Policy,
+    stored_headers: list[tuple[bytes, bytes]],
+    own: http.ResponseFreshness,
+    ttl: float,
+    stale: float,
+) -> tuple[float, float]:
+    """The entry's ttl and stale window under the view's own freshness (RFC 9111 §4.2.1).
+
+    Its ``s-maxage`` (else ``max-age``, else ``Expires``) lowers the ttl; ``must-revalidate``
+    forbids stale serving. The ``Cache-Control`` its replies send is fixed here and stored
+    first among the entry's headers (``reply_headers`` then adds none): the view's directives,
+    with ``max-age`` never above the view's own."""
+    if own.lifetime is not None:
+        ttl = min(ttl, own.lifetime)
+    if own.revalidate:
+        stale = 0.0
+    if own.cache_control is not None:
+        ours = _cache_control(policy, ttl, revalidate=own.revalidate)
+        advertised = http.advertised_cache_control(ours, own, ttl)
+        stored_headers.insert(0, (b"cache-control", advertised.encode("latin-1")))
+    return ttl, stale
 
 
 def _without(
@@ -571,7 +620,10 @@ def _unstorable(
     if req.sub is not None and req.sub.raw_headers:
         # What dependencies and the view set on the injected Response counts even when the view
         # returns its own Response (FastAPI then drops those headers, a Set-Cookie included).
-        own_headers = own_headers + [(n.lower(), v) for n, v in req.sub.raw_headers]
+        # (A rendered value already carries them: add only what is missing, never twice.)
+        own_headers = own_headers + [
+            h for h in ((n.lower(), v) for n, v in req.sub.raw_headers) if h not in own_headers
+        ]
     reason = http.unstorable_reason(response.status_code, own_headers)
     if reason is not None:
         return reason
