@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from . import http, keys
+from ._authority import request_authority
 from ._render import render
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
@@ -118,9 +119,12 @@ async def serve(
     if (
         not settings.enabled
         or scope["method"] not in ("GET", "HEAD")
+        or host is None  # several Host headers: whose page would this be?
+        or info.uncacheable is not None
         or (not policy.keys_auth and (info.has_security or authorization))
     ):
         return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
+    host = request_authority(host, scope)
     directives = http.NO_DIRECTIVES
     if settings.honor_request_cache_control and (cache_control or pragma):
         directives = http.request_directives(cache_control, pragma)
@@ -281,14 +285,22 @@ def _view_key(
     )
 
 
-def scan_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, bool, str | None, str | None, str | None]:
-    """One pass over the raw request headers: Host, Authorization?, Cache-Control, Pragma, If-None-Match."""
-    host = ""
+def scan_headers(
+    raw: list[tuple[bytes, bytes]],
+) -> tuple[str | None, bool, str | None, str | None, str | None]:
+    """One pass over the raw request headers: Host, Authorization?, Cache-Control, Pragma, If-None-Match.
+
+    Host is the first one, as Starlette reads it (``""`` without one), or None when the
+    request carries several: such a request is never cached.
+    """
+    host: str | None = ""
+    hosts = 0
     authorization = False
     cache_control = pragma = if_none_match = None
     for name, value in raw:
         if name == b"host":
-            host = value.decode("latin-1")
+            hosts += 1
+            host = value.decode("latin-1") if hosts == 1 else None
         elif name == b"authorization":
             authorization = True
         elif name == b"cache-control":
