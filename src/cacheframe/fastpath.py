@@ -145,24 +145,32 @@ class FastPath:
         return _NOT_ELIGIBLE if found is _NO_MATCH else found
 
 
-def _first_full_match(routes: Any, scope: Scope) -> Any:
-    """The fast-path target of the route FastAPI would pick, _NOT_ELIGIBLE, or _NO_MATCH."""
+def _first_full_match(routes: Any, scope: Scope, plain: bool = True) -> Any:
+    """The fast-path target of the route FastAPI would pick, _NOT_ELIGIBLE, or _NO_MATCH
+    (``plain``: every router on the way is FastAPI's own)."""
     for route in routes:
         if _IncludedRouter is not None and isinstance(route, _IncludedRouter):
-            if type(route) is not _IncludedRouter or not _plain_router(route.original_router, (APIRouter,)):
-                return _NOT_ELIGIBLE  # its own matches() may claim this request: cannot mirror it
-            found = _first_full_match(route.effective_candidates(), scope)
+            inner = route.original_router
+            if type(route) is not _IncludedRouter or _own_matches(inner, APIRouter):
+                return _NOT_ELIGIBLE  # it may claim this request its own way: cannot mirror it
+            inner_plain = plain and _plain_router(inner, (APIRouter,))
+            found = _first_full_match(route.effective_candidates(), scope, inner_plain)
             if found is not _NO_MATCH:
                 return found  # FastAPI serves the first full match, eligible or not
             continue
         original = getattr(route, "original_route", None)
-        if isinstance(original, APIRoute) and type(original) is not APIRoute:
+        if isinstance(original, APIRoute) and _own_matches(original, APIRoute):
             return _NOT_ELIGIBLE  # FastAPI asks the subclass's own matches(): cannot mirror it
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return _route_target(route)
+            return _route_target(route) if plain else _NOT_ELIGIBLE
         # A PARTIAL match (wrong method) may still be followed by a FULL one.
     return _NO_MATCH
+
+
+def _own_matches(obj: Any, base: type) -> bool:
+    """``obj`` matches requests by other code than ``base.matches``."""
+    return type(obj).matches is not base.matches or "matches" in vars(obj)
 
 
 def _plain_router(router: Any, classes: tuple[type, ...]) -> bool:
