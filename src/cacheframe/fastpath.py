@@ -168,7 +168,7 @@ def _first_full_match(routes: Any, scope: Scope, plain: bool = True) -> Any:
     return _NO_MATCH
 
 
-def _own_matches(obj: Any, base: type) -> bool:
+def _own_matches(obj: Any, base: Any) -> bool:
     """``obj`` matches requests by other code than ``base.matches``."""
     return type(obj).matches is not base.matches or "matches" in vars(obj)
 
