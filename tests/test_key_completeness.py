@@ -88,7 +88,7 @@ request_part = st.tuples(st.booleans(), st.integers(0, 4), st.sampled_from(VALUE
 
 
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     derandomize=True,  # the same examples on every run: CI time stays put
     suppress_health_check=[HealthCheck.function_scoped_fixture],
