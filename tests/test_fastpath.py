@@ -394,3 +394,34 @@ def test_decorator_above_cache_is_not_fast() -> None:
     routes = {r.path: r for r in app.routes if hasattr(r, "endpoint")}
     assert _route_target(routes["/wrapped"]) is _NOT_ELIGIBLE
     assert _route_target(routes["/direct"]) is not _NOT_ELIGIBLE
+
+
+def test_route_matching_on_headers_before_a_cached_route_is_honoured() -> None:
+    """A route that claims requests by a header is never bypassed by a decision kept per path."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Match, Route
+
+    class BetaRoute(Route):
+        """Claims requests carrying ``X-Beta``: routing by more than the path."""
+
+        def matches(self, scope):  # type: ignore[no-untyped-def]
+            if (b"x-beta", b"1") not in scope["headers"]:
+                return Match.NONE, {}
+            return super().matches(scope)
+
+    async def beta(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("beta")
+
+    app = FastAPI()
+    app.router.routes.append(BetaRoute("/page", beta))
+
+    @app.get("/page")
+    @cacheframe.cache(ttl=60)
+    async def page() -> dict[str, str]:
+        return {"public": "page"}
+
+    fastpath.install(app)
+    client = TestClient(app)
+    assert client.get("/page").json() == {"public": "page"}
+    assert client.get("/page").headers["x-cache"] == "HIT"
+    assert client.get("/page", headers={"X-Beta": "1"}).text == "beta"

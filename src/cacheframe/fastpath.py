@@ -23,8 +23,10 @@ request is served here only when all of these hold:
 - its dependency tree holds nothing: no ``Depends``/``Security`` (route-,
   router- or app-level; so ``dependency_overrides`` have nothing to replace),
   no ``Header``/``Cookie`` parameters, no body;
-- the first route FastAPI would pick for the request is that route (a route
-  before it that this walk cannot mirror exactly stops the walk);
+- the first route FastAPI would pick for the request is that route, and every
+  route before it matches by method and path alone (a ``Host`` route, or any
+  route class with its own ``matches``, stops the walk: the decision is kept
+  per method and path, so it must not depend on headers);
 - the request is GET or HEAD without ``Authorization``, ``Cache-Control`` or
   ``Pragma``, with at most one ``Host`` header.
 
@@ -43,8 +45,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
-from fastapi.routing import APIRoute, APIRouter
-from starlette.routing import Match, Router
+from fastapi.routing import APIRoute, APIRouter, APIWebSocketRoute
+from starlette.routing import Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import http
@@ -66,6 +68,10 @@ _NO_MATCH: Any = object()
 _ROUTE_METHODS = frozenset({"matches", "handle", "get_route_handler"})
 _ROUTER_METHODS = frozenset({"matches", "handle", "app"})
 _PLAIN_ROUTERS = (APIRouter, Router)
+# matches() that look at the scope's type, method and path only (not Host's, not Accept's).
+_PATH_MATCHERS = frozenset(
+    {APIRoute.matches, APIWebSocketRoute.matches, Route.matches, Mount.matches, WebSocketRoute.matches}
+)
 
 try:  # FastAPI >= 0.16x: included routers stay routers, their routes served through contexts
     from fastapi.routing import _EffectiveRouteContext, _IncludedRouter
@@ -158,14 +164,27 @@ def _first_full_match(routes: Any, scope: Scope, plain: bool = True) -> Any:
             if found is not _NO_MATCH:
                 return found  # FastAPI serves the first full match, eligible or not
             continue
-        original = getattr(route, "original_route", None)
-        if isinstance(original, APIRoute) and _own_matches(original, APIRoute):
-            return _NOT_ELIGIBLE  # FastAPI asks the subclass's own matches(): cannot mirror it
+        if not _path_only(route):
+            return _NOT_ELIGIBLE  # it may match by more than the path: the decision could not be kept
         match, _ = route.matches(scope)
         if match is Match.FULL:
             return _route_target(route) if plain else _NOT_ELIGIBLE
         # A PARTIAL match (wrong method) may still be followed by a FULL one.
     return _NO_MATCH
+
+
+def _path_only(route: Any) -> bool:
+    """``route`` matches by method and path alone, as this walk calls it (so a decision made
+    for one method and path holds for every request to them, whatever their headers)."""
+    if "matches" in vars(route):
+        return False
+    if _EffectiveRouteContext is not None and type(route) is _EffectiveRouteContext:
+        # FastAPI asks an APIRoute's own matches() (the context's when it is not overridden).
+        original = route.original_route
+        if isinstance(original, APIRoute):
+            return _path_only(original)
+        return route.starlette_route is not None and _path_only(route.starlette_route)
+    return type(route).matches in _PATH_MATCHERS
 
 
 def _own_matches(obj: Any, base: Any) -> bool:
