@@ -225,7 +225,8 @@ def view_key(
     custom: bytes | None = None,
 ) -> str:
     """The store key of a request to a view: the one computation both the decorator path and
-    the ASGI fast path use, so the two can never disagree."""
+    the ASGI fast path use, so the two can never disagree (``host``: the request's
+    ``request_authority``, the authority Starlette builds ``request.url`` from)."""
     url_only = custom is None and not vary and not header_params and not cookie_params and not private
     if url_only:
         return url_key(bound, scope, host)
