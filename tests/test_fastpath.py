@@ -225,3 +225,203 @@ def test_included_router_dependencies_respected() -> None:
     assert counter["include_dep"] == 3 and counter["counted"] == 1 and fast_hits() == 0
     assert {client.get("/s/secured").headers["x-cache"] for _ in range(2)} == {"BYPASS"}
     assert counter["secured"] == 2
+
+
+# -- the fast path serves only what it can prove (issue 10, section 1) ---------------------------
+
+
+def _auth_route_class() -> type:
+    """An APIRoute subclass whose handler refuses requests without ``X-Auth``."""
+    from fastapi.routing import APIRoute
+    from starlette.responses import PlainTextResponse
+
+    class AuthRoute(APIRoute):
+        def get_route_handler(self):  # type: ignore[no-untyped-def]
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request):  # type: ignore[no-untyped-def]
+                if request.headers.get("x-auth") != "ok":
+                    return PlainTextResponse("no", status_code=401)
+                return await handler(request)
+
+            return guarded
+
+    return AuthRoute
+
+
+class _Refuse:
+    """ASGI middleware answering 401 unless ``X-Auth: ok`` (stands for route or router middleware)."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if (b"x-auth", b"ok") not in scope["headers"]:
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("no", status_code=401)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _guarded_app(shape: str) -> FastAPI:
+    """A cached /g/page whose guard lives in a place the fast path would skip."""
+    app = FastAPI()
+    router = APIRouter(route_class=_auth_route_class()) if shape == "included route_class" else APIRouter()
+    if shape == "app route_class":
+        app.router.route_class = _auth_route_class()
+    target = app.router if shape in ("app route_class", "route.app wrapped", "route.handle") else router
+
+    @target.get("/g/page")
+    @cacheframe.cache(ttl=60)
+    async def page() -> dict[str, int]:
+        return {"secret": 1}
+
+    if target is router:
+        if shape == "router subclass":
+
+            class Guarded(APIRouter):
+                async def handle(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+                    await _Refuse(super().handle)(scope, receive, send)
+
+            outer = Guarded()
+            outer.include_router(router)
+            app.include_router(outer)
+        else:
+            app.include_router(router)
+    route = next((r for r in app.router.routes if getattr(r, "path", None) == "/g/page"), None)
+    if shape == "route.app wrapped":
+        route.app = _Refuse(route.app)  # type: ignore[union-attr]
+    elif shape == "route.handle":
+        route.handle = _Refuse(route.handle)  # type: ignore[union-attr,method-assign]
+    elif shape == "router middleware":
+        app.router.middleware_stack = _Refuse(app.router.middleware_stack)
+    fastpath.install(app)
+    return app
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "app route_class",
+        "included route_class",
+        "route.app wrapped",
+        "route.handle",
+        "router subclass",
+        "router middleware",
+    ],
+)
+def test_guard_the_fast_path_would_skip_still_refuses(shape: str) -> None:
+    """A guard in a route class, route app, router or router middleware refuses once an entry exists."""
+    client = TestClient(_guarded_app(shape))
+    assert client.get("/g/page", headers={"X-Auth": "ok"}).json() == {"secret": 1}
+    assert client.get("/g/page", headers={"X-Auth": "ok"}).headers["x-cache"] == "HIT"
+    refused = client.get("/g/page")
+    assert refused.status_code == 401 and refused.text == "no"
+    assert fast_hits() == 0
+
+
+def test_plain_routes_beside_a_route_class_stay_fast() -> None:
+    """A route class on one router does not take plain routes elsewhere off the fast path."""
+    app = _guarded_app("included route_class")
+
+    @app.get("/plain")
+    @cacheframe.cache(ttl=60)
+    async def plain() -> dict[str, int]:
+        return {"ok": 1}
+
+    client = TestClient(app)
+    client.get("/plain")
+    assert client.get("/plain").headers["x-cache"] == "HIT" and fast_hits() == 1
+
+
+def test_first_matching_route_wins_even_when_not_fast() -> None:
+    """A request FastAPI routes to a guarded route is never answered from a later route's entry."""
+    from fastapi import HTTPException
+
+    def token(request: Request) -> None:  # reads no parameter: the guarded view keys by URL alone
+        if request.headers.get("x-token") != "ok":
+            raise HTTPException(403)
+
+    app = FastAPI()
+    router = APIRouter()
+
+    @router.get("/x/{name}")
+    @cacheframe.cache(ttl=60, namespace="shared")
+    async def guarded(name: str, _: Annotated[None, Depends(token)]) -> dict[str, str]:
+        return {"guarded": name}
+
+    app.include_router(router)
+
+    @app.get("/x/special")
+    @cacheframe.cache(ttl=60, namespace="shared")
+    async def special() -> dict[str, str]:
+        return {"special": "never reached"}
+
+    fastpath.install(app)
+    client = TestClient(app)
+    assert client.get("/x/special", headers={"X-Token": "ok"}).json() == {"guarded": "special"}
+    assert client.get("/x/special").status_code == 403
+    assert fast_hits() == 0
+
+
+def test_decorator_above_cache_is_not_fast() -> None:
+    """An endpoint that is not @cache's own wrapper (a decorator above it) is never fast."""
+    import functools
+
+    from cacheframe.fastpath import _NOT_ELIGIBLE, _route_target
+
+    def logged(func):  # type: ignore[no-untyped-def]
+        @functools.wraps(func)
+        async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            return await func(*args, **kwargs)
+
+        return wrapper
+
+    app = FastAPI()
+
+    @app.get("/wrapped")
+    @logged
+    @cacheframe.cache(ttl=60)
+    async def wrapped() -> dict[str, int]:
+        return {"ok": 1}
+
+    @app.get("/direct")
+    @cacheframe.cache(ttl=60)
+    async def direct() -> dict[str, int]:
+        return {"ok": 1}
+
+    routes = {r.path: r for r in app.routes if hasattr(r, "endpoint")}
+    assert _route_target(routes["/wrapped"]) is _NOT_ELIGIBLE
+    assert _route_target(routes["/direct"]) is not _NOT_ELIGIBLE
+
+
+def test_route_matching_on_headers_before_a_cached_route_is_honoured() -> None:
+    """A route that claims requests by a header is never bypassed by a decision kept per path."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Match, Route
+
+    class BetaRoute(Route):
+        """Claims requests carrying ``X-Beta``: routing by more than the path."""
+
+        def matches(self, scope):  # type: ignore[no-untyped-def]
+            if (b"x-beta", b"1") not in scope["headers"]:
+                return Match.NONE, {}
+            return super().matches(scope)
+
+    async def beta(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("beta")
+
+    app = FastAPI()
+    app.router.routes.append(BetaRoute("/page", beta))
+
+    @app.get("/page")
+    @cacheframe.cache(ttl=60)
+    async def page() -> dict[str, str]:
+        return {"public": "page"}
+
+    fastpath.install(app)
+    client = TestClient(app)
+    assert client.get("/page").json() == {"public": "page"}
+    assert client.get("/page").headers["x-cache"] == "HIT"
+    assert client.get("/page", headers={"X-Beta": "1"}).text == "beta"

@@ -5,15 +5,33 @@ middleware: every user middleware (authentication, CORS, GZip, sessions) still
 runs, but a hit on an eligible route is answered without FastAPI's routing,
 dependency solving or the endpoint call. Anything else goes on unchanged.
 
-A route is eligible when all of these hold (decided from FastAPI's own
-dependant information the first time the route is seen):
+The rule: a hit is served here only when nothing of the app's could run
+between routing and the endpoint that this shortcut would skip. Whatever
+cannot be proven goes the full path. Decided once per (method, path), a
+request is served here only when all of these hold:
 
-- its endpoint is wrapped by ``@cache`` without ``vary``, ``private`` or a
-  custom ``key_builder``;
+- the app's router, and every router on the way to the route, is FastAPI's
+  own ``APIRouter`` (the exact class, ``matches``/``handle``/``app`` not
+  replaced on the instance), with no router middleware;
+- the route is FastAPI's own ``APIRoute`` (the exact class, not a
+  ``route_class`` subclass: its ``get_route_handler`` could refuse a request),
+  or FastAPI's effective context of one for an included router, with
+  ``matches``/``handle``/``get_route_handler`` not replaced on the instance,
+  and its ASGI app the one FastAPI built (no route middleware, no body limit);
+- its endpoint is the ``@cache`` wrapper itself (no decorator above it),
+  without ``vary``, ``private`` or a custom ``key_builder``;
 - its dependency tree holds nothing: no ``Depends``/``Security`` (route-,
-  router- or app-level), no ``Header``/``Cookie`` parameters, no body;
+  router- or app-level; so ``dependency_overrides`` have nothing to replace),
+  no ``Header``/``Cookie`` parameters, no body;
+- the first route FastAPI would pick for the request is that route, and every
+  route before it matches by method and path alone (a ``Host`` route, or any
+  route class with its own ``matches``, stops the walk: the decision is kept
+  per method and path, so it must not depend on headers);
 - the request is GET or HEAD without ``Authorization``, ``Cache-Control`` or
-  ``Pragma``.
+  ``Pragma``, with at most one ``Host`` header.
+
+App-level middleware (user middleware included) runs either way: this one is
+the innermost. Route ``callbacks`` only document the API and never run.
 
 The key is computed exactly as the decorator path computes it, and the reply
 carries the same bytes and headers (ETag, Age, max-age, X-Cache). A query that
@@ -27,13 +45,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
-from starlette.routing import Match
+from fastapi.routing import APIRoute, APIRouter, APIWebSocketRoute
+from starlette.routing import Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import http
+from ._authority import request_authority
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry
-from .routes import is_api_route, route_info
+from .routes import route_info
 from .views import CHECKED, KEPT_ON_304, reply_headers, scan_headers, view_key
 
 if TYPE_CHECKING:
@@ -43,6 +63,20 @@ __all__ = ["CHECKED", "FastPath", "install"]
 
 _SKIP_HEADERS = frozenset({b"authorization", b"cache-control", b"pragma"})
 _NOT_ELIGIBLE: Any = object()
+_NO_MATCH: Any = object()
+# Methods that, replaced on an instance, would route or handle differently from the class.
+_ROUTE_METHODS = frozenset({"matches", "handle", "get_route_handler"})
+_ROUTER_METHODS = frozenset({"matches", "handle", "app"})
+_PLAIN_ROUTERS = (APIRouter, Router)
+# matches() that look at the scope's type, method and path only (not Host's, not Accept's).
+_PATH_MATCHERS = frozenset(
+    {APIRoute.matches, APIWebSocketRoute.matches, Route.matches, Mount.matches, WebSocketRoute.matches}
+)
+
+try:  # FastAPI >= 0.16x: included routers stay routers, their routes served through contexts
+    from fastapi.routing import _EffectiveRouteContext, _IncludedRouter
+except ImportError:  # pragma: no cover - older FastAPI copies included routes into the app
+    _EffectiveRouteContext = _IncludedRouter = None  # type: ignore[assignment,misc]
 
 
 def install(app: Any) -> None:
@@ -81,7 +115,10 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         host, _, _, _, if_none_match = scan_headers(scope["headers"])  # as the decorator path reads them
-        key = view_key(bound, scope, host)
+        if host is None:  # several Host headers: the full path answers BYPASS
+            await self.app(scope, receive, send)
+            return
+        key = view_key(bound, scope, request_authority(host, scope))
         entry = cache.read_nowait(key) if cache.in_process else await cache.read_shared(key)
         if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
             scope[CHECKED] = (key, entry)
@@ -108,31 +145,91 @@ class FastPath:
         return decision
 
     def _decide(self, scope: Scope) -> Any:
-        return _first_full_match(self.router.routes, scope)
+        if not _plain_router(self.router, _PLAIN_ROUTERS):
+            return _NOT_ELIGIBLE
+        found = _first_full_match(self.router.routes, scope)
+        return _NOT_ELIGIBLE if found is _NO_MATCH else found
 
 
-def _first_full_match(routes: Any, scope: Scope) -> Any:
+def _first_full_match(routes: Any, scope: Scope, plain: bool = True) -> Any:
+    """The fast-path target of the route FastAPI would pick, _NOT_ELIGIBLE, or _NO_MATCH
+    (``plain``: every router on the way is FastAPI's own)."""
     for route in routes:
-        candidates = getattr(route, "effective_candidates", None)  # an included router (FastAPI ≥ 0.16x)
-        if candidates is not None:
-            found = _first_full_match(candidates() if callable(candidates) else candidates, scope)
-            if found is not _NOT_ELIGIBLE:
-                return found
+        if _IncludedRouter is not None and isinstance(route, _IncludedRouter):
+            inner = route.original_router
+            if type(route) is not _IncludedRouter or _own_matches(inner, APIRouter):
+                return _NOT_ELIGIBLE  # it may claim this request its own way: cannot mirror it
+            inner_plain = plain and _plain_router(inner, (APIRouter,))
+            found = _first_full_match(route.effective_candidates(), scope, inner_plain)
+            if found is not _NO_MATCH:
+                return found  # FastAPI serves the first full match, eligible or not
             continue
+        if not _path_only(route):
+            return _NOT_ELIGIBLE  # it may match by more than the path: the decision could not be kept
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return _route_target(route)
+            return _route_target(route) if plain else _NOT_ELIGIBLE
         # A PARTIAL match (wrong method) may still be followed by a FULL one.
-    return _NOT_ELIGIBLE
+    return _NO_MATCH
+
+
+def _path_only(route: Any) -> bool:
+    """``route`` matches by method and path alone, as this walk calls it (so a decision made
+    for one method and path holds for every request to them, whatever their headers)."""
+    if "matches" in vars(route):
+        return False
+    if _EffectiveRouteContext is not None and type(route) is _EffectiveRouteContext:
+        # FastAPI asks an APIRoute's own matches() (the context's when it is not overridden).
+        original = route.original_route
+        if isinstance(original, APIRoute):
+            return _path_only(original)
+        return route.starlette_route is not None and _path_only(route.starlette_route)
+    return type(route).matches in _PATH_MATCHERS
+
+
+def _own_matches(obj: Any, base: Any) -> bool:
+    """``obj`` matches requests by other code than ``base.matches``."""
+    return type(obj).matches is not base.matches or "matches" in vars(obj)
+
+
+def _plain_router(router: Any, classes: tuple[type, ...]) -> bool:
+    """One of ``classes`` exactly, no routing method replaced, no router middleware."""
+    return (
+        type(router) in classes
+        and not _ROUTER_METHODS & vars(router).keys()
+        and router.middleware_stack == router.app  # bound methods: equal when the same
+    )
+
+
+def _stock_app(app: Any) -> bool:
+    """The ASGI app FastAPI builds for a route (``request_response``), unwrapped."""
+    return getattr(app, "__module__", None) == "fastapi.routing" and (
+        getattr(app, "__qualname__", None) == "request_response.<locals>.app"
+    )
+
+
+def _plain_route(route: Any) -> bool:
+    """FastAPI's own ``APIRoute``, or its effective context, as FastAPI built it."""
+    original: Any
+    if type(route) is APIRoute:
+        original = route
+    elif _EffectiveRouteContext is not None and type(route) is _EffectiveRouteContext:
+        original = route.original_route
+        if type(original) is not APIRoute or _ROUTE_METHODS & vars(route).keys():
+            return False
+    else:
+        return False
+    return not _ROUTE_METHODS & vars(original).keys() and _stock_app(route.app)
 
 
 def _route_target(route: Any) -> Any:
-    if not is_api_route(route):
+    if not _plain_route(route):
         return _NOT_ELIGIBLE
-    decorator: Decorator | None = getattr(route.endpoint, "__cacheframe__", None)
-    func = getattr(route.endpoint, "__wrapped__", None)
-    if decorator is None or func is None:
-        return _NOT_ELIGIBLE
+    endpoint = route.endpoint
+    decorator: Decorator | None = getattr(endpoint, "__cacheframe__", None)
+    func = getattr(endpoint, "__wrapped__", None)
+    if decorator is None or func is None or getattr(func, "__cacheframe__", None) is not None:
+        return _NOT_ELIGIBLE  # not @cache's own wrapper: a decorator above it would be skipped
     policy = decorator.policy
     if policy.vary or policy.private or policy.key_builder is not None:
         return _NOT_ELIGIBLE
@@ -140,6 +237,7 @@ def _route_target(route: Any) -> Any:
     dependant = route.dependant
     if (
         info.has_dependencies
+        or info.uncacheable is not None
         or info.has_security
         or info.header_names
         or info.cookie_names

@@ -197,8 +197,9 @@ def request_digest(
 ) -> str:
     """Digest of what identifies a view's response (``headers`` offers ``getlist(name)``).
 
-    The whole target URI is keyed (scheme, Host, root path, path, query), so a
-    view that builds absolute URLs from Host cannot poison another host's entry.
+    The whole target URI is keyed (scheme, Host, root path, path, and the query
+    string exactly as received, undecoded and unsorted), so a view that builds
+    absolute URLs or reflects ``request.url`` cannot poison another one's entry.
     HEAD shares GET's key; an absent header differs from an empty one; with
     ``private`` the credentials (Authorization, Cookie, and the route's security
     schemes' ``credential_headers`` and ``credential_query`` parameters) are
@@ -242,15 +243,13 @@ def _request_digest(
     if custom is not None:  # a custom key builder replaces the URL and parameter parts
         parts.append(b"C%d:%b" % (len(custom), custom))
     else:
-        pairs = normalize_query(query_string)
         scheme, host, root_path = url
         parts += [
             _text(scheme),
-            _text(host.lower()),
+            _text(host),  # as request.url spells it: url_for reflects its case too
             _text(root_path),
             _text(path),
-            b"Q%d:" % len(pairs),
-            *[_text(k) + _text(v) for k, v in pairs],
+            b"Q" + _text(query_string),  # raw: '<' and '%3C', 'a&b' and 'b&a' render apart
             _headers(headers, header_params),
             b"K%d:" % len(cookie_params),
             *[_optional(cookies.get(name)) for name in cookie_params],
@@ -265,7 +264,7 @@ def _request_digest(
                 values = [v for k, v in pairs if k == name]
                 credentials += _text(name) + b"%d:" % len(values) + b"".join(_text(v) for v in values)
         parts.append(b"P" + hashlib.sha256(credentials).digest())
-    return digest(b"view2", b"".join(parts))
+    return digest(b"view3", b"".join(parts))
 
 
 def uri_segment(root_path: str, path: str) -> str:
@@ -309,7 +308,11 @@ async def custom_key(
 
 
 def normalize_query(query_string: str) -> list[tuple[str, str]]:
-    """Query pairs as the app sees them, sorted by name; repeated names keep their order."""
+    """Query pairs as the app sees them, sorted by name; repeated names keep their order.
+
+    Not used for view keys: those key the raw query string, since two raw forms that
+    parse alike (``<`` and ``%3C``) still render apart in a view reflecting ``request.url``.
+    """
     if not query_string:
         return []
     if "%" in query_string or "+" in query_string:

@@ -1,10 +1,11 @@
 """What a FastAPI route's dependency tree tells the cache, computed once per route.
 
 Header and Cookie parameters (the route's own and its dependencies') become
-part of the key; a security dependency makes requests BYPASS unless the
-decorator keys per user, and then the credential of every security scheme is
-keyed where it travels; any dependency at all keeps the route off the ASGI
-fast path.
+part of the key, under every name FastAPI may read them by; a body parameter,
+or a parameter model that reads every header or cookie, makes requests BYPASS;
+a security dependency makes requests BYPASS unless the decorator keys per
+user, and then the credential of every security scheme is keyed where it
+travels; any dependency at all keeps the route off the ASGI fast path.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import inspect
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from fastapi.routing import APIRoute
 from fastapi.security import (
@@ -32,7 +34,7 @@ from fastapi.security import (
 )
 from fastapi.security.base import SecurityBase
 from fastapi.security.http import HTTPBase
-from pydantic import BaseModel
+from pydantic import AliasChoices, AliasPath, BaseModel, Json
 
 from .exceptions import ConfigurationError
 
@@ -64,6 +66,7 @@ class RouteInfo:
     opaque_security: str = ""
     # A dependency (not a FastAPI security scheme) receives the Request: it may read per-user state.
     reads_connection: bool = False
+    uncacheable: str | None = None  # why every request to the route BYPASSes (a body, say)
     keyed_by_request: bool = dataclasses.field(init=False)  # Header or Cookie parameters: part of the key
 
     def __post_init__(self) -> None:
@@ -83,26 +86,58 @@ def _walk(dependant: Any) -> Iterator[Any]:
 
 
 def _model_of(field: Any) -> type[BaseModel] | None:
-    """The pydantic model of a ``Annotated[Model, Header()]``/``Cookie()`` parameter, if any."""
-    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    """The pydantic model of a ``Annotated[Model | None, Header()]``/``Cookie()`` parameter, if any
+    (as FastAPI decides it: a ``Json`` parameter is read whole, by its own name)."""
+    info = getattr(field, "field_info", None)
+    annotation = getattr(info, "annotation", None)
+    if get_origin(annotation) in (Union, UnionType):
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    if any(type(item) is Json for item in getattr(info, "metadata", ())):
+        return None
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _names(field: Any, *, header: bool) -> list[str]:
-    """The request header (lower-case) or cookie names one parameter reads."""
-    info = getattr(field, "field_info", None)
-    convert = header and getattr(info, "convert_underscores", True)
-    model = _model_of(field)
-    if model is not None:  # a model parameter reads one header/cookie per model field
-        candidates = [(name, f.alias or name) for name, f in model.model_fields.items()]
-    else:
-        candidates = [(field.name, str(getattr(field, "alias", None) or field.name))]
-    names = []
-    for name, alias in candidates:
-        if convert and alias == name:
-            alias = alias.replace("_", "-")
-        names.append(alias.lower() if header else alias)
+def _read_names(name: str, info: Any, config: Any, *, convert: bool) -> list[str]:
+    """The request names FastAPI may read one parameter (or one field of a parameter model)
+    under: its ``validation_alias`` (a string, or every string of ``AliasChoices``), else its
+    ``alias``, else its name (``_`` as ``-`` for headers); plus the plain name when the
+    model validates by name. Mirrors FastAPI's ``_get_param_aliases``."""
+    choice = getattr(info, "validation_alias", None)
+    alias = choice if isinstance(choice, str) and choice else getattr(info, "alias", None) or name
+    read = alias.replace("_", "-") if convert and alias == name else alias
+    if isinstance(choice, AliasPath) or (
+        isinstance(choice, AliasChoices) and not all(isinstance(c, str) for c in choice.choices)
+    ):
+        return [read]  # FastAPI reads the value under its alias and validates the path on it
+    names = [c for c in choice.choices if isinstance(c, str)] if isinstance(choice, AliasChoices) else [read]
+    config = config or {}
+    by_name = name.replace("_", "-") if convert else name
+    if config.get("validate_by_alias") is False:
+        return [by_name]
+    if config.get("validate_by_name", config.get("populate_by_name", False)):
+        names.append(by_name)
     return names
+
+
+def _names(field: Any, *, header: bool) -> tuple[list[str], bool]:
+    """The request header (lower-case) or cookie names one parameter reads, and whether it
+    reads every other one too (a parameter model with ``extra="allow"``)."""
+    info = getattr(field, "field_info", None)
+    model = _model_of(field)
+    if model is None:  # FastAPI already turned the name into the header's (x_tenant -> x-tenant)
+        names = _read_names(field.name, info, getattr(field, "config", None), convert=False)
+        reads_all = False
+    else:  # a model parameter reads one header/cookie per model field, and maybe the rest
+        convert = header and getattr(info, "convert_underscores", True)
+        names = []
+        for name, f in model.model_fields.items():
+            nested = isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel | dict)
+            config = None if nested else model.model_config
+            own = header and getattr(f, "convert_underscores", convert)
+            names += _read_names(name, f, config, convert=own)
+        reads_all = model.model_config.get("extra") == "allow"
+    return ([n.lower() for n in names] if header else names), reads_all
 
 
 def _is_security(node: Any) -> bool:
@@ -171,13 +206,22 @@ def _analyse(route: Any) -> RouteInfo:
     found: dict[str, set[str]] = {"header": set(), "cookie": set(), "query": set()}
     opaque: list[str] = []
     reads_connection = False
+    uncacheable = None
     root = route.dependant
     subs = list(_walk(root))
     for node in subs:
         for field in getattr(node, "header_params", ()):
-            headers += _names(field, header=True)
+            names, reads_all = _names(field, header=True)
+            headers += names
+            if reads_all:
+                uncacheable = f"Header model parameter {field.name!r} with extra='allow' reads every header"
         for field in getattr(node, "cookie_params", ()):
-            cookies += _names(field, header=False)
+            names, reads_all = _names(field, header=False)
+            cookies += names
+            if reads_all:
+                uncacheable = f"Cookie model parameter {field.name!r} with extra='allow' reads every cookie"
+        if getattr(node, "body_params", None):  # bodies are not keyed: never cached
+            uncacheable = "a body parameter (request bodies are not part of the key)"
         call = getattr(node, "call", None)
         scheme = _unwrapped(call)
         if isinstance(scheme, SecurityBase):
@@ -210,6 +254,7 @@ def _analyse(route: Any) -> RouteInfo:
         credential_cookies=tuple(sorted(found["cookie"])),
         opaque_security=reason,
         reads_connection=reads_connection,
+        uncacheable=uncacheable,
     )
 
 

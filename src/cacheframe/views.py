@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from . import _peruser, http, keys, unsafe
+from ._authority import request_authority
 from ._render import render
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
@@ -118,6 +119,8 @@ async def serve(
     if (
         not settings.enabled
         or scope["method"] not in ("GET", "HEAD")
+        or host is None  # several Host headers: whose page would this be?
+        or info.uncacheable is not None
         or (not policy.keys_auth and (info.has_security or authorization))
         or (policy.keys_auth and info.opaque_security)
     ):
@@ -127,6 +130,7 @@ async def serve(
         if scope["method"] in unsafe.METHODS and unsafe.succeeded(value, route, sub):
             await unsafe.invalidate(scope)  # RFC 9111 §4.4, before the answer leaves
         return value
+    host = request_authority(host, scope)
     directives = http.NO_DIRECTIVES
     if settings.honor_request_cache_control and (cache_control or pragma):
         directives = http.request_directives(cache_control, pragma)
@@ -233,7 +237,8 @@ def view_key(
     credential_query: tuple[str, ...] = (),
 ) -> str:
     """The store key of a request to a view: the one computation both the decorator path and
-    the ASGI fast path use, so the two can never disagree."""
+    the ASGI fast path use, so the two can never disagree (``host``: the request's
+    ``request_authority``, the authority Starlette builds ``request.url`` from)."""
     url_only = custom is None and not vary and not header_params and not cookie_params and not private
     if url_only:
         return url_key(bound, scope, host)
@@ -310,14 +315,22 @@ def _view_key(
     )
 
 
-def scan_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, bool, str | None, str | None, str | None]:
-    """One pass over the raw request headers: Host, Authorization?, Cache-Control, Pragma, If-None-Match."""
-    host = ""
+def scan_headers(
+    raw: list[tuple[bytes, bytes]],
+) -> tuple[str | None, bool, str | None, str | None, str | None]:
+    """One pass over the raw request headers: Host, Authorization?, Cache-Control, Pragma, If-None-Match.
+
+    Host is the first one, as Starlette reads it (``""`` without one), or None when the
+    request carries several: such a request is never cached.
+    """
+    host: str | None = ""
+    hosts = 0
     authorization = False
     cache_control = pragma = if_none_match = None
     for name, value in raw:
         if name == b"host":
-            host = value.decode("latin-1")
+            hosts += 1
+            host = value.decode("latin-1") if hosts == 1 else None
         elif name == b"authorization":
             authorization = True
         elif name == b"cache-control":
