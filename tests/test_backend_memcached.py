@@ -33,21 +33,17 @@ DAY = 24 * 3600
 class TestMemcachedConformance(BackendConformance):
     """The whole backend contract on one memcached."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, memcached_server: MemcachedServer) -> AsyncIterator[MemcachedBackend]:
-        backend = MemcachedBackend.from_url(memcached_server.url + "?timeout=2")
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, memcached_server: MemcachedServer) -> str:
+        return memcached_server.url + "?timeout=2"
 
 
 class TestMemcachedPairConformance(BackendConformance):
     """The whole backend contract on two memcached servers."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, memcached_pair: MemcachedServers) -> AsyncIterator[MemcachedBackend]:
-        backend = MemcachedBackend.from_url(memcached_pair.url + "?timeout=2")
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, memcached_pair: MemcachedServers) -> str:
+        return memcached_pair.url + "?timeout=2"
 
 
 @pytest_asyncio.fixture

@@ -66,31 +66,25 @@ _SUITE = "timeout=1"
 class TestRedisConformance(BackendConformance):
     """The whole backend contract on one redis-server."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, redis_server: RedisServer) -> AsyncIterator[RedisBackend]:
-        backend = RedisBackend.from_url(redis_server.url + "?" + _SUITE)
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, redis_server: RedisServer) -> str:
+        return redis_server.url + "?" + _SUITE
 
 
 class TestRedisClusterConformance(BackendConformance):
     """The whole backend contract on a three-primary Redis Cluster."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, redis_cluster: RedisClusterServers) -> AsyncIterator[RedisClusterBackend]:
-        backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, redis_cluster: RedisClusterServers) -> str:
+        return redis_cluster.url + "?" + _SUITE
 
 
 class TestRedisSentinelConformance(BackendConformance):
     """The whole backend contract on a master found through Sentinel."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, redis_sentinel: RedisSentinelServers) -> AsyncIterator[RedisSentinelBackend]:
-        backend = RedisSentinelBackend.from_url(redis_sentinel.url + "?" + _SUITE)
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, redis_sentinel: RedisSentinelServers) -> str:
+        return redis_sentinel.url + "?" + _SUITE
 
 
 # -- URLs and options -------------------------------------------------------------------
