@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
 from cacheframe.backends.memory import MemoryBackend
 from cacheframe.exceptions import ConfigurationError

@@ -85,6 +85,11 @@ class TestSuite(BackendConformance):
 '''
 
 
+EMPTY_SUBCLASS = (
+    "from cacheframe.testing import BackendConformance\n\n\nclass TestMine(BackendConformance):\n    pass\n"
+)
+
+
 def run_suite(tmp_path: Path, *args: str, source: str | None = None) -> subprocess.CompletedProcess[str]:
     """pytest on a generated test module in a subprocess; the example plugin importable."""
     if source is not None:
@@ -107,9 +112,7 @@ def broken(factory: str, url: str = "memory://", unreachable: str | None = None)
 
 def test_like_based_clear_fails_the_suite(tmp_path: Path) -> None:
     """A clear written with SQL LIKE (clearing my_app deletes my-app's keys) fails the wildcard tests."""
-    result = run_suite(
-        tmp_path, "-k", "wildcards", source=broken("LikeClear", "sqlitecache://{tmp}/like.db")
-    )
+    result = run_suite(tmp_path, "-k", "wildcards", source=broken("LikeClear", "sqlitecache://{tmp}/like.db"))
     out = result.stdout
     assert result.returncode == 1, out[-3000:]
     assert "FAILED" in out and "underscore" in out and "percent" in out, out[-3000:]
@@ -133,9 +136,7 @@ def test_hanging_get_fails_within_bounded_time(tmp_path: Path) -> None:
 
 def test_raw_driver_errors_fail_the_suite(tmp_path: Path) -> None:
     """A backend that lets ConnectionRefusedError escape fails, told to raise BackendError."""
-    result = run_suite(
-        tmp_path, "-k", "errors_are", source=broken("RawErrors", unreachable="memory+down://")
-    )
+    result = run_suite(tmp_path, "-k", "errors_are", source=broken("RawErrors", unreachable="memory+down://"))
     assert result.returncode == 1, result.stdout[-3000:]
     assert "raised ConnectionRefusedError" in result.stdout and "BackendError" in result.stdout
 
@@ -149,7 +150,7 @@ def test_ignored_option_fails_the_suite(tmp_path: Path) -> None:
 
 def test_no_backend_given_fails_saying_what_to_pass(tmp_path: Path) -> None:
     """An empty subclass run without --cacheframe-url fails (it used to pass as '19 skipped')."""
-    source = "from cacheframe.testing import BackendConformance\n\n\nclass TestMine(BackendConformance):\n    pass\n"
+    source = EMPTY_SUBCLASS
     result = run_suite(tmp_path, source=source)
     assert result.returncode == 1, result.stdout[-3000:]
     assert "--cacheframe-url" in result.stdout and "backend_url" in result.stdout
@@ -157,21 +158,29 @@ def test_no_backend_given_fails_saying_what_to_pass(tmp_path: Path) -> None:
 
 
 def test_url_option_runs_the_whole_suite(tmp_path: Path) -> None:
-    """An empty subclass with --cacheframe-url memory:// runs every test: none fails, none is silently skipped."""
-    source = "from cacheframe.testing import BackendConformance\n\n\nclass TestMine(BackendConformance):\n    pass\n"
+    """An empty subclass with --cacheframe-url memory:// runs every test; none fails or hides as a skip."""
+    source = EMPTY_SUBCLASS
     result = run_suite(tmp_path, "-rs", "--cacheframe-url", "memory://", source=source)
     assert result.returncode == 0, result.stdout[-3000:]
     skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert all("does not declare" in line or "no store to lose" in line or "names no host" in line
-               for line in skipped), skipped
+    assert all(
+        "does not declare" in line or "no store to lose" in line or "names no host" in line
+        for line in skipped
+    ), skipped
 
 
 @pytest.mark.parametrize("mode", ["strict", "auto"])
 def test_pytest_asyncio_modes(tmp_path: Path, mode: str) -> None:
     """The suite runs under pytest-asyncio's strict and auto modes alike."""
-    source = "from cacheframe.testing import BackendConformance\n\n\nclass TestMine(BackendConformance):\n    pass\n"
+    source = EMPTY_SUBCLASS
     result = run_suite(
-        tmp_path, "-o", f"asyncio_mode={mode}", "--cacheframe-url", "memory://", "-k", "round_trip or wildcards",
+        tmp_path,
+        "-o",
+        f"asyncio_mode={mode}",
+        "--cacheframe-url",
+        "memory://",
+        "-k",
+        "round_trip or wildcards",
         source=source,
     )
     assert result.returncode == 0, result.stdout[-3000:]

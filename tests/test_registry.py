@@ -77,7 +77,10 @@ def _mypy(*paths: str) -> tuple[str, int]:
     env = {**os.environ, "MYPYPATH": src}
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", *paths],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     return result.stdout + result.stderr, result.returncode
 

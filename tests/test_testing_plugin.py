@@ -20,12 +20,16 @@ pytestmark = [pytest.mark.venv, pytest.mark.timeout(900)]  # the first test buil
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIVIAL = "def test_trivial():\n    assert 1 + 1 == 2\n"
-APP_ASYNC = "import asyncio\n\n\ndef test_sync_only():\n    assert asyncio.iscoroutinefunction(test_sync_only) is False\n"
-SUITE = "from cacheframe.testing import BackendConformance\n\n\nclass TestMemory(BackendConformance):\n    pass\n"
+APP_OWN = "import json\n\n\ndef test_users_own():\n    assert json.loads('[1]') == [1]\n"
+SUITE = (
+    "from cacheframe.testing import BackendConformance\n\n\nclass TestMemory(BackendConformance):\n    pass\n"
+)
 PIP = ("-m", "pip", "--disable-pip-version-check", "-q")
 
 
-def _run(*args: str | Path, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS", "VIRTUAL_ENV")}
     return subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
@@ -59,8 +63,19 @@ def make_env(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Call
             python = where / "bin" / "python"
             # This interpreter's pip installs into the new environment: no ensurepip per venv.
             _checked(
-                _run(sys.executable, *PIP, "--python", python, "install", "--no-index",
-                     "--find-links", wheelhouse, "cacheframe", "pytest", *extra)
+                _run(
+                    sys.executable,
+                    *PIP,
+                    "--python",
+                    python,
+                    "install",
+                    "--no-index",
+                    "--find-links",
+                    wheelhouse,
+                    "cacheframe",
+                    "pytest",
+                    *extra,
+                )
             )
             made[extra] = python
         return made[extra]
@@ -69,14 +84,16 @@ def make_env(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Call
 
 
 def _pytest(python: Path, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return _run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", project, *args, cwd=project)
+    return _run(
+        python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", project, *args, cwd=project
+    )
 
 
 def test_pytest_only_environment_runs_users_tests(make_env: Callable[..., Path], tmp_path: Path) -> None:
     """cacheframe + pytest, no pytest-asyncio: a user's trivial tests pass (the plugin loaded, inert)."""
     python = make_env()
     assert _run(python, "-c", "import pytest_asyncio").returncode != 0  # truly absent
-    (tmp_path / "test_app.py").write_text(TRIVIAL + "\n\n" + APP_ASYNC)
+    (tmp_path / "test_app.py").write_text(TRIVIAL + "\n\n" + APP_OWN)
     result = _checked(_pytest(python, tmp_path, "-W", "error"))
     assert "2 passed" in result.stdout
     plugins = _checked(_pytest(python, tmp_path, "--co", "--trace-config"))
@@ -85,22 +102,27 @@ def test_pytest_only_environment_runs_users_tests(make_env: Callable[..., Path],
     assert "--cacheframe-url" in helped.stdout
 
 
-def test_pytest_only_environment_loads_nothing_optional(make_env: Callable[..., Path], tmp_path: Path) -> None:
+def test_pytest_only_environment_loads_nothing_optional(
+    make_env: Callable[..., Path], tmp_path: Path
+) -> None:
     """The auto-loaded plugin imports no test framework or driver: the user's session sees none."""
     python = make_env()
     (tmp_path / "test_modules.py").write_text(
         "import sys\n\n\ndef test_nothing_loaded():\n"
-        "    loaded = {'pytest_asyncio', 'cacheframe.testing.conformance', 'redis', 'aiomcache'} & set(sys.modules)\n"
+        "    optional = {'pytest_asyncio', 'cacheframe.testing.conformance', 'redis', 'aiomcache'}\n"
+        "    loaded = optional & set(sys.modules)\n"
         "    assert not loaded, loaded\n"
     )
     _checked(_pytest(python, tmp_path))
 
 
 def test_anyio_plugin_runs_the_suite(make_env: Callable[..., Path], tmp_path: Path) -> None:
-    """Without pytest-asyncio, the conformance suite runs on anyio's pytest plugin (anyio comes with FastAPI)."""
+    """Without pytest-asyncio, the suite runs on anyio's pytest plugin (anyio comes with FastAPI)."""
     python = make_env()
     (tmp_path / "test_backend.py").write_text(SUITE)
-    result = _checked(_pytest(python, tmp_path, "--cacheframe-url", "memory://", "-k", "not ttl and not lock"))
+    result = _checked(
+        _pytest(python, tmp_path, "--cacheframe-url", "memory://", "-k", "not ttl and not lock")
+    )
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
@@ -120,9 +142,12 @@ def test_pytest_asyncio_modes(make_env: Callable[..., Path], tmp_path: Path, mod
     (tmp_path / "test_app.py").write_text(
         TRIVIAL + "\n\nasync def test_users_async():\n    assert True\n"
         if mode == "auto"
-        else TRIVIAL + "\n\nimport pytest\n\n\n@pytest.mark.asyncio\nasync def test_users_async():\n    assert True\n"
+        else TRIVIAL
+        + "\n\nimport pytest\n\n\n@pytest.mark.asyncio\nasync def test_users_async():\n    assert True\n"
     )
     (tmp_path / "test_backend.py").write_text(SUITE)
     args = ("-o", f"asyncio_mode={mode}", "-o", "asyncio_default_fixture_loop_scope=function")
-    result = _checked(_pytest(python, tmp_path, *args, "--cacheframe-url", "memory://", "-k", "not ttl and not lock"))
+    result = _checked(
+        _pytest(python, tmp_path, *args, "--cacheframe-url", "memory://", "-k", "not ttl and not lock")
+    )
     assert " passed" in result.stdout and "failed" not in result.stdout and "error" not in result.stdout

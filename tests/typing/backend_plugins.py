@@ -1,4 +1,4 @@
-"""Real uses of the plugin API, checked by mypy (tests/test_registry.py runs it): a plugin's class is a BackendFactory."""
+"""Real uses of the plugin API, checked by mypy (tests/test_registry.py): a plugin class is a BackendFactory."""
 
 from __future__ import annotations
 

@@ -53,9 +53,9 @@ async def bounded(call: Awaitable[T], seconds: float, what: str) -> T:
 
 
 _CALLS = (
-    "get set delete clear close ttl add acquire_lock release_lock "
-    "acquire_lock_and_get set_and_release_lock stats"
-).split()
+    *("get", "set", "delete", "clear", "close", "ttl", "add", "acquire_lock", "release_lock"),
+    *("acquire_lock_and_get", "set_and_release_lock", "stats"),
+)
 
 
 def bounded_view(backend: Any, seconds: float) -> Any:

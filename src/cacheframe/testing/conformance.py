@@ -30,6 +30,7 @@ the suite can run against a shared server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -48,7 +49,15 @@ from ..types import (
     SupportsStats,
     SupportsTTL,
 )
-from ._support import async_fixture, async_test, bounded, bounded_view, require_runner, unreachable, with_option
+from ._support import (
+    async_fixture,
+    async_test,
+    bounded,
+    bounded_view,
+    require_runner,
+    unreachable,
+    with_option,
+)
 
 __all__ = ["BackendConformance"]
 
@@ -366,10 +375,8 @@ class BackendConformance:
                     )
                 pytest.fail(f"{name}() against {unreachable_url!r} raised nothing", pytrace=False)
         finally:
-            try:
+            with contextlib.suppress(BackendError):
                 await broken.close()
-            except BackendError:
-                pass
 
     def test_each_event_loop_gets_its_own_connections(
         self, backend_factory: BackendFactory, backend_url: str

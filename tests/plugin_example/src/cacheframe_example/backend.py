@@ -44,7 +44,9 @@ class SQLiteBackend:
     @classmethod
     def from_url(cls, url: str, settings: Any = None) -> SQLiteBackend:
         """``sqlitecache:///abs/path.db`` or ``sqlitecache://:memory:``; a misspelt option is an error."""
-        options = parse_options(url, SQLiteOptions, None if settings is None else {"timeout": settings.timeout})
+        options = parse_options(
+            url, SQLiteOptions, None if settings is None else {"timeout": settings.timeout}
+        )
         parts = urlsplit(url)
         path = parts.path or parts.netloc
         if not path:
