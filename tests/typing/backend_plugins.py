@@ -1,4 +1,4 @@
-"""Real uses of the plugin API, checked by mypy (tests/test_registry.py): a plugin class is a BackendFactory."""
+"""Real uses of the plugin API, checked by mypy (see tests/test_registry.py): plugins are BackendFactory."""
 
 from __future__ import annotations
 
