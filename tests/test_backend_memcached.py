@@ -23,7 +23,7 @@ from cacheframe.registry import load_backend_factory
 from cacheframe.settings import CacheSettings
 from cacheframe.testing import BackendConformance
 from helpers import assert_fork_child_reads_its_own
-from servers import free_port
+from servers import assert_one_call_within_timeout, free_port, silent_server
 from servers.memcached import MemcachedServer, MemcachedServers
 
 MiB = 1024 * 1024
@@ -33,21 +33,17 @@ DAY = 24 * 3600
 class TestMemcachedConformance(BackendConformance):
     """The whole backend contract on one memcached."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, memcached_server: MemcachedServer) -> AsyncIterator[MemcachedBackend]:
-        backend = MemcachedBackend.from_url(memcached_server.url + "?timeout=2")
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, memcached_server: MemcachedServer) -> str:
+        return memcached_server.url + "?timeout=2"
 
 
 class TestMemcachedPairConformance(BackendConformance):
     """The whole backend contract on two memcached servers."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, memcached_pair: MemcachedServers) -> AsyncIterator[MemcachedBackend]:
-        backend = MemcachedBackend.from_url(memcached_pair.url + "?timeout=2")
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, memcached_pair: MemcachedServers) -> str:
+        return memcached_pair.url + "?timeout=2"
 
 
 @pytest_asyncio.fixture
@@ -494,3 +490,12 @@ def test_real_fork_child_uses_its_own_connections(memcached_server: MemcachedSer
     """After a real os.fork the child opens its own connections and reads correctly; the parent too."""
     backend = MemcachedBackend.from_url(memcached_server.url)
     assert_fork_child_reads_its_own(backend, f"fork-{os.getpid()}:k")
+
+
+async def test_silent_server_call_within_timeout() -> None:
+    """Against a server that accepts and never answers, one call (connecting included) ends
+    within timeout + SILENT_MARGIN, never timeout + connect_timeout."""
+    with silent_server() as port:
+        backend = MemcachedBackend.from_url(f"memcached://127.0.0.1:{port}?timeout=0.5&connect_timeout=0.5")
+        await assert_one_call_within_timeout(backend, 0.5)
+        await backend.close()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
 from cacheframe.backends.memory import MemoryBackend
 from cacheframe.exceptions import ConfigurationError
@@ -16,9 +13,13 @@ from cacheframe.testing import BackendConformance
 class TestMemoryConformance(BackendConformance):
     """The whole backend contract on ``memory://``."""
 
-    @pytest_asyncio.fixture
-    async def backend(self) -> AsyncIterator[MemoryBackend]:
-        yield MemoryBackend.from_url("memory://?max_entries=5000")
+    @pytest.fixture
+    def backend_url(self) -> str:
+        return "memory://?max_entries=5000"
+
+    @pytest.fixture
+    def unreachable_url(self) -> None:
+        return None  # in-process: no store to lose
 
 
 async def test_bounded_by_entries_lru() -> None:

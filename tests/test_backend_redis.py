@@ -9,17 +9,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 import cacheframe
+from cacheframe import registry
 from cacheframe.backends.redis import (
     _RELEASE_LOCK,
     RedisBackend,
@@ -37,7 +37,7 @@ from cacheframe.registry import load_backend_factory
 from cacheframe.settings import CacheSettings
 from cacheframe.testing import BackendConformance
 from helpers import assert_fork_child_reads_its_own
-from servers import free_port
+from servers import assert_one_call_within_timeout, free_port, silent_server
 from servers.redis import RedisClusterServers, RedisSentinelServers, RedisServer, start_redis
 
 
@@ -66,31 +66,30 @@ _SUITE = "timeout=1"
 class TestRedisConformance(BackendConformance):
     """The whole backend contract on one redis-server."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, redis_server: RedisServer) -> AsyncIterator[RedisBackend]:
-        backend = RedisBackend.from_url(redis_server.url + "?" + _SUITE)
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, redis_server: RedisServer) -> str:
+        return redis_server.url + "?" + _SUITE
 
 
 class TestRedisClusterConformance(BackendConformance):
     """The whole backend contract on a three-primary Redis Cluster."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, redis_cluster: RedisClusterServers) -> AsyncIterator[RedisClusterBackend]:
-        backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
-        yield backend
-        await backend.close()
+    @pytest.fixture
+    def backend_url(self, redis_cluster: RedisClusterServers) -> str:
+        return redis_cluster.url + "?" + _SUITE
 
 
 class TestRedisSentinelConformance(BackendConformance):
     """The whole backend contract on a master found through Sentinel."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, redis_sentinel: RedisSentinelServers) -> AsyncIterator[RedisSentinelBackend]:
-        backend = RedisSentinelBackend.from_url(redis_sentinel.url + "?" + _SUITE)
-        yield backend
-        await backend.close()
+    # A whole call, connecting included, is bounded by timeout: through Sentinel each new
+    # connection first asks the sentinel, and the 300-call cold burst opens 300 of them
+    # (seconds on a busy two-core machine). The suite checks behaviour, not latency.
+    call_timeout = 30.0
+
+    @pytest.fixture
+    def backend_url(self, redis_sentinel: RedisSentinelServers) -> str:
+        return redis_sentinel.url + "?timeout=20"
 
 
 # -- URLs and options -------------------------------------------------------------------
@@ -568,7 +567,7 @@ def _primaries(cluster: RedisClusterServers) -> list[aioredis.Redis]:
 async def test_cluster_clear_leaves_zero_keys(redis_cluster: RedisClusterServers) -> None:
     """After clear, DBSIZE is 0 on every primary, though the keys were spread over all of them."""
     nodes = _primaries(redis_cluster)
-    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
     ns = _ns()
     try:
         for node in nodes:
@@ -590,7 +589,7 @@ async def test_cluster_clear_leaves_zero_keys(redis_cluster: RedisClusterServers
 
 async def test_cluster_entry_and_lock_share_a_slot(redis_cluster: RedisClusterServers) -> None:
     """An entry and its ``:lock`` key hash to one slot; keys with braces get distinct stored names."""
-    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
     client = await backend._clients.get()
     for key in ("p:ns:abc", "p:{x}:y", "p:}odd{", "p:ns:lock"):
         assert client.keyslot(backend._key(key)) == client.keyslot(backend._key(key + ":lock"))
@@ -600,7 +599,7 @@ async def test_cluster_entry_and_lock_share_a_slot(redis_cluster: RedisClusterSe
 
 async def test_cluster_stats_cover_every_primary(redis_cluster: RedisClusterServers) -> None:
     """Cluster stats add up INFO/DBSIZE over the three primaries."""
-    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
     stats = await backend.stats()
     assert stats["nodes"] == 3 and stats["backend"] == "redis+cluster"
     assert stats["bytes"] > 0 and stats["entries"] >= 0
@@ -787,7 +786,7 @@ async def _commands_on(ports: list[int], action: Callable[[], Awaitable[Any]]) -
 
 async def test_cluster_hit_is_one_command(redis_cluster: RedisClusterServers) -> None:
     """On a 3-primary cluster a hit is one GET on one node (no MOVED, no extra round trip)."""
-    backend = RedisClusterBackend.from_url(redis_cluster.url)
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
     key = _ns() + "k"
     try:
         await backend.set(key, b"v", 60)
@@ -799,7 +798,7 @@ async def test_cluster_hit_is_one_command(redis_cluster: RedisClusterServers) ->
 
 async def test_sentinel_hit_is_one_command(redis_sentinel: RedisSentinelServers) -> None:
     """Behind Sentinel a hit is one GET on the master once the master is known."""
-    backend = RedisSentinelBackend.from_url(redis_sentinel.url)
+    backend = RedisSentinelBackend.from_url(redis_sentinel.url + "?" + _SUITE)
     key = _ns() + "k"
     try:
         await backend.set(key, b"v", 60)
@@ -887,3 +886,25 @@ async def test_clear_never_uses_keys(redis_server: RedisServer) -> None:
     finally:
         await backend.close()
         await raw.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:{port}",
+        "redis://127.0.0.1:{port}?health_check_interval=5",  # the client path, not the lane
+        "redis+cluster://127.0.0.1:{port}",
+        "redis+sentinel://127.0.0.1:{port}/mymaster",
+    ],
+    ids=["single", "single-client", "cluster", "sentinel"],
+)
+async def test_silent_server_call_within_timeout(url: str) -> None:
+    """Against a server that accepts and never answers, one call of each deployment (connecting,
+    asking a sentinel, discovering the cluster included) ends within timeout + SILENT_MARGIN."""
+    with silent_server() as port:
+        full = url.format(port=port)
+        backend = registry.load_backend_factory(full).from_url(
+            full + ("&" if "?" in full else "?") + "timeout=0.5", None
+        )
+        await assert_one_call_within_timeout(backend, 0.5)
+        await backend.close()

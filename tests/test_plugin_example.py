@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from fastapi.testclient import TestClient
 
 import cacheframe
@@ -18,12 +16,13 @@ from cacheframe.testing import BackendConformance
 class TestExamplePluginConformance(BackendConformance):
     """The conformance suite against the example plugin, loaded through its entry point."""
 
-    @pytest_asyncio.fixture
-    async def backend(self, tmp_path: Path) -> AsyncIterator[object]:
-        url = f"sqlitecache://{tmp_path}/conf.db"
-        instance = registry.load_backend_factory(url).from_url(url, None)
-        yield instance
-        await instance.close()
+    @pytest.fixture
+    def backend_url(self, tmp_path: Path) -> str:
+        return f"sqlitecache://{tmp_path}/conf.db"
+
+    @pytest.fixture
+    def unreachable_url(self, tmp_path: Path) -> str:
+        return f"sqlitecache://{tmp_path}/no-such-directory/conf.db"  # sqlite cannot open it
 
 
 def test_plugin_registered_by_its_distribution() -> None:

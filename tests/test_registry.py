@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,45 @@ def test_unknown_serializer_lists_installed() -> None:
     """An unknown serialiser name lists what is installed."""
     with pytest.raises(ConfigurationError, match="installed serializers: json, pickle"):
         registry.load_serializer_factory("yaml")
+
+
+def _mypy(*paths: str) -> tuple[str, int]:
+    """mypy --strict on ``paths``, in a subprocess (cacheframe as this test run imports it)."""
+    import os
+
+    import cacheframe
+
+    src = os.path.dirname(os.path.dirname(cacheframe.__file__))
+    env = {**os.environ, "MYPYPATH": src}
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", *paths],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    return result.stdout + result.stderr, result.returncode
+
+
+def test_backend_factory_typed_as_the_registry_calls_it() -> None:
+    """mypy accepts the built-ins and a documented plugin as BackendFactory (from_url(url, settings))."""
+    from pathlib import Path
+
+    out, status = _mypy(str(Path(__file__).parent / "typing" / "backend_plugins.py"))
+    assert status == 0, out
+
+
+def test_backend_factory_rejects_a_wrong_from_url(tmp_path: Any) -> None:
+    """A plugin whose from_url cannot take (url, settings) is a mypy error, not a runtime surprise."""
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text(
+        "from typing import Any\n"
+        "from cacheframe.types import BackendFactory\n\n\n"
+        "class Old:\n"
+        "    @classmethod\n"
+        "    def from_url(cls, url: str, **options: Any) -> 'Old':\n"
+        "        return cls()\n\n\n"
+        "factory: BackendFactory = Old\n"
+    )
+    out, status = _mypy(str(bad))
+    assert status == 1 and "BackendFactory" in out, out

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from .exceptions import ConfigurationError, MissingDriverError, UnknownBackendError
+
+if TYPE_CHECKING:
+    from .types import BackendFactory
 
 __all__ = [
     "BACKENDS_GROUP",
@@ -67,8 +70,8 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
-def load_backend_factory(url: str) -> Any:
-    """Import the factory registered for the URL's scheme."""
+def load_backend_factory(url: str) -> BackendFactory:
+    """Import the factory registered for the URL's scheme (called as ``from_url(url, settings)``)."""
     scheme = scheme_of(url)
     plugin = available(BACKENDS_GROUP).get(scheme)
     if plugin is None:
@@ -76,7 +79,7 @@ def load_backend_factory(url: str) -> Any:
             f"no cacheframe backend is installed for scheme {scheme!r} (from {url!r}); "
             f"installed schemes: {_names(BACKENDS_GROUP)}"
         )
-    return _load(plugin)
+    return cast("BackendFactory", _load(plugin))
 
 
 def load_serializer_factory(name: str) -> Any:

@@ -16,7 +16,10 @@ know nothing of HTTP.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .settings import CacheSettings
 
 __all__ = [
     "Backend",
@@ -133,10 +136,18 @@ class SupportsStats(Protocol):
 
 
 class BackendFactory(Protocol):
-    """What an entry point in ``cacheframe.backends`` resolves to (usually the class)."""
+    """What an entry point in ``cacheframe.backends`` resolves to (usually the backend class).
 
-    def from_url(self, url: str, **options: Any) -> Backend:
-        """Build a backend from its URL; query parameters carry options."""
+    cacheframe calls ``factory.from_url(url, settings)``: the cache's settings, or
+    ``None`` (the conformance suite, a URL alone). A classmethod
+    ``from_url(cls, url: str, settings: CacheSettings | None = None) -> MyBackend``
+    matches; mypy checks a plugin against this with ``_: BackendFactory = MyBackend``.
+    """
+
+    def from_url(self, url: str, settings: CacheSettings | None, /) -> Backend:
+        """Build a backend from its URL (query parameters carry options; see
+        :func:`cacheframe.backends.options.parse_options`); ``settings.timeout`` is the
+        deadline of one store call."""
         ...
 
 

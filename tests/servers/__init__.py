@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,11 +10,23 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-__all__ = ["ServerProcess", "free_port", "require_binary", "wait_port"]
+__all__ = [
+    "ServerProcess",
+    "assert_one_call_within_timeout",
+    "free_port",
+    "require_binary",
+    "silent_server",
+    "wait_port",
+]
+
+# How far past its ``timeout`` one store call may end against a silent server: the event
+# loop's timer granularity and scheduling on a busy two-core machine, nothing more.
+# (Before: memcached took timeout + connect_timeout, Sentinel twice the timeout.)
+SILENT_MARGIN = 0.2
 
 
 def free_port(limit: int = 55535) -> int:
@@ -86,3 +99,35 @@ class ServerProcess:
         """Kill and remove the working directory."""
         self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers: the kernel completes
+    the handshakes into the listen backlog and nothing ever reads or writes."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(256)
+        yield int(sock.getsockname()[1])
+
+
+async def assert_one_call_within_timeout(backend: object, timeout: float) -> None:
+    """get, set, delete and clear against a silent server each raise BackendError, none past
+    ``timeout`` + SILENT_MARGIN (connecting, finding a master or the cluster included)."""
+    import asyncio
+
+    from cacheframe.exceptions import BackendError
+
+    calls = {
+        "get": lambda: backend.get("cf:k"),  # type: ignore[attr-defined]
+        "set": lambda: backend.set("cf:k", b"v", 5),  # type: ignore[attr-defined]
+        "delete": lambda: backend.delete("cf:k"),  # type: ignore[attr-defined]
+        "clear": lambda: backend.clear("cf:"),  # type: ignore[attr-defined]
+    }
+    for name, call in calls.items():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(BackendError):
+            await asyncio.wait_for(call(), 10)  # the bound on a hang, far above the limit
+        took = loop.time() - started
+        assert took < timeout + SILENT_MARGIN, f"{name} took {took:.3f}s with timeout={timeout}"

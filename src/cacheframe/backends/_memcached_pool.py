@@ -14,26 +14,18 @@ aiomcache 0.8 speaks the protocol well but its pool has three traps this replace
   connections one after another on first use). Here it grows lazily to ``maxsize``,
   a semaphore bounds it, and a discarded connection frees its slot for a waiter.
 
-Opening a connection is bounded by ``connect_timeout`` and extends the enclosing call's
-deadline (the :data:`CALL_DEADLINE` context variable) so connecting gets its own budget.
+Opening a connection is bounded by ``connect_timeout``, inside the calling store call's
+deadline: connecting is part of the call, never extra time on top of ``timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from contextvars import ContextVar
 
 from aiomcache.pool import Connection, MemcachePool
 
-from ._deadline import Deadline
-
-__all__ = ["CALL_DEADLINE", "SafePool"]
-
-CALL_DEADLINE: ContextVar[tuple[Deadline, float] | None] = ContextVar(
-    "cacheframe_memcached_deadline", default=None
-)
-"""The running store call's :class:`Deadline` and its length in seconds."""
+__all__ = ["SafePool"]
 
 
 class _StrictReader(asyncio.StreamReader):
@@ -119,9 +111,5 @@ class SafePool(MemcachePool):
             self._do_close(conn)
 
     async def _connect(self) -> Connection:
-        call = CALL_DEADLINE.get()
-        if call is not None:
-            deadline, length = call
-            deadline.extend_to(asyncio.get_running_loop().time() + self._connect_timeout + length)
         async with asyncio.timeout(self._connect_timeout):
             return await _open(self._host, self._port)

@@ -56,7 +56,7 @@ try:
     import aiomcache
 
     from ._deadline import Deadline
-    from ._memcached_pool import CALL_DEADLINE, SafePool
+    from ._memcached_pool import SafePool
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDriverError(
         f"the memcached backend needs aiomcache ({exc}); install it: pip install 'cacheframe[memcached]'"
@@ -238,8 +238,7 @@ class MemcachedBackend:
 
     async def _guard(self, action: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``call(*args)`` under the deadline, turning driver errors into ours."""
-        deadline = Deadline(self.timeout)
-        token = CALL_DEADLINE.set((deadline, self.timeout))
+        deadline = Deadline(self.timeout)  # connecting included: it is part of the call
         try:
             return await call(*args)
         except asyncio.CancelledError:
@@ -253,7 +252,6 @@ class MemcachedBackend:
             raise BackendError(f"memcached {action} on {self!r} failed: {exc!r}") from exc
         finally:
             deadline.cancel()
-            CALL_DEADLINE.reset(token)
 
     @staticmethod
     async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:

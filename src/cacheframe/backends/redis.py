@@ -8,9 +8,12 @@ URLs (query parameters carry the options of :class:`RedisOptions` and friends)::
     redis+cluster://host:port[,host:port...]
     redis+sentinel://host:26379[,host:26379...]/mymaster?db=0
 
-Every call is one command with a socket deadline (``timeout``, by default the
-settings' timeout) and no retry after a timeout. Driver errors are re-raised as
-:class:`~cacheframe.exceptions.BackendError` / ``BackendTimeoutError``.
+Every call is one command under one deadline (``timeout``, by default the settings'
+timeout) that covers all of it, connecting and finding the master or the cluster's
+nodes included, and no retry after a timeout. ``clear`` and ``stats`` walk several
+round trips: each gets ``timeout`` (the deadline moves on after each answer).
+Driver errors are re-raised as :class:`~cacheframe.exceptions.BackendError` /
+``BackendTimeoutError``.
 
 On a cluster, a key is stored as ``{tag}key`` where ``tag`` is the CRC-32 (8 hex
 digits) of the key without its trailing ``:lock`` suffixes, so an entry and its
@@ -20,13 +23,16 @@ lock share a slot, and ``clear`` matches ``{????????}<namespace>*`` on every pri
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import zlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import BackendError, ConfigurationError
+from ._deadline import Deadline
 from ._options import _redact, parse_options
 from ._redis_client import (
     DRIVER_ERRORS,
@@ -88,6 +94,50 @@ def _defaults(settings: CacheSettings | None) -> dict[str, Any]:
     return {} if settings is None else {"timeout": settings.timeout}
 
 
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+_RUNNING: ContextVar[tuple[Deadline, float] | None] = ContextVar("cacheframe_redis_call", default=None)
+
+
+def _whole_call(action: str) -> Callable[[F], F]:
+    """Bound the whole method, connecting included, by the backend's ``timeout``.
+
+    redis-py's socket timeouts bound each read and each connect separately, so one call
+    through Sentinel (ask a sentinel, then connect to the master, then the command) could
+    take several of them. A backend built around a client passed in (``timeout`` None)
+    keeps that client's own timeouts.
+    """
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        async def bounded(self: _RedisBase, *args: Any, **kwargs: Any) -> Any:
+            timeout = self._timeout
+            if timeout is None or _RUNNING.get() is not None:  # no deadline, or inside one already
+                return await method(self, *args, **kwargs)
+            deadline = Deadline(timeout)
+            token = _RUNNING.set((deadline, timeout))
+            try:
+                return await method(self, *args, **kwargs)
+            except asyncio.CancelledError:
+                if deadline.expired():
+                    raise self._error(rex.TimeoutError(f"no reply within {timeout:g}s"), action) from None
+                raise
+            finally:
+                deadline.cancel()
+                _RUNNING.reset(token)
+
+        return bounded  # type: ignore[return-value]
+
+    return wrap
+
+
+def _answered() -> None:
+    """A round trip of a many-step call (``clear``, ``stats``) was answered: the next gets ``timeout``."""
+    running = _RUNNING.get()
+    if running is not None:
+        deadline, timeout = running
+        deadline.extend_to(asyncio.get_running_loop().time() + timeout)
+
+
 class _RedisBase:
     """The store operations shared by the three deployments."""
 
@@ -113,6 +163,7 @@ class _RedisBase:
             return value
         raise BackendError(f"redis GET on {self._where} returned {type(value).__name__}, not bytes")
 
+    @_whole_call("GET")
     async def get(self, key: str) -> bytes | None:
         """GET: the stored bytes or ``None``."""
         try:
@@ -122,6 +173,7 @@ class _RedisBase:
             raise self._error(exc, "GET") from exc
         return self._stored(value)
 
+    @_whole_call("SET")
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """SET with EX (whole seconds) or PX (fractions), none when ``ttl`` is None."""
         ex, px = _expiry(ttl)
@@ -131,6 +183,7 @@ class _RedisBase:
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "SET") from exc
 
+    @_whole_call("UNLINK")
     async def delete(self, key: str) -> bool:
         """UNLINK; whether a key was removed."""
         try:
@@ -139,6 +192,7 @@ class _RedisBase:
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "UNLINK") from exc
 
+    @_whole_call("clear")
     async def clear(self, namespace: str) -> None:
         """SCAN MATCH ``<namespace>*`` (glob-escaped) and UNLINK each batch; never KEYS."""
         try:
@@ -151,8 +205,10 @@ class _RedisBase:
         cursor = 0
         while True:
             cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT)
+            _answered()
             if keys:
                 await client.unlink(*keys)
+                _answered()
             if not cursor:
                 return
 
@@ -163,6 +219,7 @@ class _RedisBase:
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "close") from exc
 
+    @_whole_call("PTTL")
     async def ttl(self, key: str) -> float | None:
         """PTTL in seconds; ``inf`` without expiry, ``None`` when absent."""
         try:
@@ -174,6 +231,7 @@ class _RedisBase:
             return None
         return math.inf if ms == -1 else ms / 1000
 
+    @_whole_call("SET NX")
     async def add(self, key: str, value: bytes, ttl: float | None) -> bool:
         """SET NX (with PX/EX); whether it was stored."""
         ex, px = _expiry(ttl)
@@ -183,6 +241,7 @@ class _RedisBase:
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "SET NX") from exc
 
+    @_whole_call("lock")
     async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         """SET key token NX PX lease."""
         try:
@@ -192,6 +251,7 @@ class _RedisBase:
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "lock") from exc
 
+    @_whole_call("unlock")
     async def release_lock(self, key: str, token: str) -> bool:
         """Compare-and-delete in a constant Lua script (EVALSHA, EVAL when not cached)."""
         stored = self._key(key)
@@ -205,6 +265,7 @@ class _RedisBase:
             raise self._error(exc, "unlock") from exc
         return bool(done)
 
+    @_whole_call("INFO")
     async def stats(self) -> Mapping[str, Any]:
         """INFO and DBSIZE figures (for the whole database, not only cacheframe's keys)."""
         try:
@@ -232,7 +293,9 @@ class _RedisBase:
         }
 
     async def _infos(self, client: Any) -> list[tuple[dict[str, Any], int]]:
-        return [(await client.info(), int(await client.dbsize()))]
+        info = await client.info()
+        _answered()
+        return [(info, int(await client.dbsize()))]
 
 
 def _client_checked(client: Any, kind: type[Any], name: str) -> Any:
@@ -332,7 +395,7 @@ class RedisBackend(_RedisBase):
     ) -> tuple[bool, bytes | None]:
         """SET lock NX PX and GET key, pipelined (``SupportsLockRoundTrips``)."""
         if self._lanes is None:
-            return await self.acquire_lock(lock_key, token, lease), await self.get(key)
+            return await self._acquire_lock_and_get(lock_key, token, lease, key)
         lock = ("SET", lock_key, token, "PX", max(1, round(lease * 1000)), "NX")
         taken, value = await self._lane_pipeline("lock", lock, ("GET", key))
         return bool(taken), self._stored(value)
@@ -342,8 +405,7 @@ class RedisBackend(_RedisBase):
     ) -> bool:
         """SET key and the lock's compare-and-delete (EVALSHA), pipelined."""
         if self._lanes is None:
-            await self.set(key, value, ttl)
-            return await self.release_lock(lock_key, token)
+            return await self._set_and_release_lock(key, value, ttl, lock_key, token)
         store = ("SET", key, value, *_expiry_args(ttl))
         _, released = await self._lane_pipeline(
             "SET + unlock", store, ("EVALSHA", _RELEASE_LOCK_SHA, 1, lock_key, token), unscripted=1
@@ -351,6 +413,21 @@ class RedisBackend(_RedisBase):
         if isinstance(released, rex.NoScriptError):  # the first release since the server started
             released = await self._lane_call("unlock", "EVAL", _RELEASE_LOCK, 1, lock_key, token)
         return bool(released)
+
+    @_whole_call("lock + GET")
+    async def _acquire_lock_and_get(
+        self, lock_key: str, token: str, lease: float, key: str
+    ) -> tuple[bool, bytes | None]:
+        """The two calls, under one deadline (without lanes)."""
+        return await self.acquire_lock(lock_key, token, lease), await self.get(key)
+
+    @_whole_call("SET + unlock")
+    async def _set_and_release_lock(
+        self, key: str, value: bytes, ttl: float | None, lock_key: str, token: str
+    ) -> bool:
+        """The two calls, under one deadline (without lanes)."""
+        await self.set(key, value, ttl)
+        return await self.release_lock(lock_key, token)
 
     async def _lane_pipeline(
         self, action: str, *commands: tuple[Any, ...], unscripted: int = -1
@@ -453,6 +530,7 @@ class RedisClusterBackend(_RedisBase):
             base = base[:-5]
         return f"{{{zlib.crc32(base.encode()):08x}}}{key}"
 
+    @_whole_call("clear")
     async def clear(self, namespace: str) -> None:
         """SCAN every primary for ``{????????}<namespace>*`` and UNLINK per slot."""
         try:
@@ -467,9 +545,11 @@ class RedisClusterBackend(_RedisBase):
         cursor = 0
         while True:
             cursors, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
+            _answered()
             cursor = cursors[node.name]
             if keys:
                 await client.unlink(*keys)  # redis-py pipelines one UNLINK per slot
+                _answered()
             if not cursor:
                 return
 
@@ -479,5 +559,6 @@ class RedisClusterBackend(_RedisBase):
         for node in client.get_primaries():
             info = await client.info(target_nodes=node)
             size = await client.dbsize(target_nodes=node)
+            _answered()
             out.append((info.get(node.name, info), int(size)))
         return out

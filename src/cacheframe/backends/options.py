@@ -1,0 +1,67 @@
+"""Backend options from a URL's query string, validated by the backend's own model (public API).
+
+A backend plugin calls :func:`parse_options` in its ``from_url``::
+
+    class MyOptions(BaseModel):
+        timeout: float = Field(0.25, gt=0)
+
+    options = parse_options(url, MyOptions, {"timeout": settings.timeout} if settings else None)
+
+A query parameter that names no field of the model is rejected whatever the
+model's ``extra`` setting, so a misspelt option never passes silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ValidationError
+
+from ..exceptions import ConfigurationError
+
+__all__ = ["parse_options"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_options(url: str, model: type[M], defaults: Mapping[str, Any] | None = None) -> M:
+    """Validate ``url``'s query parameters (over ``defaults``) with ``model``."""
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    known = _names(model)
+    unknown = sorted(name for name in query if name not in known)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option {', '.join(map(repr, unknown))} in cache URL {_redact(url)!r}; "
+            f"known options: {', '.join(model.model_fields)}"
+        )
+    values = {k: v for k, v in (defaults or {}).items() if k in model.model_fields}
+    values.update(query)
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}"
+            + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else "")
+            for e in exc.errors()
+        )
+        raise ConfigurationError(
+            f"invalid option in cache URL {_redact(url)!r}: {problems}; "
+            f"known options: {', '.join(model.model_fields)}"
+        ) from exc
+
+
+def _names(model: type[BaseModel]) -> set[str]:
+    """Every name a query parameter may use for ``model``: field names and their aliases."""
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        names.update(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
+    return names
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
