@@ -1,7 +1,6 @@
 """What a route's dependency tree tells the cache: header and cookie names, what never
 caches, and where each security scheme's credential travels."""
 
-
 import functools
 from typing import Annotated, Any
 
