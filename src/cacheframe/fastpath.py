@@ -8,8 +8,8 @@ dependency solving or the endpoint call. Anything else goes on unchanged.
 A route is eligible when all of these hold (decided from FastAPI's own
 dependant information the first time the route is seen):
 
-- its endpoint is wrapped by ``@cache`` without ``vary``, ``private`` or a
-  custom ``key_builder``;
+- its endpoint is the ``@cache`` wrapper itself (no decorator stacked above
+  it), without ``vary``, ``private`` or a custom ``key_builder``;
 - its dependency tree holds nothing: no ``Depends``/``Security`` (route-,
   router- or app-level), no ``Header``/``Cookie`` parameters, no body;
 - the request is GET or HEAD without ``Authorization``, ``Cache-Control`` or
@@ -131,7 +131,8 @@ def _route_target(route: Any) -> Any:
         return _NOT_ELIGIBLE
     decorator: Decorator | None = getattr(route.endpoint, "__cacheframe__", None)
     func = getattr(route.endpoint, "__wrapped__", None)
-    if decorator is None or func is None:
+    if decorator is None or func is None or hasattr(func, "__cacheframe__"):
+        # The last: a decorator stacked above @cache (a gate, a rate limiter) must run on every hit.
         return _NOT_ELIGIBLE
     policy = decorator.policy
     if policy.vary or policy.private or policy.key_builder is not None:
