@@ -255,7 +255,9 @@ def _in_event_loop() -> bool:
 
 def _mark_coroutine_function(wrapper: Callable[..., Any]) -> None:
     """Make FastAPI (asyncio's test on Python < 3.13, inspect's from 3.13) await ``wrapper``."""
-    wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+    legacy = getattr(asyncio.coroutines, "_is_coroutine", None)  # asyncio's marker (Python < 3.16)
+    if legacy is not None:
+        wrapper._is_coroutine = legacy  # type: ignore[attr-defined]
     mark = getattr(inspect, "markcoroutinefunction", None)  # Python >= 3.12
     if mark is not None:
         mark(wrapper)
