@@ -222,7 +222,7 @@ class Decorator:
                 view = request if isinstance(request, Request) and _serves(request, sync_wrapper) else None
                 if by_fastapi and _in_event_loop():  # FastAPI awaits the result (the marker)
                     if view is not None:
-                        return views.serve(policy, bound, in_thread, view, sub, None, False, args, kwargs)
+                        return views.serve(policy, bound, func, view, sub, None, False, args, kwargs)
                     return functions.call_async(
                         policy, bound, in_thread, signature, return_type, args, kwargs
                     )

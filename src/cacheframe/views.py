@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.exceptions import ResponseValidationError
 from starlette.background import BackgroundTask, BackgroundTasks
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -109,13 +110,13 @@ async def serve(
     kwargs: dict[str, Any],
 ) -> Any:
     """Answer one request to a decorated view (``call_view`` None: ``func(*args, **kwargs)``,
-    made into a call only when the view must run: a hit never needs it).
+    in a worker thread unless ``is_coroutine``, called only when the view must run).
 
     The error boundary: the view's own exceptions propagate unchanged (HTTPException
     with its X-Cache label); any other failure is cacheframe's, so it is logged and the
     request answered uncached (BYPASS), running the view only if it has not run yet.
     """
-    view = _ViewCall(call_view, func, args, kwargs)
+    view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
     try:
         return await _serve(policy, bound, func, request, sub, view, is_coroutine, args, kwargs)
     except Exception as exc:
@@ -143,9 +144,10 @@ _NOT_RUN, _RUNNING, _RETURNED = "not run", "running", "returned"
 
 class _ViewCall:
     """The view's call for one request, remembering whether it ran and what it returned, so
-    the error boundary never runs it twice and never mistakes its exceptions for ours."""
+    the error boundary never runs it twice and never mistakes its exceptions for ours.
+    Without ``call_view``, a ``def`` view (not ``is_coroutine``) runs in a worker thread."""
 
-    __slots__ = ("args", "call_view", "func", "kwargs", "state", "value")
+    __slots__ = ("args", "call_view", "func", "is_coroutine", "kwargs", "state", "value")
 
     def __init__(
         self,
@@ -153,15 +155,22 @@ class _ViewCall:
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        is_coroutine: bool,
     ) -> None:
         self.call_view, self.func, self.args, self.kwargs = call_view, func, args, kwargs
+        self.is_coroutine = is_coroutine
         self.state = _NOT_RUN
         self.value: Any = None
 
     async def __call__(self) -> Any:
         self.state = _RUNNING  # stays so if the view raises
         call = self.call_view
-        value = await (call() if call is not None else self.func(*self.args, **self.kwargs))
+        if call is not None:
+            value = await call()
+        elif self.is_coroutine:
+            value = await self.func(*self.args, **self.kwargs)
+        else:  # only the view's own computation takes a worker thread
+            value = await run_in_threadpool(self.func, *self.args, **self.kwargs)
         self.state, self.value = _RETURNED, value
         return value
 
