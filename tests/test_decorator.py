@@ -264,7 +264,8 @@ def test_sync_view_declaring_request_works_as_view_dependency_and_plain_call() -
         assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
         assert client.get("/uses-who?name=b").json() == {"name": "b"}
         assert client.get("/uses-who?name=b").json() == {"name": "b"}
-    assert ran == {"a": 1, "b": 1}
+    assert who(None, name="c") == {"name": "c"} == who(None, name="c")  # type: ignore[arg-type]
+    assert ran == {"a": 1, "b": 1, "c": 1}
 
 
 # -- 6. decorators stacked between the route decorator and @cache ------------------------------
@@ -301,6 +302,19 @@ def limited(func: Callable[..., Any]) -> Callable[..., Any]:
     return sync_limited
 
 
+def naive_limited(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain def rate limiter with ``functools.wraps`` that never asks whether ``func`` is async."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        hits["limited"] += 1
+        if hits["limited"] > 100:
+            raise HTTPException(429)
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
 hits: Counter[str] = Counter()
 
 
@@ -335,6 +349,13 @@ def stacked_app() -> FastAPI:
         hits["limited_sync"] += 1
         return {"q": q}
 
+    @app.get("/limited/naive")
+    @naive_limited
+    @cacheframe.cache(ttl=60)
+    def limited_naive(q: int = 0) -> dict[str, int]:
+        hits["limited_naive"] += 1
+        return {"q": q}
+
     return app
 
 
@@ -367,7 +388,7 @@ def test_requires_above_cache_serves_members_cached_and_refuses_others(
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["decorator", "fastpath"], indirect=True)
-@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.parametrize("kind", ["async", "sync", "naive"])
 def test_functools_wraps_rate_limiter_above_cache_runs_on_every_request(
     stacked: TestClient, kind: str
 ) -> None:
