@@ -408,3 +408,27 @@ def test_requires_below_cache_is_refused_at_decoration() -> None:
         @requires("member")
         async def hidden(request: Request) -> str:
             return "secret"
+
+
+def test_sync_view_called_from_a_foreign_thread_still_answers() -> None:
+    """A decorator above @cache that calls the view in a thread anyio did not start gets the
+    view's answer (uncached: there is no loop to serve it on from there)."""
+    app = FastAPI()
+    ran: Counter[str] = Counter()
+
+    def in_executor(func: Callable[..., Any]) -> Callable[..., Any]:
+        async def outer(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, **kwargs))
+
+        outer.__wrapped__ = func  # type: ignore[attr-defined]
+        return outer
+
+    @app.get("/foreign")
+    @in_executor
+    @cacheframe.cache(ttl=60)
+    def foreign(q: int = 0) -> dict[str, int]:
+        ran["foreign"] += 1
+        return {"q": q}
+
+    with TestClient(app) as client:
+        assert [client.get("/foreign", params={"q": 2}).json() for _ in range(2)] == [{"q": 2}] * 2

@@ -75,19 +75,22 @@ def serve_from_worker(
         jobs.put(result)
         return await result
 
-    def done(task: asyncio.Task[T]) -> None:
+    def done(task: asyncio.Future[T]) -> None:
         nonlocal finished
         finished = True  # on the loop, as call_view reads it
         jobs.put(task)
 
-    def start() -> None:
-        asyncio.ensure_future(serve(call_view)).add_done_callback(done)
+    def start() -> asyncio.Future[T]:
+        task = asyncio.ensure_future(serve(call_view))
+        task.add_done_callback(done)
+        return task
 
-    anyio.from_thread.run_sync(start)
-    while True:
-        job = jobs.get()
-        if isinstance(job, asyncio.Task):
-            return cast(T, job.result())
+    try:
+        # Held here: the loop keeps only a weak reference to a task.
+        task: asyncio.Future[T] = anyio.from_thread.run_sync(start)
+    except RuntimeError:  # not an anyio worker thread: no loop to serve on, so run the view uncached
+        return cast(T, compute())
+    while (job := jobs.get()) is not task:
         loop = job.get_loop()
         try:
             value = compute()
@@ -95,6 +98,7 @@ def serve_from_worker(
             loop.call_soon_threadsafe(_settle, job, None, exc)
         else:
             loop.call_soon_threadsafe(_settle, job, value, None)
+    return cast(T, task.result())
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
