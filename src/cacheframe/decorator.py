@@ -198,7 +198,10 @@ class Decorator:
                 request = kwargs.pop(request_name, None) if pop_request else kwargs.get(request_name)
                 sub = kwargs.pop(response_name, None) if pop_response else kwargs.get(response_name)
                 bound = self.bind(func)
-                if isinstance(request, Request) and _serves(request, async_wrapper):
+                if isinstance(request, Request) and (
+                    (endpoint := request.scope.get("endpoint")) is async_wrapper
+                    or _wraps(endpoint, async_wrapper)
+                ):
                     # No view call is built here: a hit never needs one (serve makes it on a miss).
                     return await views.serve(policy, bound, func, request, sub, None, True, args, kwargs)
                 return await functions.call_async(policy, bound, func, signature, return_type, args, kwargs)
@@ -267,15 +270,20 @@ _MAX_WRAPPERS = 32  # decorators stacked between the route decorator and @cache,
 
 
 def _serves(request: Request, wrapper: Callable[..., Any]) -> bool:
-    """Whether the request's endpoint is ``wrapper``, or decorators wrapping it
-    (``functools.wraps`` records each one's ``__wrapped__``)."""
+    """Whether the request's endpoint is ``wrapper``, or decorators wrapping it."""
     endpoint = request.scope.get("endpoint")
+    return endpoint is wrapper or _wraps(endpoint, wrapper)
+
+
+def _wraps(endpoint: Any, wrapper: Callable[..., Any]) -> bool:
+    """Whether ``endpoint`` is a decorator stacked above ``wrapper`` (``functools.wraps``
+    records each one's ``__wrapped__``)."""
     for _ in range(_MAX_WRAPPERS):
-        if endpoint is wrapper:
-            return True
         endpoint = getattr(endpoint, "__wrapped__", None)
         if endpoint is None:
             return False
+        if endpoint is wrapper:
+            return True
     return False
 
 
