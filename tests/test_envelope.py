@@ -65,3 +65,12 @@ def test_random_bytes_never_crash(data: bytes) -> None:
     """Random bytes either decode or raise EntryError, nothing else."""
     with contextlib.suppress(EntryError):
         envelope.decode(data)
+
+
+def test_oversized_header_cannot_be_encoded_with_a_clear_error() -> None:
+    """A header value over 65,535 bytes raises EntryError naming the header; 65,535 still fits."""
+    fits = ResponseEntry(200, [(b"x-big", b"a" * 0xFFFF)], b"", b'"e"', 1.0, 60.0)
+    assert envelope.decode(envelope.encode(fits)) == fits
+    too_big = ResponseEntry(200, [(b"x-big", b"a" * 70_000)], b"", b'"e"', 1.0, 60.0)
+    with pytest.raises(EntryError, match="header 'x-big' is 70005 bytes"):
+        envelope.encode(too_big)

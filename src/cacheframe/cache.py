@@ -339,9 +339,14 @@ class Cache:
         ``unlock=(lock_key, token)`` releases the store lock in the same round trip
         (a backend with ``SupportsLockRoundTrips``).
         """
-        if not self._allowed():
+        try:
+            data = envelope.encode(entry)
+        except EntryError as exc:  # too large for the envelope (a 70 kB header): served, not stored
+            self.stats.not_stored += 1
+            log.info("cacheframe: not storing %s: %s", key, exc)
             return False
-        data = envelope.encode(entry)
+        if not self._allowed():  # after encoding: a half-open breaker's probe is not spent on it
+            return False
         try:
             if unlock is not None and self.lock_round_trips is not None:
                 await self.lock_round_trips.set_and_release_lock(key, data, entry.ttl + entry.stale, *unlock)

@@ -1,13 +1,42 @@
 """``@cache``: the decorator's options and the wrappers that route each call.
 
 A call that FastAPI makes for the route this wrapper serves (a ``Request``
-whose scope names the wrapper as its endpoint) takes the view path
-(:mod:`cacheframe.views`); any other call, even one passing a ``Request``,
-takes the plain-function path (:mod:`cacheframe.functions`).
+whose scope names the wrapper, or a decorator wrapping it, as its endpoint)
+takes the view path (:mod:`cacheframe.views`); any other call, even one
+passing a ``Request``, takes the plain-function path
+(:mod:`cacheframe.functions`).
+
+Sync functions and the thread pool. FastAPI runs a ``def`` endpoint or
+dependency in anyio's thread pool (40 slots). A slot held while waiting on the
+store, or on another request computing the same key, can starve the very
+computation it waits for: 40 concurrent misses once hung a server for good.
+So no slot is ever held while waiting:
+
+- The ``def`` wrapper is marked as a coroutine function (asyncio's and
+  inspect's markers), so FastAPI calls it on the event loop and awaits what it
+  returns. It knows FastAPI made the call by a hidden parameter only FastAPI
+  fills (see :mod:`cacheframe._signature`); then, on the event-loop thread, it
+  returns a coroutine: the lookup, single-flight and store I/O run on the loop,
+  and only the function's own computation goes to a worker thread.
+- Any other call (your code, a test, a thread, an async function calling it
+  directly) returns the value, as a plain ``def`` does.
+- Called by FastAPI from a worker thread (a ``def`` decorator stacked above
+  ``@cache`` that FastAPI runs in the pool, or a FastAPI that ignores the
+  marker) the view runs in that same thread, never in a second slot, so even
+  then nothing can deadlock.
+
+What the marker changes for other code: ``asyncio.iscoroutinefunction`` and
+``inspect.iscoroutinefunction`` report True for a cached ``def`` function, and
+``functools.wraps`` copies the marker to decorators stacked above it. Such a
+decorator must hand the wrapped call's result back unchanged (a gate or rate
+limiter does); one that inspects the result must be ``async def`` and await it.
+Code that awaits whatever a "coroutine function" returns gets the plain value
+when it calls the function itself; call it through ``lambda`` there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import typing
@@ -16,12 +45,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, cast
 
-import anyio.from_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from . import functions, keys, routes, views
-from ._signature import inject
+from ._signature import CONNECTION_PARAM, inject
+from ._sync import serve_from_worker
 from .cache import ttl_seconds
 from .exceptions import ConfigurationError
 from .types import KeyBuilder, Serializer
@@ -158,13 +187,16 @@ class Decorator:
         return bound
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        _refuse_inner_gate(func)
         if self.policy.keys_auth:  # per-user entries: every credential must be keyable
             routes.check_credentials(func)
-        injection = inject(func)
+        injection = inject(func, marked=not inspect.iscoroutinefunction(func))
         strip = injection.strip
         request_name, response_name = injection.request_name, injection.response_name
         # Parameters added for FastAPI are taken out of kwargs; the view's own stay in.
         pop_request, pop_response = request_name in strip, response_name in strip
+        marker = injection.marker
+        pop_connection = marker == CONNECTION_PARAM
         signature = injection.original
         return_type = _return_type(func)
         policy = self.policy
@@ -176,7 +208,10 @@ class Decorator:
                 request = kwargs.pop(request_name, None) if pop_request else kwargs.get(request_name)
                 sub = kwargs.pop(response_name, None) if pop_response else kwargs.get(response_name)
                 bound = self.bind(func)
-                if isinstance(request, Request) and request.scope.get("endpoint") is async_wrapper:
+                if isinstance(request, Request) and (
+                    (endpoint := request.scope.get("endpoint")) is async_wrapper
+                    or _wraps(endpoint, async_wrapper)
+                ):
                     # No view call is built here: a hit never needs one (serve makes it on a miss).
                     return await views.serve(policy, bound, func, request, sub, None, True, args, kwargs)
                 return await functions.call_async(policy, bound, func, signature, return_type, args, kwargs)
@@ -185,25 +220,100 @@ class Decorator:
         else:
 
             @functools.wraps(func)
+            async def in_thread(*args: Any, **kwargs: Any) -> Any:
+                """The function's own computation: the one thing that takes a worker thread."""
+                return await run_in_threadpool(func, *args, **kwargs)
+
+            @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                by_fastapi = marker is not None and marker in kwargs  # only FastAPI fills it
                 request = kwargs.pop(request_name, None) if pop_request else kwargs.get(request_name)
                 sub = kwargs.pop(response_name, None) if pop_response else kwargs.get(response_name)
+                if pop_connection:
+                    kwargs.pop(CONNECTION_PARAM, None)
                 bound = self.bind(func)
-                if isinstance(request, Request) and request.scope.get("endpoint") is sync_wrapper:
-
-                    async def call_view() -> Any:
-                        return await run_in_threadpool(func, *args, **kwargs)
-
-                    # FastAPI runs this sync wrapper in a worker thread: hop to the event loop.
-                    return anyio.from_thread.run(
-                        views.serve, policy, bound, func, request, sub, call_view, False, args, kwargs
+                view = request if isinstance(request, Request) and _serves(request, sync_wrapper) else None
+                if by_fastapi and _in_event_loop():  # FastAPI awaits the result (the marker)
+                    if view is not None:
+                        return views.serve(policy, bound, func, view, sub, None, False, args, kwargs)
+                    return functions.call_async(
+                        policy, bound, in_thread, signature, return_type, args, kwargs
                     )
+                if view is not None:  # a worker thread: the view runs here, the store I/O on the loop
+                    request_ = view
+
+                    def serve(call_view: views.CallView) -> Any:
+                        # is_coroutine: the response model is validated on the loop, not in a second slot.
+                        return views.serve(policy, bound, func, request_, sub, call_view, True, args, kwargs)
+
+                    return serve_from_worker(serve, functools.partial(func, *args, **kwargs))
                 return functions.call_sync(policy, bound, func, signature, return_type, args, kwargs)
 
+            if marker is not None:  # FastAPI's calls can be told apart: let it await them
+                _mark_coroutine_function(sync_wrapper)
             wrapper = sync_wrapper
         wrapper.__signature__ = injection.signature
         wrapper.__cacheframe__ = self
         return cast(Callable[P, R], wrapper)
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread is running an event loop (FastAPI's calls come from there)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _mark_coroutine_function(wrapper: Callable[..., Any]) -> None:
+    """Make FastAPI (asyncio's test on Python < 3.13, inspect's from 3.13) await ``wrapper``."""
+    legacy = getattr(asyncio.coroutines, "_is_coroutine", None)  # asyncio's marker (Python < 3.16)
+    if legacy is not None:
+        wrapper._is_coroutine = legacy  # type: ignore[attr-defined]
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python >= 3.12
+    if mark is not None:
+        mark(wrapper)
+
+
+_MAX_WRAPPERS = 32  # decorators stacked between the route decorator and @cache, at most
+
+
+def _serves(request: Request, wrapper: Callable[..., Any]) -> bool:
+    """Whether the request's endpoint is ``wrapper``, or decorators wrapping it."""
+    endpoint = request.scope.get("endpoint")
+    return endpoint is wrapper or _wraps(endpoint, wrapper)
+
+
+def _wraps(endpoint: Any, wrapper: Callable[..., Any]) -> bool:
+    """Whether ``endpoint`` is a decorator stacked above ``wrapper`` (``functools.wraps``
+    records each one's ``__wrapped__``)."""
+    for _ in range(_MAX_WRAPPERS):
+        endpoint = getattr(endpoint, "__wrapped__", None)
+        if endpoint is None:
+            return False
+        if endpoint is wrapper:
+            return True
+    return False
+
+
+def _refuse_inner_gate(func: Callable[..., Any]) -> None:
+    """Refuse Starlette's ``@requires`` below ``@cache``: hits would skip the check."""
+    for _ in range(_MAX_WRAPPERS):
+        code = getattr(func, "__code__", None)
+        if (
+            code is not None
+            and code.co_qualname.startswith("requires.")
+            and code.co_filename.endswith(("starlette/authentication.py", "starlette\\authentication.py"))
+        ):
+            raise ConfigurationError(
+                f"@cache is applied over Starlette's @requires on {func.__qualname__}: a cache hit "
+                "would skip the permission check. Put @requires above @cache (route decorator, then "
+                "@requires, then @cache)."
+            )
+        func = getattr(func, "__wrapped__", None)  # type: ignore[assignment]
+        if func is None:
+            return
 
 
 def _return_type(func: Callable[..., Any]) -> Any:

@@ -11,7 +11,9 @@ Layout (network byte order)::
 
 Every length is checked and nothing may follow the last field, so a truncated,
 padded or foreign value raises :class:`~cacheframe.exceptions.EntryError`
-(which callers treat as a miss).
+(which callers treat as a miss). An entry a field of which does not fit its
+length (a header name or value over 65,535 bytes, say) cannot be encoded:
+:func:`encode` raises ``EntryError`` and the response is served unstored.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _HEAD = struct.Struct("!2sBcdddd")
 _U8 = struct.Struct("!B")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
+_U16_MAX = 0xFFFF
 
 
 @dataclass(slots=True)
@@ -72,7 +75,29 @@ class ValueEntry:
 
 
 def encode(entry: ResponseEntry | ValueEntry) -> bytes:
-    """Serialise an entry into its envelope."""
+    """Serialise an entry into its envelope; :class:`EntryError` if a field does not fit."""
+    try:
+        return _encode(entry)
+    except (struct.error, UnicodeEncodeError) as exc:  # only raised for what does not fit
+        raise EntryError(f"entry cannot be stored: {_misfit(entry)}") from exc
+
+
+def _misfit(entry: ResponseEntry | ValueEntry) -> str:
+    """Which field of ``entry`` is too large for the envelope (for the log)."""
+    if isinstance(entry, ValueEntry):
+        return f"serializer name {entry.serializer!r} or a payload of {len(entry.payload)} bytes"
+    for name, value in entry.headers:
+        if len(name) > _U16_MAX or len(value) > _U16_MAX:
+            shown = name[:40].decode("latin-1")
+            size = len(name) + len(value)
+            return f"header {shown!r} is {size} bytes (at most {_U16_MAX} per name or value)"
+    return (
+        f"status {entry.status}, {len(entry.headers)} headers, "
+        f"ETag of {len(entry.etag)} bytes or a body of {len(entry.body)} bytes"
+    )
+
+
+def _encode(entry: ResponseEntry | ValueEntry) -> bytes:
     if isinstance(entry, ResponseEntry):
         parts = [
             _HEAD.pack(MAGIC, VERSION, b"R", entry.created, entry.ttl, entry.stale, entry.delta),

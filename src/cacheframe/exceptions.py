@@ -9,7 +9,7 @@
     ├── KeyBuildError               an argument cannot be turned into a stable key
     ├── BackendError                the store failed (driver errors are chained)
     │   └── BackendTimeoutError     the store did not answer within the deadline
-    └── EntryError                  a stored entry cannot be decoded or verified
+    └── EntryError                  an entry cannot be encoded, decoded or verified
 """
 
 from __future__ import annotations
@@ -55,4 +55,4 @@ class BackendTimeoutError(BackendError, TimeoutError):
 
 
 class EntryError(CacheframeError):
-    """A stored entry is damaged, of an unknown version, or fails verification."""
+    """An entry is damaged, of an unknown version, fails verification, or is too large to encode."""

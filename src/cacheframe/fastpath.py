@@ -37,11 +37,13 @@ The key is computed exactly as the decorator path computes it, and the reply
 carries the same bytes and headers (ETag, Age, max-age, X-Cache). A query that
 FastAPI would reject (422) never produced an entry, so it always reaches
 FastAPI. Misses and stale entries go through the full path, which is told
-what the fast path already read so the store is not asked twice.
+what the fast path already read so the store is not asked twice. A failure in
+the fast path's own code is logged and the request goes on to the full path.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHECKED", "FastPath", "install"]
 
+log = logging.getLogger("cacheframe")
 _SKIP_HEADERS = frozenset({b"authorization", b"cache-control", b"pragma"})
 _NOT_ELIGIBLE: Any = object()
 _NO_MATCH: Any = object()
@@ -104,36 +107,44 @@ class FastPath:
             if name in _SKIP_HEADERS:
                 await self.app(scope, receive, send)
                 return
-        target = self._eligible(scope)
-        if target is _NOT_ELIGIBLE:
+        try:
+            hit = await self._hit(scope)
+        except Exception as exc:  # cacheframe's own failure: the full path answers instead
+            log.error("cacheframe: fast path failed on %s; passed on", scope["path"], exc_info=exc)
+            scope.pop(CHECKED, None)
+            hit = None
+        if hit is None:
             await self.app(scope, receive, send)
             return
+        status, raw, body = hit
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _hit(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The reply to a fresh hit on an eligible route (status, headers, body), else None."""
+        target = self._eligible(scope)
+        if target is _NOT_ELIGIBLE:
+            return None
         decorator, func = target
         bound = decorator.bind(func)
         cache = bound.cache
         if not cache.settings.enabled:
-            await self.app(scope, receive, send)
-            return
+            return None
         host, _, _, _, if_none_match = scan_headers(scope["headers"])  # as the decorator path reads them
         if host is None:  # several Host headers: the full path answers BYPASS
-            await self.app(scope, receive, send)
-            return
+            return None
         key = view_key(bound, scope, request_authority(host, scope))
         entry = cache.read_nowait(key) if cache.in_process else await cache.read_shared(key)
         if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
             scope[CHECKED] = (key, entry)
-            await self.app(scope, receive, send)
-            return
+            return None
         cache.stats.hits += 1
         cache.stats.fast_hits += 1
         extra = reply_headers(decorator.policy, bound, entry, b"HIT", int(entry.age()))
         if if_none_match is not None and http.none_match(if_none_match, entry.etag):
-            status, raw, body = 304, [h for h in entry.headers if h[0] in KEPT_ON_304] + extra, b""
-        else:
-            status, raw = entry.status, entry.headers + extra
-            body = b"" if scope["method"] == "HEAD" else entry.body
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
+            return 304, [h for h in entry.headers if h[0] in KEPT_ON_304] + extra, b""
+        body = b"" if scope["method"] == "HEAD" else entry.body
+        return entry.status, entry.headers + extra, body
 
     def _eligible(self, scope: Scope) -> Any:
         """(decorator, function) of the route this request reaches, if it may take the fast path."""

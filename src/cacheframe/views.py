@@ -15,7 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from fastapi.exceptions import ResponseValidationError
 from starlette.background import BackgroundTask, BackgroundTasks
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -25,7 +27,7 @@ from ._authority import request_authority
 from ._render import render
 from .cache import STORE_DOWN
 from .envelope import ResponseEntry, freshness
-from .exceptions import EntryError
+from .exceptions import BackendError, EntryError
 from .routes import RouteInfo, effective_route, route_info
 from .stampede import StoreLock, follow, wait_for_entry
 
@@ -109,7 +111,82 @@ async def serve(
     kwargs: dict[str, Any],
 ) -> Any:
     """Answer one request to a decorated view (``call_view`` None: ``func(*args, **kwargs)``,
-    made into a call only when the view must run: a hit never needs it)."""
+    in a worker thread unless ``is_coroutine``, called only when the view must run).
+
+    The error boundary: the view's own exceptions propagate unchanged (HTTPException
+    with its X-Cache label); any other failure is cacheframe's, so it is logged and the
+    request answered uncached (BYPASS), running the view only if it has not run yet.
+    """
+    view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
+    try:
+        return await _serve(policy, bound, func, request, sub, view, is_coroutine, args, kwargs)
+    except Exception as exc:
+        if view.state is not _RETURNED and view.state is not _NOT_RUN:
+            raise  # the view's own exception (or its labelled copy): the app's, not ours
+        if isinstance(exc, ResponseValidationError):
+            raise  # FastAPI's check of what the view returned: it raises the same uncached
+        if isinstance(exc, BackendError) and not bound.cache.settings.fail_open:
+            raise  # store errors were asked for (fail_open=False)
+        log.error("cacheframe: internal error serving %s; answering uncached", request.url.path, exc_info=exc)
+        if view.state is _NOT_RUN:
+            return await _bypass(bound.cache, view, sub)
+        bound.cache.stats.bypasses += 1
+        value = view.value  # the view ran once already: FastAPI renders its value, uncached
+        header = bound.cache.settings.cache_status_header
+        if isinstance(value, Response):
+            value.headers[header] = "BYPASS"
+        elif sub is not None:
+            sub.headers[header] = "BYPASS"
+        return value
+
+
+_NOT_RUN, _RUNNING, _RETURNED = "not run", "running", "returned"
+
+
+class _ViewCall:
+    """The view's call for one request, remembering whether it ran and what it returned, so
+    the error boundary never runs it twice and never mistakes its exceptions for ours.
+    Without ``call_view``, a ``def`` view (not ``is_coroutine``) runs in a worker thread."""
+
+    __slots__ = ("args", "call_view", "func", "is_coroutine", "kwargs", "state", "value")
+
+    def __init__(
+        self,
+        call_view: CallView | None,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_coroutine: bool,
+    ) -> None:
+        self.call_view, self.func, self.args, self.kwargs = call_view, func, args, kwargs
+        self.is_coroutine = is_coroutine
+        self.state = _NOT_RUN
+        self.value: Any = None
+
+    async def __call__(self) -> Any:
+        self.state = _RUNNING  # stays so if the view raises
+        call = self.call_view
+        if call is not None:
+            value = await call()
+        elif self.is_coroutine:
+            value = await self.func(*self.args, **self.kwargs)
+        else:  # only the view's own computation takes a worker thread
+            value = await run_in_threadpool(self.func, *self.args, **self.kwargs)
+        self.state, self.value = _RETURNED, value
+        return value
+
+
+async def _serve(
+    policy: Policy,
+    bound: Bound,
+    func: Callable[..., Any],
+    request: Request,
+    sub: Response | None,
+    call_view: CallView | None,
+    is_coroutine: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     cache = bound.cache
     settings = cache.settings
     scope = request.scope
