@@ -28,7 +28,7 @@ def generous_deadline(cache: Any) -> Any:
     """
     import cacheframe
 
-    return cacheframe.configure(url=cache.settings.url, prefix=cache.settings.prefix, timeout=2.0)
+    return cacheframe.configure(url=cache.settings.url, prefix=cache.settings.prefix, timeout=5.0)
 
 
 def assert_fork_child_reads_its_own(backend: Any, key: str) -> None:

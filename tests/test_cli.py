@@ -179,7 +179,7 @@ def test_get_by_request_and_body(
     import cacheframe
 
     url = redis_server.url  # type: ignore[attr-defined]
-    cacheframe.configure(url=url, timeout=2.0)
+    cacheframe.configure(url=url, timeout=5.0)
     module = importlib.import_module(cli_app)
     with TestClient(module.app, base_url="http://127.0.0.1:8000") as client:
         assert client.get("/items/3?q=x").headers["x-cache"] == "MISS"

@@ -429,7 +429,7 @@ def test_sync_values_come_back_exactly_or_are_not_cached() -> None:
 async def test_pickle_serializer_caches_what_json_cannot(app_cache: cacheframe.Cache) -> None:
     """serializer="pickle" (with CACHEFRAME_SECRET) caches secrets and excluded fields exactly."""
     cacheframe.configure(
-        url=app_cache.settings.url, prefix=app_cache.settings.prefix, secret="s" * 32, timeout=2.0
+        url=app_cache.settings.url, prefix=app_cache.settings.prefix, secret="s" * 32, timeout=5.0
     )
     runs: list[int] = []
 
@@ -534,7 +534,7 @@ async def test_unkeyable_closure_is_per_process(caplog: pytest.LogCaptureFixture
 async def test_signed_pickle_entry_moved_to_another_key_is_refused(app_cache: cacheframe.Cache) -> None:
     """A signed pickle entry copied under another function's key is refused (a miss), not returned."""
     settings = app_cache.settings
-    cache = cacheframe.configure(url=settings.url, prefix=settings.prefix, secret="s" * 32, timeout=2.0)
+    cache = cacheframe.configure(url=settings.url, prefix=settings.prefix, secret="s" * 32, timeout=5.0)
     runs: list[str] = []
 
     @cacheframe.cache(ttl=60, serializer="pickle", namespace="roles")
@@ -572,7 +572,7 @@ async def test_explicit_namespace_still_keys_closure_values() -> None:
 async def test_unpicklable_value_is_returned_uncached(app_cache: cacheframe.Cache) -> None:
     """A value pickle cannot encode (a local function inside) is returned, not raised, and not cached."""
     settings = app_cache.settings
-    cacheframe.configure(url=settings.url, prefix=settings.prefix, secret="s" * 32, timeout=2.0)
+    cacheframe.configure(url=settings.url, prefix=settings.prefix, secret="s" * 32, timeout=5.0)
     runs: list[int] = []
 
     @cacheframe.cache(ttl=60, serializer="pickle")

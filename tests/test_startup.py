@@ -82,7 +82,7 @@ def test_cache_lifespan_checks_its_store(caplog: pytest.LogCaptureFixture) -> No
 
 def test_reachable_store_starts_quietly(redis_server: object, caplog: pytest.LogCaptureFixture) -> None:
     """A working store logs nothing at startup."""
-    cacheframe.configure(url=redis_server.url, timeout=2.0)  # type: ignore[attr-defined]
+    cacheframe.configure(url=redis_server.url, timeout=5.0)  # type: ignore[attr-defined]
     with caplog.at_level(logging.WARNING, "cacheframe"), TestClient(_app(cacheframe.lifespan)) as client:
         assert client.get("/items/4").json() == {"n": 4}
     assert caplog.records == []

@@ -177,7 +177,7 @@ def test_other_cache_instance_on_the_same_store(app_cache: cacheframe.Cache) -> 
     fill(reader)
     settings = app_cache.settings
     backend = app_cache.backend if settings.url.startswith("memory") else None
-    other = cacheframe.Cache(settings.url, backend=backend, prefix=settings.prefix, timeout=2.0)
+    other = cacheframe.Cache(settings.url, backend=backend, prefix=settings.prefix, timeout=5.0)
     assert TestClient(build(other)).delete("/items/1").status_code == 200
     assert reader.get("/items/1").headers["x-cache"] == "MISS"
     assert reader.get("/items/2").headers["x-cache"] == "HIT"
@@ -192,7 +192,7 @@ def test_other_process_on_the_same_store(app_cache: cacheframe.Cache) -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import cacheframe; from fastapi.testclient import TestClient; from test_unsafe import build;"
-        "cacheframe.configure(url=sys.argv[2], prefix=sys.argv[3], timeout=2.0);"
+        "cacheframe.configure(url=sys.argv[2], prefix=sys.argv[3], timeout=5.0);"
         "assert TestClient(build()).put('/items/1').status_code == 200"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(HERE, "..", "src"), HERE])}
