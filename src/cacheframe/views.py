@@ -717,15 +717,18 @@ def _unstorable(
     reason = http.unstorable_reason(response.status_code, own_headers)
     if reason is not None:
         return reason
+    if "method" in reads and req.request.method == "HEAD":  # HEAD shares GET's key
+        return "the view read request.method on a HEAD request (it may answer HEAD apart from GET)"
     info = req.info
     private = req.policy.private or info.has_security
     cookie_keyed = private or "cookie" in req.policy.vary_lower
-    reason = _peruser.unkeyed_reason(req.request.scope, reads, info.reads_connection, cookie_keyed)
-    if reason is not None:
-        return reason
     keyed = set(req.policy.vary_lower) | set(info.header_names)
     if private:
         keyed |= {"authorization", "cookie", *info.credential_headers}
+    scope = req.request.scope
+    reason = _peruser.unkeyed_reason(scope, reads, info.reads_connection, cookie_keyed, keyed)
+    if reason is not None:
+        return reason
     unkeyed = [v for v in http.header_values(own_headers, b"vary") if v.lower() not in keyed]
     if unkeyed:
         return f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"

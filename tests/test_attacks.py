@@ -1,0 +1,130 @@
+"""Attacks a fresh-eyes reviewer tried (issue 10, Review): each test is one leak, poisoning or hang."""
+
+import collections
+from typing import Any
+
+import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.testclient import TestClient
+from starlette.responses import PlainTextResponse, Response
+
+import cacheframe
+from cacheframe import fastpath
+
+pytestmark = pytest.mark.usefixtures("app_cache")
+
+runs: collections.Counter[str] = collections.Counter()
+
+
+def _clients(app: FastAPI, fast: bool) -> TestClient:
+    runs.clear()
+    if fast:
+        fastpath.install(app)
+    return TestClient(app)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["decorator", "fastpath"])
+def test_view_reading_an_undeclared_header_is_not_shared(fast: bool) -> None:
+    """A view reading request.headers[...] for a header the key does not hold never shares its reply."""
+    app = FastAPI()
+
+    @app.get("/me")
+    @cacheframe.cache(ttl=60)
+    async def me(request: Request) -> dict[str, Any]:
+        return {"key": request.headers.get("x-api-key")}
+
+    client = _clients(app, fast)
+    assert client.get("/me", headers={"X-API-Key": "alice"}).json() == {"key": "alice"}
+    assert client.get("/me", headers={"X-API-Key": "bob"}).json() == {"key": "bob"}
+    assert client.get("/me").json() == {"key": None}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["decorator", "fastpath"])
+def test_view_reading_the_client_address_is_not_shared(fast: bool) -> None:
+    """A view reading request.client never shares its reply with another client."""
+    app = FastAPI()
+
+    @app.get("/ip")
+    @cacheframe.cache(ttl=60)
+    async def ip(request: Request) -> dict[str, Any]:
+        return {"ip": request.client.host if request.client else None}
+
+    client = _clients(app, fast)
+    a = TestClient(app, client=("10.0.0.1", 1))
+    b = TestClient(app, client=("10.0.0.2", 1))
+    del client
+    assert a.get("/ip").json() == {"ip": "10.0.0.1"}
+    assert b.get("/ip").json() == {"ip": "10.0.0.2"}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["decorator", "fastpath"])
+def test_view_reading_request_state_set_by_middleware_is_not_shared(fast: bool) -> None:
+    """A value a middleware put on request.state (a tenant, a user) never leaks between requests."""
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def tenant(request: Request, call_next: Any) -> Response:
+        request.state.tenant = request.headers.get("x-tenant", "none")
+        return await call_next(request)
+
+    @app.get("/t")
+    @cacheframe.cache(ttl=60)
+    async def t(request: Request) -> dict[str, Any]:
+        return {"tenant": request.state.tenant}
+
+    client = _clients(app, fast)
+    assert client.get("/t", headers={"X-Tenant": "alice"}).json() == {"tenant": "alice"}
+    assert client.get("/t", headers={"X-Tenant": "bob"}).json() == {"tenant": "bob"}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["decorator", "fastpath"])
+def test_head_miss_cannot_poison_get(fast: bool) -> None:
+    """A view answering HEAD differently (empty) never stores that answer for GET."""
+    app = FastAPI()
+
+    @app.api_route("/h", methods=["GET", "HEAD"])
+    @cacheframe.cache(ttl=60)
+    async def h(request: Request) -> Response:
+        if request.method == "HEAD":
+            return PlainTextResponse("")
+        return PlainTextResponse("full body")
+
+    client = _clients(app, fast)
+    client.head("/h")
+    assert client.get("/h").text == "full body"
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["decorator", "fastpath"])
+def test_dependency_reading_an_undeclared_header_is_not_shared(fast: bool) -> None:
+    """A dependency that looks a user up from a raw header it reads itself never shares the reply."""
+    app = FastAPI()
+
+    def user(request: Request) -> str | None:
+        return request.headers.get("x-api-key")
+
+    @app.get("/me")
+    @cacheframe.cache(ttl=60)
+    async def me(u: str | None = Depends(user)) -> dict[str, Any]:
+        return {"user": u}
+
+    client = _clients(app, fast)
+    assert client.get("/me", headers={"X-API-Key": "alice"}).json() == {"user": "alice"}
+    assert client.get("/me", headers={"X-API-Key": "bob"}).json() == {"user": "bob"}
+
+
+def test_view_reading_keyed_headers_is_still_cached() -> None:
+    """Reading a vary'd header, or the Host, keeps the response cacheable (one run for two requests)."""
+    app = FastAPI()
+
+    @app.get("/lang")
+    @cacheframe.cache(ttl=60, vary=["Accept-Language"])
+    async def lang(request: Request) -> dict[str, Any]:
+        runs["lang"] += 1
+        return {"lang": request.headers.get("accept-language"), "host": request.headers["host"]}
+
+    client = _clients(app, False)
+    first = client.get("/lang", headers={"Accept-Language": "fr"})
+    again = client.get("/lang", headers={"Accept-Language": "fr"})
+    other = client.get("/lang", headers={"Accept-Language": "de"})
+    assert (first.json()["lang"], again.json()["lang"], other.json()["lang"]) == ("fr", "fr", "de")
+    assert again.headers["x-cache"] == "HIT" and runs["lang"] == 2
