@@ -1,8 +1,10 @@
 """Attacks a fresh-eyes reviewer tried (issue 10, Review): each test is one leak, poisoning or hang."""
 
+import asyncio
 import collections
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
@@ -128,3 +130,50 @@ def test_view_reading_keyed_headers_is_still_cached() -> None:
     other = client.get("/lang", headers={"Accept-Language": "de"})
     assert (first.json()["lang"], again.json()["lang"], other.json()["lang"]) == ("fr", "fr", "de")
     assert again.headers["x-cache"] == "HIT" and runs["lang"] == 2
+
+
+def test_a_flood_of_unsafe_requests_to_distinct_paths_shares_clears(
+    app_cache: cacheframe.Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 concurrent DELETEs of 30 different paths run one store clear at a time and a few in all
+    (on Redis each clear SCANs the whole keyspace), and every path's GET afterwards is a miss."""
+    running = peak = total = 0
+    real_clear = app_cache.backend.clear
+
+    async def slow_clear(namespace: str) -> None:
+        nonlocal running, peak, total
+        running += 1
+        total += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.05)
+            await real_clear(namespace)
+        finally:
+            running -= 1
+
+    app = FastAPI()
+
+    @app.get("/items/{i}")
+    @cacheframe.cache(ttl=60)
+    async def read(i: int) -> dict[str, int]:
+        runs[f"read{i}"] += 1
+        return {"i": i, "n": runs[f"read{i}"]}
+
+    @app.delete("/items/{i}", status_code=204)
+    @cacheframe.cache(ttl=60)
+    async def delete(i: int) -> None:
+        return None
+
+    async def scenario() -> set[str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for i in range(30):
+                await client.get(f"/items/{i}")
+            monkeypatch.setattr(app_cache.backend, "clear", slow_clear)
+            replies = await asyncio.gather(*(client.delete(f"/items/{i}") for i in range(30)))
+            assert {r.status_code for r in replies} == {204}
+            return {(await client.get(f"/items/{i}")).headers["x-cache"] for i in range(30)}
+
+    runs.clear()
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == {"MISS"}
+    assert peak == 1 and 1 <= total <= 3, (peak, total)
