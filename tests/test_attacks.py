@@ -2,6 +2,7 @@
 
 import asyncio
 import collections
+import functools
 from typing import Any
 
 import httpx
@@ -177,3 +178,33 @@ def test_a_flood_of_unsafe_requests_to_distinct_paths_shares_clears(
     runs.clear()
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == {"MISS"}
     assert peak == 1 and 1 <= total <= 3, (peak, total)
+
+
+def _with_user(view: Any) -> Any:
+    """A decorator above @cache that injects the caller's user from a header it reads itself."""
+
+    @functools.wraps(view)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["user"] = kwargs["request"].headers.get("x-token")
+        return await view(*args, **kwargs)
+
+    return wrapper
+
+
+def test_stacked_decorator_changing_arguments_is_keyed_by_them() -> None:
+    """A decorator between the route and @cache that injects per-user arguments never shares entries."""
+    app = FastAPI()
+
+    @app.get("/me")
+    @_with_user
+    @cacheframe.cache(ttl=60)
+    async def me(request: Request, user: str | None = None) -> dict[str, Any]:
+        runs[f"me-{user}"] += 1
+        return {"user": user}
+
+    client = _clients(app, False)
+    assert client.get("/me", headers={"X-Token": "alice"}).json() == {"user": "alice"}
+    assert client.get("/me", headers={"X-Token": "bob"}).json() == {"user": "bob"}
+    again = client.get("/me", headers={"X-Token": "alice"})
+    assert again.json() == {"user": "alice"} and again.headers["x-cache"] == "HIT"
+    assert runs == {"me-alice": 1, "me-bob": 1}
