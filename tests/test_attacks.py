@@ -208,3 +208,29 @@ def test_stacked_decorator_changing_arguments_is_keyed_by_them() -> None:
     again = client.get("/me", headers={"X-Token": "alice"})
     assert again.json() == {"user": "alice"} and again.headers["x-cache"] == "HIT"
     assert runs == {"me-alice": 1, "me-bob": 1}
+
+
+def test_dependency_receiving_the_request_with_browser_headers_only_is_cached() -> None:
+    """A Request-taking dependency (get_db style) still caches a browser's request: fetch
+    metadata, client hints and tracing headers do not single out a user."""
+    app = FastAPI()
+
+    def db(request: Request) -> str:
+        return "db"
+
+    @app.get("/page")
+    @cacheframe.cache(ttl=60)
+    async def page(d: str = Depends(db)) -> dict[str, Any]:
+        runs["page"] += 1
+        return {"d": d}
+
+    browser = {
+        "User-Agent": "Mozilla/5.0",
+        "Accept-Language": "en",
+        "Sec-Fetch-Mode": "navigate",
+        "Sec-Ch-Ua-Mobile": "?0",
+        "Traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }
+    client = _clients(app, False)
+    client.get("/page", headers=browser)
+    assert client.get("/page", headers=browser).headers["x-cache"] == "HIT" and runs["page"] == 1

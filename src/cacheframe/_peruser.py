@@ -50,9 +50,11 @@ _GENERIC_HEADERS = frozenset(
         "accept-encoding", "accept-language", "user-agent", "referer", "origin", "cache-control",
         "pragma", "if-none-match", "if-modified-since", "dnt", "upgrade-insecure-requests",
         "priority", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-real-ip",
-        "forwarded", "traceparent", "tracestate", "x-request-id",
+        "forwarded", "traceparent", "tracestate", "x-request-id", "sec-gpc", "via", "cdn-loop",
+        "x-amzn-trace-id", "x-cloud-trace-context", "sentry-trace", "baggage",
     }
 )  # fmt: skip
+_GENERIC_PREFIXES = ("sec-fetch-", "sec-ch-", "x-b3-")  # browsers' fetch metadata and hints, B3 tracing
 _UNWATCHABLE = "an unwatchable request object"
 _COOKIE_BORNE = frozenset({"cookies", "session"})  # the Cookie header determines these
 
@@ -230,7 +232,11 @@ def _carried(scope: Any, cookie_keyed: bool, keyed: frozenset[str] | set[str]) -
     if not cookie_keyed and any(name == b"cookie" for name, _ in scope["headers"]):
         found.append("a Cookie header")
     sent = {n.decode("latin-1") for n, _ in scope["headers"]}
-    custom = sorted(sent - _GENERIC_HEADERS - keyed - {"cookie", "authorization"})
+    custom = sorted(
+        n
+        for n in sent - _GENERIC_HEADERS - keyed - {"cookie", "authorization"}
+        if not n.startswith(_GENERIC_PREFIXES)
+    )
     if custom:
         found.append(f"the header(s) {', '.join(custom)}")
         if scope.get("session"):
