@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 
 import cacheframe
 from cacheframe import fastpath
+from cacheframe.exceptions import BackendError
 
 pytestmark = pytest.mark.usefixtures("app_cache")
 
@@ -234,3 +235,33 @@ def test_dependency_receiving_the_request_with_browser_headers_only_is_cached() 
     client = _clients(app, False)
     client.get("/page", headers=browser)
     assert client.get("/page", headers=browser).headers["x-cache"] == "HIT" and runs["page"] == 1
+
+
+def test_failing_clears_never_open_the_circuit(
+    app_cache: cacheframe.Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unsafe requests whose clears fail (a Redis SCAN timing out on a large keyspace) leave the
+    circuit closed: the GETs that follow are still served from the store."""
+
+    async def timing_out(namespace: str) -> None:
+        raise BackendError("clear: no reply within 0.25s")
+
+    app = FastAPI()
+
+    @app.get("/items/{i}")
+    @cacheframe.cache(ttl=60)
+    async def read(i: int) -> dict[str, int]:
+        return {"i": i}
+
+    @app.delete("/items/{i}", status_code=204)
+    @cacheframe.cache(ttl=60)
+    async def delete(i: int) -> None:
+        return None
+
+    client = _clients(app, False)
+    client.get("/items/0")
+    monkeypatch.setattr(app_cache.backend, "clear", timing_out)
+    for i in range(app_cache.settings.breaker_threshold + 2):
+        assert client.delete(f"/items/{i + 1}").status_code == 204
+    assert client.get("/items/0").headers["x-cache"] == "HIT"
+    assert app_cache.breaker.state == "closed"

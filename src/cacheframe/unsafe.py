@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 from starlette.routing import Match
 
 from . import keys
-from .exceptions import CacheframeError
+from .cache import STORE_ERRORS
+from .exceptions import BackendError, CacheframeError
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -96,7 +98,7 @@ async def _clear(cache: Cache, namespace: str, segment: str) -> None:
     if await asyncio.shield(mine):
         return
     # That clear failed or was cancelled: clear this path alone (raising what the store raises).
-    await cache.guarded("clear", cache.backend.clear(namespace + segment), None)
+    await _store_clear(cache, namespace + segment)
 
 
 async def _drive(cache: Cache, slot: Any, namespace: str, batches: _Batches) -> None:
@@ -108,7 +110,7 @@ async def _drive(cache: Cache, slot: Any, namespace: str, batches: _Batches) -> 
             prefix = namespace + next(iter(segments)) if len(segments) == 1 else namespace
             done = False
             try:
-                await cache.guarded("clear", cache.backend.clear(prefix), None)
+                await _store_clear(cache, prefix)
                 done = True
             except Exception as exc:  # its waiters clear their own paths, and see the error
                 log.debug("cacheframe: shared clear of %s failed: %s", prefix, exc)
@@ -118,6 +120,36 @@ async def _drive(cache: Cache, slot: Any, namespace: str, batches: _Batches) -> 
         cache.clearing.pop(slot, None)
         if batches.next is not None:  # cancelled with a clear queued: its waiters clear themselves
             batches.next.set_result(False)
+
+
+async def _store_clear(cache: Cache, prefix: str) -> None:
+    """One store clear, outside the circuit breaker's count: on Redis a clear SCANs the whole
+    keyspace, so its failing (timing out on a large store) says nothing of the store's health,
+    and a flood of unsafe requests must not open the circuit and turn every read into a
+    bypass. While the circuit is open (reads found the store down) the clear is skipped."""
+    if cache.breaker.opened_at is not None:
+        cache.stats.short_circuited += 1
+        if not cache.settings.fail_open:
+            raise BackendError(f"{cache!r}: circuit open after repeated store failures")
+        return
+    try:
+        await cache.backend.clear(prefix)
+    except STORE_ERRORS as exc:
+        cache.stats.backend_errors += 1
+        now = time.monotonic()
+        if now - _warned.get(id(cache), float("-inf")) >= _WARN_INTERVAL:
+            _warned[id(cache)] = now
+            log.warning(
+                "cacheframe: clearing %s failed (%s: %s); further failures not logged for %.0f s",
+                prefix,
+                type(exc).__name__,
+                exc,
+                _WARN_INTERVAL,
+            )
+
+
+_WARN_INTERVAL = 60.0
+_warned: dict[int, float] = {}  # id(cache) -> when its last clear failure was logged
 
 
 def _get_routes(scope: Any) -> list[tuple[Decorator, Any]]:
