@@ -265,3 +265,34 @@ def test_failing_clears_never_open_the_circuit(
         assert client.delete(f"/items/{i + 1}").status_code == 204
     assert client.get("/items/0").headers["x-cache"] == "HIT"
     assert app_cache.breaker.state == "closed"
+
+
+def test_sync_views_reading_headers_or_stacked_under_a_user_decorator_are_not_shared() -> None:
+    """The same two leaks through `def` views: an undeclared header read, a decorator injecting a user."""
+
+    def with_user(view: Any) -> Any:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs["user"] = kwargs["request"].headers.get("x-token")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    app = FastAPI()
+
+    @app.get("/key")
+    @cacheframe.cache(ttl=60)
+    def key(request: Request) -> dict[str, Any]:
+        return {"key": request.headers.get("x-api-key")}
+
+    @app.get("/me")
+    @with_user
+    @cacheframe.cache(ttl=60)
+    def me(request: Request, user: str | None = None) -> dict[str, Any]:
+        return {"user": user}
+
+    client = _clients(app, False)
+    assert client.get("/key", headers={"X-API-Key": "alice"}).json() == {"key": "alice"}
+    assert client.get("/key", headers={"X-API-Key": "bob"}).json() == {"key": "bob"}
+    assert client.get("/me", headers={"X-Token": "alice"}).json() == {"user": "alice"}
+    assert client.get("/me", headers={"X-Token": "bob"}).json() == {"user": "bob"}
