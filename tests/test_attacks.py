@@ -296,3 +296,16 @@ def test_sync_views_reading_headers_or_stacked_under_a_user_decorator_are_not_sh
     assert client.get("/key", headers={"X-API-Key": "bob"}).json() == {"key": "bob"}
     assert client.get("/me", headers={"X-Token": "alice"}).json() == {"user": "alice"}
     assert client.get("/me", headers={"X-Token": "bob"}).json() == {"user": "bob"}
+
+
+def test_cache_on_a_websocket_endpoint_is_refused_at_decoration() -> None:
+    """@cache on a WebSocket endpoint fails at decoration, not on every connection."""
+    from fastapi import WebSocket
+
+    from cacheframe.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="WebSocket"):
+
+        @cacheframe.cache(ttl=60)
+        async def ws(websocket: WebSocket) -> None:
+            await websocket.accept()
