@@ -147,7 +147,7 @@ class Cache:
         self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since
         self.invalidations = 0  # bumped by delete/clear: a miss started before must not write back
         # Path clears of unsafe requests under way, per loop and prefix (see unsafe.py).
-        self.clearing: dict[tuple[asyncio.AbstractEventLoop, str], list[asyncio.Future[bool]]] = {}
+        self.clearing: dict[tuple[asyncio.AbstractEventLoop, str], Any] = {}
         self._prefix = keys.safe_segment(self.settings.prefix)
         self._last_logged: float = float("-inf")
 

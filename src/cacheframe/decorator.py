@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.websockets import WebSocket
 
 from . import functions, keys, routes, views
 from ._signature import CONNECTION_PARAM, inject
@@ -188,6 +189,7 @@ class Decorator:
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         _refuse_inner_gate(func)
+        _refuse_websocket(func, self.policy.exclude)
         if self.policy.keys_auth:  # per-user entries: every credential must be keyable
             routes.check_credentials(func)
         injection = inject(func, marked=not inspect.iscoroutinefunction(func))
@@ -314,6 +316,23 @@ def _refuse_inner_gate(func: Callable[..., Any]) -> None:
         func = getattr(func, "__wrapped__", None)  # type: ignore[assignment]
         if func is None:
             return
+
+
+def _refuse_websocket(func: Callable[..., Any], exclude: Sequence[str]) -> None:
+    """Refuse a WebSocket endpoint at decoration time: it has no response to cache, and its
+    connections would otherwise fail when the socket is keyed as an argument (a function
+    excluding that parameter from its key is left alone)."""
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # unresolvable annotations: nothing to tell
+        return
+    for name, hint in hints.items():
+        if isinstance(hint, type) and issubclass(hint, WebSocket) and name not in exclude:
+            raise ConfigurationError(
+                f"@cache on {func.__qualname__}: parameter {name!r} is a WebSocket, and a "
+                "WebSocket endpoint has no response to cache. Remove @cache from it (cache the "
+                "functions it calls instead)."
+            )
 
 
 def _return_type(func: Callable[..., Any]) -> Any:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 from starlette.routing import Match
 
 from . import keys
-from .exceptions import CacheframeError
+from .cache import STORE_ERRORS
+from .exceptions import BackendError, CacheframeError
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -56,38 +58,98 @@ async def invalidate(scope: Any) -> int:
         cache = bound.cache
         cache.invalidations += 1  # before the clear: a miss running now must not write back
         try:
-            await _clear(cache, bound.namespace + segment)
+            await _clear(cache, bound.namespace, segment)
         except CacheframeError as exc:  # fail_open=False raises; the request succeeded anyway
             log.warning("cacheframe: %s %s: invalidation failed: %s", scope["method"], scope["path"], exc)
         cleared += 1
     return cleared
 
 
-async def _clear(cache: Cache, prefix: str) -> None:
-    """Clear ``prefix``, sharing work: while one clear of it runs in this loop, every request
-    arriving meanwhile waits for the one clear queued after it (which starts after their
-    writes, so it covers them). A flood of unsafe requests thus costs at most one running
-    and one queued clear per path and loop: on Redis a clear is a SCAN of the keyspace."""
+class _Batches:
+    """The clears of one namespace in one loop: the one running, and the next one (not
+    started yet) with the path segments it will cover."""
+
+    __slots__ = ("next", "segments", "task")
+
+    def __init__(self) -> None:
+        self.next: asyncio.Future[bool] | None = None
+        self.segments: set[str] = set()
+        self.task: asyncio.Task[None] | None = None
+
+
+async def _clear(cache: Cache, namespace: str, segment: str) -> None:
+    """Clear ``namespace + segment``, sharing work across paths: every request joins the next
+    clear of its namespace (which starts after it joined, so it covers its write), and one
+    clear at a time runs per namespace and loop. A next clear covering several paths clears
+    the whole namespace (more than asked, never less). On Redis a clear is a SCAN of the
+    keyspace, so a flood of unsafe requests to many paths costs one running clear, not one
+    per request."""
     loop = asyncio.get_running_loop()
-    slot = (loop, prefix)
-    queue = cache.clearing.setdefault(slot, [])
-    while len(queue) == 2:  # one runs, one is queued (not started yet): it covers this request
-        if await asyncio.shield(queue[1]):
-            return
-        queue = cache.clearing.setdefault(slot, [])  # it failed or was cancelled: look again
-    mine: asyncio.Future[bool] = loop.create_future()
-    queue.append(mine)
-    done = False
+    slot = (loop, namespace)
+    batches = cache.clearing.get(slot)
+    if batches is None:
+        batches = cache.clearing[slot] = _Batches()
+    if batches.next is None:
+        batches.next = loop.create_future()
+    batches.segments.add(segment)
+    mine = batches.next
+    if batches.task is None:
+        batches.task = loop.create_task(_drive(cache, slot, namespace, batches))
+    if await asyncio.shield(mine):
+        return
+    # That clear failed or was cancelled: clear this path alone (raising what the store raises).
+    await _store_clear(cache, namespace + segment)
+
+
+async def _drive(cache: Cache, slot: Any, namespace: str, batches: _Batches) -> None:
+    """Run the namespace's queued clears one after another until none is queued."""
     try:
-        if len(queue) == 2:  # one is running: start after it
-            await asyncio.shield(queue[0])
-        await cache.guarded("clear", cache.backend.clear(prefix), None)
-        done = True
+        while batches.next is not None:
+            future, segments = batches.next, batches.segments
+            batches.next, batches.segments = None, set()
+            prefix = namespace + next(iter(segments)) if len(segments) == 1 else namespace
+            done = False
+            try:
+                await _store_clear(cache, prefix)
+                done = True
+            except Exception as exc:  # its waiters clear their own paths, and see the error
+                log.debug("cacheframe: shared clear of %s failed: %s", prefix, exc)
+            finally:
+                future.set_result(done)
     finally:
-        queue.remove(mine)
-        if not queue:
-            cache.clearing.pop(slot, None)
-        mine.set_result(done)  # waiters of a clear that failed or was cancelled clear themselves
+        cache.clearing.pop(slot, None)
+        if batches.next is not None:  # cancelled with a clear queued: its waiters clear themselves
+            batches.next.set_result(False)
+
+
+async def _store_clear(cache: Cache, prefix: str) -> None:
+    """One store clear, outside the circuit breaker's count: on Redis a clear SCANs the whole
+    keyspace, so its failing (timing out on a large store) says nothing of the store's health,
+    and a flood of unsafe requests must not open the circuit and turn every read into a
+    bypass. While the circuit is open (reads found the store down) the clear is skipped."""
+    if cache.breaker.opened_at is not None:
+        cache.stats.short_circuited += 1
+        if not cache.settings.fail_open:
+            raise BackendError(f"{cache!r}: circuit open after repeated store failures")
+        return
+    try:
+        await cache.backend.clear(prefix)
+    except STORE_ERRORS as exc:
+        cache.stats.backend_errors += 1
+        now = time.monotonic()
+        if now - _warned.get(id(cache), float("-inf")) >= _WARN_INTERVAL:
+            _warned[id(cache)] = now
+            log.warning(
+                "cacheframe: clearing %s failed (%s: %s); further failures not logged for %.0f s",
+                prefix,
+                type(exc).__name__,
+                exc,
+                _WARN_INTERVAL,
+            )
+
+
+_WARN_INTERVAL = 60.0
+_warned: dict[int, float] = {}  # id(cache) -> when its last clear failure was logged
 
 
 def _get_routes(scope: Any) -> list[tuple[Decorator, Any]]:

@@ -19,7 +19,7 @@ from fastapi.exceptions import ResponseValidationError
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from . import _peruser, http, keys, unsafe
@@ -237,6 +237,16 @@ async def _serve(
             credential_headers=info.credential_headers,
             credential_query=info.credential_query,
         )
+    if getattr(scope.get("endpoint"), "__wrapped__", func) is not func:
+        # A decorator stacked above @cache may have changed the arguments FastAPI solved from
+        # the request (injected a user, say): key the arguments the view receives as well.
+        arguments = _stacked_arguments(args, kwargs)
+        if arguments is None:
+            log.debug(
+                "cacheframe: not caching %s: a stacked decorator passes unkeyable arguments", scope["path"]
+            )
+            return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
+        key += "~" + arguments
     stale: ResponseEntry | None = None
     reread = not directives.no_cache  # a plain miss re-checks the store once it leads
     entry: Any = None
@@ -291,6 +301,21 @@ async def _serve(
         elif entry is not None:
             cache.bad_entry(key, EntryError("a value entry where a response was expected"))
     return await _fill(req, stale, reread=reread)
+
+
+# Arguments FastAPI passes that are the request itself (or made for it): keyed by the URL already.
+_CONNECTION_TYPES = (HTTPConnection, Response, BackgroundTasks)
+
+
+def _stacked_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """A digest of the arguments a view reached through stacked decorators receives (the
+    request, responses and background tasks left out), or None when one cannot be keyed."""
+    try:
+        plain = [a for a in args if not isinstance(a, _CONNECTION_TYPES)]
+        named = {k: v for k, v in kwargs.items() if not isinstance(v, _CONNECTION_TYPES)}
+        return keys.digest(keys.canonical((plain, named)))
+    except Exception:  # KeyBuildError, or an object whose attributes raise
+        return None
 
 
 def _call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallView:
@@ -717,15 +742,18 @@ def _unstorable(
     reason = http.unstorable_reason(response.status_code, own_headers)
     if reason is not None:
         return reason
+    if "method" in reads and req.request.method == "HEAD":  # HEAD shares GET's key
+        return "the view read request.method on a HEAD request (it may answer HEAD apart from GET)"
     info = req.info
     private = req.policy.private or info.has_security
     cookie_keyed = private or "cookie" in req.policy.vary_lower
-    reason = _peruser.unkeyed_reason(req.request.scope, reads, info.reads_connection, cookie_keyed)
-    if reason is not None:
-        return reason
     keyed = set(req.policy.vary_lower) | set(info.header_names)
     if private:
         keyed |= {"authorization", "cookie", *info.credential_headers}
+    scope = req.request.scope
+    reason = _peruser.unkeyed_reason(scope, reads, info.reads_connection, cookie_keyed, keyed)
+    if reason is not None:
+        return reason
     unkeyed = [v for v in http.header_values(own_headers, b"vary") if v.lower() not in keyed]
     if unkeyed:
         return f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"
