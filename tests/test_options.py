@@ -56,3 +56,11 @@ def test_parser_is_public() -> None:
 
     assert options.__all__ == ["parse_options"]
     assert _options.parse_options is options.parse_options
+
+
+def test_password_like_query_options_redacted() -> None:
+    """An option carrying a credential (sentinel_password, token) is quoted as *** in errors."""
+    with pytest.raises(ConfigurationError) as info:
+        options.parse_options("mine://h?sentinel_password=s3cret&token=t0k&nope=1", Lenient)
+    assert "s3cret" not in str(info.value) and "t0k" not in str(info.value)
+    assert "sentinel_password=***" in str(info.value)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -60,8 +60,26 @@ def _names(model: type[BaseModel]) -> set[str]:
     return names
 
 
+# Query options whose value is a credential (redis+sentinel's sentinel_password, a plugin's token).
+_SECRET_WORDS = ("password", "secret", "token")
+
+
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    """``url`` with its password, and any password-like query option, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparsable: hide the whole userinfo, and the query, rather than guess
+        head, at, tail = url.partition("@")
+        return f"{head.partition('://')[0]}://***@{tail.partition('?')[0]}" if at else url.partition("?")[0]
+    if password:
+        url = url.replace(f":{password}@", ":***@", 1)
+        parts = urlsplit(url)
+    if not any(word in parts.query.lower() for word in _SECRET_WORDS):
+        return url
+    items = (item.partition("=") for item in parts.query.split("&"))
+    query = "&".join(
+        f"{name}=***" if sep and any(w in name.lower() for w in _SECRET_WORDS) else f"{name}{sep}{value}"
+        for name, sep, value in items
+    )
+    return urlunsplit(parts._replace(query=query))
