@@ -156,6 +156,15 @@ async def item(item_id: int, q: str = "") -> dict[str, object]:
 @cacheframe.cache(ttl=60, private=True)
 async def me() -> dict[str, str]:
     return {"me": "yes"}
+
+sub = FastAPI()
+
+@sub.get("/things/{n}")
+@cacheframe.cache(ttl=60)
+async def thing(n: int) -> dict[str, int]:
+    return {"n": n}
+
+app.mount("/sub", sub)
 """
 
 
@@ -208,4 +217,24 @@ def test_get_by_request_explains_bad_input(cli_app: str, capsys: pytest.CaptureF
     assert main(["get", "--app", cli_app, "/x"]) == 2
     assert "module:attribute" in capsys.readouterr().err
     assert main(["get", "--url", "redis://127.0.0.1:1/0", "--app", f"{cli_app}:app", "/nothing"]) == 2
+    assert "no route" in capsys.readouterr().err
+
+
+def test_get_by_request_into_a_mounted_app(
+    cli_app: str, redis_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """get --app finds an entry of a route in a mounted sub-application (no traceback on the Mount)."""
+    import importlib
+
+    import cacheframe
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    cacheframe.configure(url=url, timeout=2.0)
+    module = importlib.import_module(cli_app)
+    with TestClient(module.app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/sub/things/5").headers["x-cache"] == "MISS"
+    base = ["get", "--url", url, "--app", f"{cli_app}:app"]
+    assert main([*base, "/sub/things/5", "--body"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 5}
+    assert main([*base, "/sub/nothing"]) == 2
     assert "no route" in capsys.readouterr().err

@@ -181,13 +181,30 @@ def _load_app(ref: str) -> Any:
     return app
 
 
+def _route_for(app: Any, scope: dict[str, Any]) -> Any:
+    """The endpoint route that answers ``scope``, descending into mounted apps as Starlette does;
+    ``scope`` is updated as routing would update it (path params, ``root_path`` of a mount)."""
+    from starlette.routing import Match
+
+    routes: Sequence[Any] = getattr(app, "routes", None) or ()
+    for route in routes:
+        match, child = route.matches(scope)
+        if match != Match.FULL:
+            continue
+        scope.update(child)
+        if hasattr(route, "endpoint"):
+            return route
+        mounted = getattr(route, "app", None)
+        return None if mounted is None else _route_for(mounted, scope)
+    return None
+
+
 def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
     """The cache and store key a GET to ``args.key`` on ``args.app`` is answered from.
 
     The key is computed by ``views.view_key``, the function the decorator itself uses.
     """
     from starlette.requests import Request
-    from starlette.routing import Match
 
     from . import default, views
     from .decorator import Decorator
@@ -214,12 +231,8 @@ def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
         "headers": headers,
         "app": app,
     }
-    for route in getattr(app, "routes", ()):
-        match, child = route.matches(scope)
-        if match == Match.FULL:
-            scope.update(child)
-            break
-    else:
+    route = _route_for(app, scope)
+    if route is None:
         raise ConfigurationError(f"no route of {args.app} answers {args.method.upper()} {target.path}")
     decorator = getattr(route.endpoint, "__cacheframe__", None)
     func = getattr(route.endpoint, "__wrapped__", None)
