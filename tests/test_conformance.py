@@ -231,3 +231,30 @@ def test_pytest_asyncio_modes(tmp_path: Path, mode: str) -> None:
         source=source,
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+OVERRIDDEN_BACKEND = '''
+from cacheframe.backends.memory import MemoryBackend
+from cacheframe.testing import BackendConformance, async_fixture
+
+
+class TestMine(BackendConformance):
+    @async_fixture
+    async def backend(self):
+        backend = MemoryBackend.from_url("memory://", None)
+        yield backend
+        await backend.close()
+
+    def test_built_my_way(self, backend):
+        """The override is what the suite's tests receive."""
+        assert type(backend) is MemoryBackend
+'''
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_async_backend_override_runs_in_every_mode(tmp_path: Path, mode: str) -> None:
+    """A backend fixture overridden with cacheframe.testing.async_fixture works under strict mode too."""
+    args = ("-o", f"asyncio_mode={mode}", "--cacheframe-url", "memory://", "-k", "bytes_round_trip or my_way")
+    result = run_suite(tmp_path, *args, source=OVERRIDDEN_BACKEND)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout, result.stdout[-3000:]
