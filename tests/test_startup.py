@@ -136,3 +136,12 @@ def test_unknown_environment_variable_hint_ignores_the_prefix(
         Cache()
     warned = [r.getMessage() for r in caplog.records if variable in r.getMessage()]
     assert len(warned) == 1 and hint in warned[0], warned
+
+
+def test_disabled_cache_does_not_probe_its_store(caplog: pytest.LogCaptureFixture) -> None:
+    """enabled=false never calls the store, so an unreachable one neither warns nor stops startup."""
+    port = free_port()
+    cache = Cache(f"redis://127.0.0.1:{port}/0", timeout=0.2, fail_open=False, enabled=False)
+    with caplog.at_level(logging.WARNING, "cacheframe"), TestClient(_app(cache.lifespan)) as client:
+        assert client.get("/items/5").json() == {"n": 5}
+    assert "unreachable" not in caplog.text

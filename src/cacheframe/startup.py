@@ -31,6 +31,8 @@ def redact(url: str) -> str:
 
 async def check_store(backend: Backend, settings: CacheSettings) -> None:
     """Read one key: an unreachable store is logged as a warning (``fail_open``) or raised."""
+    if not settings.enabled:  # a disabled cache never calls its store: nothing to check
+        return
     try:
         await asyncio.wait_for(backend.get(PROBE_KEY), settings.timeout + _MARGIN)
     except (CacheframeError, OSError, TimeoutError) as exc:
