@@ -238,3 +238,23 @@ def test_get_by_request_into_a_mounted_app(
     assert json.loads(capsys.readouterr().out) == {"n": 5}
     assert main([*base, "/sub/nothing"]) == 2
     assert "no route" in capsys.readouterr().err
+
+
+def test_get_by_request_behind_a_root_path(
+    cli_app: str, redis_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """get --root-path finds the entry of an app served with the ASGI server's --root-path."""
+    import importlib
+
+    import cacheframe
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    cacheframe.configure(url=url, timeout=2.0)
+    module = importlib.import_module(cli_app)
+    # uvicorn --root-path /api: the scope's path carries the root path in front (as here)
+    with TestClient(module.app, base_url="http://127.0.0.1:8000", root_path="/api") as client:
+        assert client.get("/api/items/7").headers["x-cache"] == "MISS"
+    base = ["get", "--url", url, "--app", f"{cli_app}:app", "/items/7", "--body"]
+    assert main([*base, "--root-path", "/api"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"item_id": 7, "q": ""}
+    assert main(base) == 1  # without it, another path: no entry

@@ -220,13 +220,17 @@ def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
         if not sep:
             raise ConfigurationError(f"--header takes 'Name: value', got {header!r}")
         headers.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+    # An ASGI server run with --root-path R puts R before the path (uvicorn does); FastAPI's
+    # own root_path then replaces scope["root_path"], as FastAPI.__call__ does per request.
+    root = args.root_path.rstrip("/")
+    path = root + (target.path or "/")
     scope: dict[str, Any] = {
         "type": "http",
         "method": args.method.upper(),
         "scheme": "http",
-        "root_path": "",
-        "path": target.path or "/",
-        "raw_path": (target.path or "/").encode(),
+        "root_path": getattr(app, "root_path", "") or root,
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": target.query.encode("latin-1"),
         "headers": headers,
         "app": app,
@@ -328,6 +332,9 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--app", default=None, help="module:attribute of the FastAPI app; KEY is then a path")
     get.add_argument(
         "--host", default="127.0.0.1:8000", help="with --app: the request's Host header (part of the key)"
+    )
+    get.add_argument(
+        "--root-path", default="", help="with --app: the ASGI server's --root-path, if it is run with one"
     )
     get.add_argument("--method", default="GET", choices=["GET", "HEAD"], help="with --app: the method")
     get.add_argument(
