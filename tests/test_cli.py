@@ -156,6 +156,15 @@ async def item(item_id: int, q: str = "") -> dict[str, object]:
 @cacheframe.cache(ttl=60, private=True)
 async def me() -> dict[str, str]:
     return {"me": "yes"}
+
+sub = FastAPI()
+
+@sub.get("/things/{n}")
+@cacheframe.cache(ttl=60)
+async def thing(n: int) -> dict[str, int]:
+    return {"n": n}
+
+app.mount("/sub", sub)
 """
 
 
@@ -209,3 +218,43 @@ def test_get_by_request_explains_bad_input(cli_app: str, capsys: pytest.CaptureF
     assert "module:attribute" in capsys.readouterr().err
     assert main(["get", "--url", "redis://127.0.0.1:1/0", "--app", f"{cli_app}:app", "/nothing"]) == 2
     assert "no route" in capsys.readouterr().err
+
+
+def test_get_by_request_into_a_mounted_app(
+    cli_app: str, redis_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """get --app finds an entry of a route in a mounted sub-application (no traceback on the Mount)."""
+    import importlib
+
+    import cacheframe
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    cacheframe.configure(url=url, timeout=2.0)
+    module = importlib.import_module(cli_app)
+    with TestClient(module.app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/sub/things/5").headers["x-cache"] == "MISS"
+    base = ["get", "--url", url, "--app", f"{cli_app}:app"]
+    assert main([*base, "/sub/things/5", "--body"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 5}
+    assert main([*base, "/sub/nothing"]) == 2
+    assert "no route" in capsys.readouterr().err
+
+
+def test_get_by_request_behind_a_root_path(
+    cli_app: str, redis_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """get --root-path finds the entry of an app served with the ASGI server's --root-path."""
+    import importlib
+
+    import cacheframe
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    cacheframe.configure(url=url, timeout=2.0)
+    module = importlib.import_module(cli_app)
+    # uvicorn --root-path /api: the scope's path carries the root path in front (as here)
+    with TestClient(module.app, base_url="http://127.0.0.1:8000", root_path="/api") as client:
+        assert client.get("/api/items/7").headers["x-cache"] == "MISS"
+    base = ["get", "--url", url, "--app", f"{cli_app}:app", "/items/7", "--body"]
+    assert main([*base, "--root-path", "/api"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"item_id": 7, "q": ""}
+    assert main(base) == 1  # without it, another path: no entry

@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 # Backends broken on purpose, each the way the docs say a backend must not be.
 BROKEN = '''
 import asyncio
+import os
 
 import pytest
 
@@ -66,6 +67,38 @@ class IgnoresOptions(MemoryBackend):
     @classmethod
     def from_url(cls, url, settings=None):
         return cls()
+
+
+class LoopBound(MemoryBackend):
+    """Keeps the event loop of its first call, as a driver keeps a connection opened there."""
+
+    loop = None
+
+    async def get(self, key):
+        running = asyncio.get_running_loop()
+        self.loop = self.loop or running
+        if self.loop is not running:
+            raise RuntimeError("Future attached to a different loop")
+        return await super().get(key)
+
+
+class ForkShared(MemoryBackend):
+    """Keeps using the parent's connection in a forked child."""
+
+    pid = None
+
+    def _connection(self):
+        self.pid = self.pid or os.getpid()
+        if self.pid != os.getpid():
+            raise ConnectionResetError(104, "connection shared with the parent process")
+
+    async def get(self, key):
+        self._connection()
+        return await super().get(key)
+
+    async def set(self, key, value, ttl):
+        self._connection()
+        return await super().set(key, value, ttl)
 
 
 class TestSuite(BackendConformance):
@@ -148,6 +181,20 @@ def test_ignored_option_fails_the_suite(tmp_path: Path) -> None:
     assert "cf_no_such_option" in result.stdout or "DID NOT RAISE" in result.stdout
 
 
+def test_backend_bound_to_its_first_event_loop_fails_the_suite(tmp_path: Path) -> None:
+    """A backend whose connections belong to the loop of its first call fails the event-loop test."""
+    result = run_suite(tmp_path, "-k", "event_loop", source=broken("LoopBound"))
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "attached to a different loop" in result.stdout, result.stdout[-3000:]
+
+
+def test_backend_sharing_connections_across_fork_fails_the_suite(tmp_path: Path) -> None:
+    """A backend that keeps the parent's connection in a forked child fails the fork test."""
+    result = run_suite(tmp_path, "-k", "after_fork", source=broken("ForkShared"))
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "after fork, in the child" in result.stdout and "shared with the parent" in result.stdout
+
+
 def test_no_backend_given_fails_saying_what_to_pass(tmp_path: Path) -> None:
     """An empty subclass run without --cacheframe-url fails (it used to pass as '19 skipped')."""
     source = EMPTY_SUBCLASS
@@ -184,3 +231,30 @@ def test_pytest_asyncio_modes(tmp_path: Path, mode: str) -> None:
         source=source,
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+OVERRIDDEN_BACKEND = '''
+from cacheframe.backends.memory import MemoryBackend
+from cacheframe.testing import BackendConformance, async_fixture
+
+
+class TestMine(BackendConformance):
+    @async_fixture
+    async def backend(self):
+        backend = MemoryBackend.from_url("memory://", None)
+        yield backend
+        await backend.close()
+
+    def test_built_my_way(self, backend):
+        """The override is what the suite's tests receive."""
+        assert type(backend) is MemoryBackend
+'''
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_async_backend_override_runs_in_every_mode(tmp_path: Path, mode: str) -> None:
+    """A backend fixture overridden with cacheframe.testing.async_fixture works under strict mode too."""
+    args = ("-o", f"asyncio_mode={mode}", "--cacheframe-url", "memory://", "-k", "bytes_round_trip or my_way")
+    result = run_suite(tmp_path, *args, source=OVERRIDDEN_BACKEND)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout, result.stdout[-3000:]

@@ -152,3 +152,10 @@ def test_license_file_matches_pyproject() -> None:
     text = (ROOT / "LICENSE").read_text()
     assert declared == "MIT" and text.startswith("MIT License")
     assert "Copyright (c)" in text and "cacheframe contributors" in text
+
+
+def test_logging_section_lists_each_kind_of_warning() -> None:
+    """Every kind of warning the code logs has its line in usage.md's Logging section."""
+    section = " ".join(_section(ROOT / "docs" / "usage.md", "## Logging").split())
+    for words in ("unreachable at startup", "local function", "security scheme", "after a successful write"):
+        assert words in section, words

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from cacheframe.backends import options
 from cacheframe.exceptions import ConfigurationError
@@ -56,3 +56,32 @@ def test_parser_is_public() -> None:
 
     assert options.__all__ == ["parse_options"]
     assert _options.parse_options is options.parse_options
+
+
+def test_password_like_query_options_redacted() -> None:
+    """An option carrying a credential (sentinel_password, token) is quoted as *** in errors."""
+    with pytest.raises(ConfigurationError) as info:
+        options.parse_options("mine://h?sentinel_password=s3cret&token=t0k&nope=1", Lenient)
+    assert "s3cret" not in str(info.value) and "t0k" not in str(info.value)
+    assert "sentinel_password=***" in str(info.value)
+
+
+def test_field_name_behind_an_alias_is_rejected() -> None:
+    """?pool=3 on a model reached by alias pool_size would be ignored by pydantic: it is an error."""
+    with pytest.raises(ConfigurationError, match="unknown option 'pool'.*known options: pool_size"):
+        options.parse_options("mine://h?pool=3", Aliased)
+
+
+def test_alias_choices_and_populate_by_name_are_accepted() -> None:
+    """Every name the model itself validates under is accepted: AliasChoices, populate_by_name."""
+
+    class Choices(BaseModel):
+        pool: int = Field(1, validation_alias=AliasChoices("pool_size", "size"))
+
+    class ByName(BaseModel):
+        model_config = ConfigDict(populate_by_name=True)
+        pool: int = Field(1, alias="pool_size")
+
+    assert options.parse_options("mine://h?size=4", Choices).pool == 4
+    assert options.parse_options("mine://h?pool_size=5", Choices).pool == 5
+    assert options.parse_options("mine://h?pool=6", ByName).pool == 6

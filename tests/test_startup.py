@@ -104,3 +104,44 @@ def test_unknown_environment_variable_warned_once(
     assert len(warned) == 2
     assert any("CACHEFRAME_URLL" in m and "did you mean CACHEFRAME_URL?" in m for m in warned)
     assert any("did you mean CACHEFRAME_STAMPEDE_LOCK_MIN_COST?" in m for m in warned)
+
+
+def test_unreachable_sentinel_warning_hides_sentinel_password(caplog: pytest.LogCaptureFixture) -> None:
+    """A password passed as a query option (sentinel_password) is redacted from the startup warning too."""
+    port = free_port()
+    url = f"redis+sentinel://:hunter2@127.0.0.1:{port}/mymaster?sentinel_password=swordfish"
+    cache = Cache(url, timeout=0.2)
+    with caplog.at_level(logging.WARNING, "cacheframe"), TestClient(_app(cache.lifespan)):
+        pass
+    assert "unreachable at startup" in caplog.text and "sentinel_password=***" in caplog.text
+    assert "swordfish" not in caplog.text and "hunter2" not in caplog.text
+    assert "swordfish" not in repr(cache)
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("CACHEFRAME_TTL", "did you mean CACHEFRAME_DEFAULT_TTL?"),
+        ("CACHEFRAME_REDIS_URL", "did you mean CACHEFRAME_URL?"),
+        ("CACHEFRAME_DEBUG", "known settings: CACHEFRAME_URL, CACHEFRAME_PREFIX"),
+    ],
+)
+def test_unknown_environment_variable_hint_ignores_the_prefix(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str, hint: str
+) -> None:
+    """The suggestion compares setting names, not the shared CACHEFRAME_ prefix (TTL is not URL)."""
+    monkeypatch.setattr(settings_module, "_warned_unknown", set())
+    monkeypatch.setenv(variable, "1")
+    with caplog.at_level(logging.WARNING, "cacheframe"):
+        Cache()
+    warned = [r.getMessage() for r in caplog.records if variable in r.getMessage()]
+    assert len(warned) == 1 and hint in warned[0], warned
+
+
+def test_disabled_cache_does_not_probe_its_store(caplog: pytest.LogCaptureFixture) -> None:
+    """enabled=false never calls the store, so an unreachable one neither warns nor stops startup."""
+    port = free_port()
+    cache = Cache(f"redis://127.0.0.1:{port}/0", timeout=0.2, fail_open=False, enabled=False)
+    with caplog.at_level(logging.WARNING, "cacheframe"), TestClient(_app(cache.lifespan)) as client:
+        assert client.get("/items/5").json() == {"n": 5}
+    assert "unreachable" not in caplog.text

@@ -181,13 +181,30 @@ def _load_app(ref: str) -> Any:
     return app
 
 
+def _route_for(app: Any, scope: dict[str, Any]) -> Any:
+    """The endpoint route that answers ``scope``, descending into mounted apps as Starlette does;
+    ``scope`` is updated as routing would update it (path params, ``root_path`` of a mount)."""
+    from starlette.routing import Match
+
+    routes: Sequence[Any] = getattr(app, "routes", None) or ()
+    for route in routes:
+        match, child = route.matches(scope)
+        if match != Match.FULL:
+            continue
+        scope.update(child)
+        if hasattr(route, "endpoint"):
+            return route
+        mounted = getattr(route, "app", None)
+        return None if mounted is None else _route_for(mounted, scope)
+    return None
+
+
 def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
     """The cache and store key a GET to ``args.key`` on ``args.app`` is answered from.
 
     The key is computed by ``views.view_key``, the function the decorator itself uses.
     """
     from starlette.requests import Request
-    from starlette.routing import Match
 
     from . import default, views
     from .decorator import Decorator
@@ -203,23 +220,23 @@ def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
         if not sep:
             raise ConfigurationError(f"--header takes 'Name: value', got {header!r}")
         headers.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+    # An ASGI server run with --root-path R puts R before the path (uvicorn does); FastAPI's
+    # own root_path then replaces scope["root_path"], as FastAPI.__call__ does per request.
+    root = args.root_path.rstrip("/")
+    path = root + (target.path or "/")
     scope: dict[str, Any] = {
         "type": "http",
         "method": args.method.upper(),
         "scheme": "http",
-        "root_path": "",
-        "path": target.path or "/",
-        "raw_path": (target.path or "/").encode(),
+        "root_path": getattr(app, "root_path", "") or root,
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": target.query.encode("latin-1"),
         "headers": headers,
         "app": app,
     }
-    for route in getattr(app, "routes", ()):
-        match, child = route.matches(scope)
-        if match == Match.FULL:
-            scope.update(child)
-            break
-    else:
+    route = _route_for(app, scope)
+    if route is None:
         raise ConfigurationError(f"no route of {args.app} answers {args.method.upper()} {target.path}")
     decorator = getattr(route.endpoint, "__cacheframe__", None)
     func = getattr(route.endpoint, "__wrapped__", None)
@@ -315,6 +332,9 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--app", default=None, help="module:attribute of the FastAPI app; KEY is then a path")
     get.add_argument(
         "--host", default="127.0.0.1:8000", help="with --app: the request's Host header (part of the key)"
+    )
+    get.add_argument(
+        "--root-path", default="", help="with --app: the ASGI server's --root-path, if it is run with one"
     )
     get.add_argument("--method", default="GET", choices=["GET", "HEAD"], help="with --app: the method")
     get.add_argument(

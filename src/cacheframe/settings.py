@@ -70,9 +70,22 @@ def warn_unknown_environment() -> None:
             if name in _warned_unknown:
                 continue
             _warned_unknown.add(name)
-        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"known settings: {', '.join(known)}"
+        close = _closest_setting(name.upper()[len(ENV_PREFIX) :])
+        hint = f"did you mean {close}?" if close else f"known settings: {', '.join(known)}"
         log.warning("cacheframe: environment variable %s is not a cacheframe setting; %s", name, hint)
+
+
+def _closest_setting(typed: str) -> str | None:
+    """The setting ``CACHEFRAME_<typed>`` was probably meant to be, or None when none is close.
+
+    Names are compared without the shared prefix (which would make every name look close);
+    a whole-word match (``TTL`` in ``DEFAULT_TTL``, ``URL`` in ``REDIS_URL``) comes first.
+    """
+    names = [name.upper() for name in CacheSettings.model_fields]
+    words = set(typed.split("_"))
+    by_word = [n for n in names if set(n.split("_")) <= words or words <= set(n.split("_"))]
+    close = difflib.get_close_matches(typed, names, n=1, cutoff=0.6) or by_word[:1]
+    return ENV_PREFIX + close[0] if close else None
 
 
 def load_settings(**options: Any) -> CacheSettings:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
 
+from .backends.options import _redact
 from .exceptions import BackendError, CacheframeError
 from .settings import CacheSettings
 from .types import Backend
@@ -25,18 +25,14 @@ _MARGIN = 1.0  # seconds past the store deadline before a hanging backend counts
 
 
 def redact(url: str) -> str:
-    """``url`` without its password (``redis://user:***@host``), fit for logs and errors."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:  # an unparsable port: the userinfo is still hidden below
-        password = None
-    if password:
-        return url.replace(f":{password}@", ":***@", 1)
-    return url
+    """``url`` without its password or password-like options (``redis://user:***@host``), for logs."""
+    return _redact(url)
 
 
 async def check_store(backend: Backend, settings: CacheSettings) -> None:
     """Read one key: an unreachable store is logged as a warning (``fail_open``) or raised."""
+    if not settings.enabled:  # a disabled cache never calls its store: nothing to check
+        return
     try:
         await asyncio.wait_for(backend.get(PROBE_KEY), settings.timeout + _MARGIN)
     except (CacheframeError, OSError, TimeoutError) as exc:

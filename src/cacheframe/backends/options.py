@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,7 +34,7 @@ def parse_options(url: str, model: type[M], defaults: Mapping[str, Any] | None =
     if unknown:
         raise ConfigurationError(
             f"unknown option {', '.join(map(repr, unknown))} in cache URL {_redact(url)!r}; "
-            f"known options: {', '.join(model.model_fields)}"
+            f"known options: {', '.join(known)}"
         )
     values = {k: v for k, v in (defaults or {}).items() if k in model.model_fields}
     values.update(query)
@@ -47,21 +47,48 @@ def parse_options(url: str, model: type[M], defaults: Mapping[str, Any] | None =
             for e in exc.errors()
         )
         raise ConfigurationError(
-            f"invalid option in cache URL {_redact(url)!r}: {problems}; "
-            f"known options: {', '.join(model.model_fields)}"
+            f"invalid option in cache URL {_redact(url)!r}: {problems}; known options: {', '.join(known)}"
         ) from exc
 
 
-def _names(model: type[BaseModel]) -> set[str]:
-    """Every name a query parameter may use for ``model``: field names and their aliases."""
-    names = set(model.model_fields)
-    for field in model.model_fields.values():
-        names.update(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
-    return names
+def _names(model: type[BaseModel]) -> list[str]:
+    """Every name ``model`` validates a query parameter under: a field's validation alias (or
+    alias), and its own name when it has none or the model populates by name. A name the model
+    would ignore (a field name hidden behind an alias) counts as unknown, so it is rejected."""
+    config = model.model_config
+    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
+    by_alias = config.get("validate_by_alias", True) is not False
+    names: dict[str, None] = {}  # ordered like the fields, for the error message
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias if field.validation_alias is not None else field.alias
+        choices = getattr(alias, "choices", [alias])  # AliasChoices: any of its string choices
+        aliases = [a for a in choices if isinstance(a, str)] if by_alias else []
+        if by_name or alias is None or not by_alias:
+            names[name] = None
+        names.update(dict.fromkeys(aliases))
+    return list(names)
+
+
+# Query options whose value is a credential (redis+sentinel's sentinel_password, a plugin's token).
+_SECRET_WORDS = ("password", "secret", "token")
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    """``url`` with its password, and any password-like query option, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparsable: hide the whole userinfo, and the query, rather than guess
+        head, at, tail = url.partition("@")
+        return f"{head.partition('://')[0]}://***@{tail.partition('?')[0]}" if at else url.partition("?")[0]
+    if password:
+        url = url.replace(f":{password}@", ":***@", 1)
+        parts = urlsplit(url)
+    if not any(word in parts.query.lower() for word in _SECRET_WORDS):
+        return url
+    items = (item.partition("=") for item in parts.query.split("&"))
+    query = "&".join(
+        f"{name}=***" if sep and any(w in name.lower() for w in _SECRET_WORDS) else f"{name}{sep}{value}"
+        for name, sep, value in items
+    )
+    return urlunsplit(parts._replace(query=query))

@@ -16,6 +16,7 @@ try:  # pytest-asyncio when installed; otherwise anyio's plugin (anyio comes wit
     import pytest_asyncio
 
     RUNNER = "asyncio"
+    # pytest-asyncio's strict mode runs only fixtures made by its own decorator.
     async_fixture: Callable[..., Any] = pytest_asyncio.fixture
     async_test = pytest.mark.asyncio
 except ImportError:

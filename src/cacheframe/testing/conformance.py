@@ -14,8 +14,9 @@ or an empty subclass run with ``pytest --cacheframe-url mine://127.0.0.1:9999``.
 The suite builds backends from that URL through the installed entry point. Fixtures
 a subclass may override: ``backend_url``; ``backend_factory`` (the class, when it is
 not installed yet); ``backend`` (an async fixture yielding a backend built your
-way); ``unreachable_url`` (a URL whose store cannot be reached, ``None`` for a store
-that has nothing to lose, like an in-process one). Running the suite with neither
+way, decorated with ``cacheframe.testing.async_fixture``); ``unreachable_url`` (a
+URL whose store cannot be reached, ``None`` for a store that has nothing to lose,
+like an in-process one). Running the suite with neither
 ``--cacheframe-url`` nor ``backend_url`` fails, saying what to pass.
 
 Async tests run with pytest-asyncio when it is installed (strict or auto mode),
