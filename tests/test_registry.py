@@ -74,7 +74,9 @@ def _mypy(*paths: str) -> tuple[str, int]:
     import cacheframe
 
     src = os.path.dirname(os.path.dirname(cacheframe.__file__))
-    env = {**os.environ, "MYPYPATH": src}
+    env = dict(os.environ)
+    if os.path.basename(src) != "site-packages":  # a source tree: point mypy at it
+        env["MYPYPATH"] = src  # (an installed cacheframe is found by mypy itself; MYPYPATH may not name it)
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", *paths],
         capture_output=True,
