@@ -117,18 +117,144 @@ async def serve(
     with its X-Cache label); any other failure is cacheframe's, so it is logged and the
     request answered uncached (BYPASS), running the view only if it has not run yet.
     """
-    view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
+    # The view's call is made only when the view must run (a hit never needs one); the
+    # boundary below looks at it to tell the view's own exceptions from cacheframe's.
+    view: _ViewCall | None = None
     try:
-        return await _serve(policy, bound, func, request, sub, view, is_coroutine, args, kwargs)
+        cache = bound.cache
+        settings = cache.settings
+        scope = request.scope
+        route = effective_route(scope)
+        info = route_info(route)
+        host, authorization, cache_control, pragma, if_none_match = scan_headers(scope["headers"])
+        if (
+            not settings.enabled
+            or scope["method"] not in ("GET", "HEAD")
+            or host is None  # several Host headers: whose page would this be?
+            or info.uncacheable is not None
+            or (not policy.keys_auth and (info.has_security or authorization))
+            or (policy.keys_auth and info.opaque_security)
+        ):
+            if policy.keys_auth and info.opaque_security:
+                log.debug("cacheframe: not caching %s: %s", scope["path"], info.opaque_security)
+            value = await _bypass(
+                cache, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+            )
+            if scope["method"] in unsafe.METHODS and unsafe.succeeded(value, route, sub):
+                await unsafe.invalidate(scope)  # RFC 9111 §4.4, before the answer leaves
+            return value
+        host = request_authority(host, scope)
+        directives = http.NO_DIRECTIVES
+        if settings.honor_request_cache_control and (cache_control or pragma):
+            directives = http.request_directives(cache_control, pragma)
+            if directives.no_store:
+                return await _bypass(
+                    cache, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+                )
+
+        if policy.key_builder is None and not (policy.vary or policy.private or info.keyed_by_request):
+            key = url_key(bound, scope, host)  # view_key's URL-only case, without its ten arguments
+        else:
+            custom = None
+            if policy.key_builder is not None:
+                custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
+            # A secured route gets here only when the key holds Authorization: key every credential.
+            private = policy.private or info.has_security
+            keyed_headers = policy.vary or info.header_names or private
+            key = view_key(
+                bound,
+                scope,
+                host,
+                headers=request.headers if keyed_headers else None,
+                cookies=request.cookies if info.cookie_names else {},
+                vary=policy.vary_lower,
+                header_params=info.header_names,
+                cookie_params=info.cookie_names,
+                private=private,
+                custom=custom,
+                credential_headers=info.credential_headers,
+                credential_query=info.credential_query,
+            )
+        if getattr(scope.get("endpoint"), "__wrapped__", func) is not func:
+            # A decorator stacked above @cache may have changed the arguments FastAPI solved from
+            # the request (injected a user, say): key the arguments the view receives as well.
+            arguments = _stacked_arguments(args, kwargs)
+            if arguments is None:
+                log.debug(
+                    "cacheframe: not caching %s: a stacked decorator passes unkeyable arguments",
+                    scope["path"],
+                )
+                return await _bypass(
+                    cache, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+                )
+            key += "~" + arguments
+        stale: ResponseEntry | None = None
+        reread = not directives.no_cache  # a plain miss re-checks the store once it leads
+        entry: Any = None
+        if not directives.no_cache:
+            checked = scope.get(CHECKED)
+            if checked is not None and checked[0] == key:
+                entry = checked[1]
+            else:
+                entry = cache.read_nowait(key) if cache.in_process else await cache.read_shared(key)
+            if isinstance(entry, ResponseEntry):
+                now = time.time()
+                age_seconds = max(0.0, now - entry.created)
+                if directives is http.NO_DIRECTIVES and not policy.xfetch_beta:  # freshness(), inlined
+                    state = (
+                        "fresh"
+                        if age_seconds < entry.ttl
+                        else freshness(entry, stale_while_revalidate=policy.stale_while_revalidate, now=now)
+                    )
+                else:
+                    state = freshness(
+                        entry,
+                        max_age=directives.max_age,
+                        stale_while_revalidate=policy.stale_while_revalidate,
+                        xfetch_beta=policy.xfetch_beta,
+                        now=now,
+                    )
+                if state == "fresh":  # the hot path: no per-request state beyond the reply
+                    cache.stats.hits += 1
+                    age = int(age_seconds)
+                    if (
+                        if_none_match is None
+                        and scope["method"] == "GET"
+                        and (sub is None or not sub.raw_headers)
+                    ):
+                        return ReplayResponse(
+                            entry.status, _hit_headers(policy, bound, entry, age), entry.body
+                        )
+                    head = scope["method"] == "HEAD"
+                    return _replay(policy, bound, entry, b"HIT", age, _dep_headers(sub), if_none_match, head)
+        view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
+        req = _Request(policy, bound, key, request, sub, view, route, info, is_coroutine, kwargs)
+        req.if_none_match = if_none_match
+        if not directives.no_cache:
+            if entry is STORE_DOWN:  # fail open: compute (once per key here), never write
+                cache.stats.bypasses += 1
+                return await _fill(req, None, use_store=False)
+            if isinstance(entry, ResponseEntry):
+                if state == "stale":
+                    return _serve_stale(req, entry)
+                if entry.age() < entry.ttl:  # fresh but picked for early refresh (XFetch)
+                    reread = False
+                if entry.age() < entry.ttl + min(entry.stale, policy.stale_if_error):
+                    stale = entry
+            elif entry is not None:
+                cache.bad_entry(key, EntryError("a value entry where a response was expected"))
+        return await _fill(req, stale, reread=reread)
     except Exception as exc:
-        if view.state is not _RETURNED and view.state is not _NOT_RUN:
+        if view is not None and view.state is not _RETURNED and view.state is not _NOT_RUN:
             raise  # the view's own exception (or its labelled copy): the app's, not ours
         if isinstance(exc, ResponseValidationError):
             raise  # FastAPI's check of what the view returned: it raises the same uncached
         if isinstance(exc, BackendError) and not bound.cache.settings.fail_open:
             raise  # store errors were asked for (fail_open=False)
         log.error("cacheframe: internal error serving %s; answering uncached", request.url.path, exc_info=exc)
-        if view.state is _NOT_RUN:
+        if view is None or view.state is _NOT_RUN:
+            if view is None:
+                view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
             return await _bypass(bound.cache, view, sub)
         bound.cache.stats.bypasses += 1
         value = view.value  # the view ran once already: FastAPI renders its value, uncached
@@ -174,133 +300,6 @@ class _ViewCall:
             value = await run_in_threadpool(self.func, *self.args, **self.kwargs)
         self.state, self.value = _RETURNED, value
         return value
-
-
-async def _serve(
-    policy: Policy,
-    bound: Bound,
-    func: Callable[..., Any],
-    request: Request,
-    sub: Response | None,
-    call_view: CallView | None,
-    is_coroutine: bool,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    cache = bound.cache
-    settings = cache.settings
-    scope = request.scope
-    route = effective_route(scope)
-    info = route_info(route)
-    host, authorization, cache_control, pragma, if_none_match = scan_headers(scope["headers"])
-    if (
-        not settings.enabled
-        or scope["method"] not in ("GET", "HEAD")
-        or host is None  # several Host headers: whose page would this be?
-        or info.uncacheable is not None
-        or (not policy.keys_auth and (info.has_security or authorization))
-        or (policy.keys_auth and info.opaque_security)
-    ):
-        if policy.keys_auth and info.opaque_security:
-            log.debug("cacheframe: not caching %s: %s", scope["path"], info.opaque_security)
-        value = await _bypass(cache, call_view or _call(func, args, kwargs), sub)
-        if scope["method"] in unsafe.METHODS and unsafe.succeeded(value, route, sub):
-            await unsafe.invalidate(scope)  # RFC 9111 §4.4, before the answer leaves
-        return value
-    host = request_authority(host, scope)
-    directives = http.NO_DIRECTIVES
-    if settings.honor_request_cache_control and (cache_control or pragma):
-        directives = http.request_directives(cache_control, pragma)
-        if directives.no_store:
-            return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
-
-    if policy.key_builder is None and not (policy.vary or policy.private or info.keyed_by_request):
-        key = url_key(bound, scope, host)  # view_key's URL-only case, without its ten arguments
-    else:
-        custom = None
-        if policy.key_builder is not None:
-            custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
-        # A secured route gets here only when the key holds Authorization: key every credential.
-        private = policy.private or info.has_security
-        keyed_headers = policy.vary or info.header_names or private
-        key = view_key(
-            bound,
-            scope,
-            host,
-            headers=request.headers if keyed_headers else None,
-            cookies=request.cookies if info.cookie_names else {},
-            vary=policy.vary_lower,
-            header_params=info.header_names,
-            cookie_params=info.cookie_names,
-            private=private,
-            custom=custom,
-            credential_headers=info.credential_headers,
-            credential_query=info.credential_query,
-        )
-    if getattr(scope.get("endpoint"), "__wrapped__", func) is not func:
-        # A decorator stacked above @cache may have changed the arguments FastAPI solved from
-        # the request (injected a user, say): key the arguments the view receives as well.
-        arguments = _stacked_arguments(args, kwargs)
-        if arguments is None:
-            log.debug(
-                "cacheframe: not caching %s: a stacked decorator passes unkeyable arguments", scope["path"]
-            )
-            return await _bypass(cache, call_view or _call(func, args, kwargs), sub)
-        key += "~" + arguments
-    stale: ResponseEntry | None = None
-    reread = not directives.no_cache  # a plain miss re-checks the store once it leads
-    entry: Any = None
-    if not directives.no_cache:
-        checked = scope.get(CHECKED)
-        if checked is not None and checked[0] == key:
-            entry = checked[1]
-        else:
-            entry = cache.read_nowait(key) if cache.in_process else await cache.read_shared(key)
-        if isinstance(entry, ResponseEntry):
-            now = time.time()
-            age_seconds = max(0.0, now - entry.created)
-            if directives is http.NO_DIRECTIVES and not policy.xfetch_beta:  # freshness(), inlined
-                state = (
-                    "fresh"
-                    if age_seconds < entry.ttl
-                    else freshness(entry, stale_while_revalidate=policy.stale_while_revalidate, now=now)
-                )
-            else:
-                state = freshness(
-                    entry,
-                    max_age=directives.max_age,
-                    stale_while_revalidate=policy.stale_while_revalidate,
-                    xfetch_beta=policy.xfetch_beta,
-                    now=now,
-                )
-            if state == "fresh":  # the hot path: no per-request state beyond the reply
-                cache.stats.hits += 1
-                age = int(age_seconds)
-                if (
-                    if_none_match is None
-                    and scope["method"] == "GET"
-                    and (sub is None or not sub.raw_headers)
-                ):
-                    return ReplayResponse(entry.status, _hit_headers(policy, bound, entry, age), entry.body)
-                head = scope["method"] == "HEAD"
-                return _replay(policy, bound, entry, b"HIT", age, _dep_headers(sub), if_none_match, head)
-    call_view = call_view or _call(func, args, kwargs)
-    req = _Request(policy, bound, key, request, sub, call_view, route, info, is_coroutine, kwargs)
-    req.if_none_match = if_none_match
-    if not directives.no_cache:
-        if entry is STORE_DOWN:  # fail open: compute (once per key here), never write
-            cache.stats.bypasses += 1
-            return await _fill(req, None, use_store=False)
-        if isinstance(entry, ResponseEntry):
-            if state == "stale":
-                return _serve_stale(req, entry)
-            if entry.age() < entry.ttl:  # fresh but picked for early refresh (XFetch)
-                reread = False
-            if entry.age() < entry.ttl + min(entry.stale, policy.stale_if_error):
-                stale = entry
-        elif entry is not None:
-            cache.bad_entry(key, EntryError("a value entry where a response was expected"))
-    return await _fill(req, stale, reread=reread)
 
 
 # Arguments FastAPI passes that are the request itself (or made for it): keyed by the URL already.
