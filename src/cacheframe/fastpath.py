@@ -59,7 +59,7 @@ from .routes import route_info
 from .views import CHECKED, KEPT_ON_304, reply_headers, scan_headers, view_key
 
 if TYPE_CHECKING:
-    from .decorator import Decorator
+    from .decorator import Bound, Decorator
 
 __all__ = ["CHECKED", "FastPath", "install"]
 
@@ -67,6 +67,7 @@ log = logging.getLogger("cacheframe")
 _SKIP_HEADERS = frozenset({b"authorization", b"cache-control", b"pragma"})
 _NOT_ELIGIBLE: Any = object()
 _NO_MATCH: Any = object()
+_UNREAD: Any = object()  # the store is not in-process: read it in __call__
 # Methods that, replaced on an instance, would route or handle differently from the class.
 _ROUTE_METHODS = frozenset({"matches", "handle", "get_route_handler"})
 _ROUTER_METHODS = frozenset({"matches", "handle", "app"})
@@ -108,7 +109,13 @@ class FastPath:
                 await self.app(scope, receive, send)
                 return
         try:
-            hit = await self._hit(scope)
+            hit = None
+            found = self._lookup(scope)
+            if found is not None:
+                decorator, bound, key, if_none_match, entry = found
+                if entry is _UNREAD:  # a network store: the one await of a hit
+                    entry = await bound.cache.read_shared(key)
+                hit = _reply(scope, decorator, bound, key, if_none_match, entry)
         except Exception as exc:  # cacheframe's own failure: the full path answers instead
             log.error("cacheframe: fast path failed on %s; passed on", scope["path"], exc_info=exc)
             scope.pop(CHECKED, None)
@@ -120,8 +127,9 @@ class FastPath:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    async def _hit(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """The reply to a fresh hit on an eligible route (status, headers, body), else None."""
+    def _lookup(self, scope: Scope) -> Any:
+        """(decorator, binding, key, If-None-Match, entry or ``_UNREAD``) for an eligible request,
+        else None. An in-process store is read here, without a coroutine."""
         target = self._eligible(scope)
         if target is _NOT_ELIGIBLE:
             return None
@@ -134,17 +142,8 @@ class FastPath:
         if host is None:  # several Host headers: the full path answers BYPASS
             return None
         key = view_key(bound, scope, request_authority(host, scope))
-        entry = cache.read_nowait(key) if cache.in_process else await cache.read_shared(key)
-        if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
-            scope[CHECKED] = (key, entry)
-            return None
-        cache.stats.hits += 1
-        cache.stats.fast_hits += 1
-        extra = reply_headers(decorator.policy, bound, entry, b"HIT", int(entry.age()))
-        if if_none_match is not None and http.none_match(if_none_match, entry.etag):
-            return 304, [h for h in entry.headers if h[0] in KEPT_ON_304] + extra, b""
-        body = b"" if scope["method"] == "HEAD" else entry.body
-        return entry.status, entry.headers + extra, body
+        entry = cache.read_nowait(key) if cache.in_process else _UNREAD
+        return decorator, bound, key, if_none_match, entry
 
     def _eligible(self, scope: Scope) -> Any:
         """(decorator, function) of the route this request reaches, if it may take the fast path."""
@@ -160,6 +159,24 @@ class FastPath:
             return _NOT_ELIGIBLE
         found = _first_full_match(self.router.routes, scope)
         return _NOT_ELIGIBLE if found is _NO_MATCH else found
+
+
+def _reply(
+    scope: Scope, decorator: Decorator, bound: Bound, key: str, if_none_match: str | None, entry: Any
+) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    """The reply to a fresh hit (status, headers, body); else None, telling the full path what
+    was read so the store is not asked twice."""
+    if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
+        scope[CHECKED] = (key, entry)
+        return None
+    cache = bound.cache
+    cache.stats.hits += 1
+    cache.stats.fast_hits += 1
+    extra = reply_headers(decorator.policy, bound, entry, b"HIT", int(entry.age()))
+    if if_none_match is not None and http.none_match(if_none_match, entry.etag):
+        return 304, [h for h in entry.headers if h[0] in KEPT_ON_304] + extra, b""
+    body = b"" if scope["method"] == "HEAD" else entry.body
+    return entry.status, entry.headers + extra, body
 
 
 def _first_full_match(routes: Any, scope: Scope, plain: bool = True) -> Any:
