@@ -89,6 +89,18 @@ class ServerProcess:
         """SIGSTOP: the port stays open but nothing answers."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        # The signal is delivered asynchronously: wait until the process is really stopped, so
+        # that a request sent right after never races the server's last moments of running.
+        stat = f"/proc/{self.proc.pid}/stat"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with open(stat) as file:
+                    if file.read().rpartition(")")[2].split()[0] in ("T", "t"):
+                        return
+            except OSError:  # not Linux, or gone: nothing better to wait for
+                return
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT."""
