@@ -54,3 +54,23 @@ def assert_fork_child_reads_its_own(backend: Any, key: str) -> None:
         loop.run_until_complete(backend.close())
     finally:
         loop.close()
+
+
+class SlowClears:
+    """Wraps a backend's ``clear``: each call sleeps 50 ms first, and the wrapper counts the calls
+    (``total``) and the most running at once (``peak``)."""
+
+    def __init__(self, clear: Any) -> None:
+        self.clear, self.running, self.peak, self.total = clear, 0, 0, 0
+
+    async def __call__(self, namespace: str) -> None:
+        import asyncio
+
+        self.running += 1
+        self.total += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(0.05)
+            await self.clear(namespace)
+        finally:
+            self.running -= 1

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 import cacheframe
 from cacheframe import fastpath
 from cacheframe.exceptions import BackendError
+from helpers import SlowClears
 
 pytestmark = pytest.mark.usefixtures("app_cache")
 
@@ -241,19 +242,7 @@ def test_a_flood_of_unsafe_requests_shares_clears(
 ) -> None:
     """30 concurrent DELETEs of one path run at most one clear at a time and a few in all,
     and every GET afterwards is a miss."""
-    running = peak = total = 0
-    real_clear = app_cache.backend.clear
-
-    async def slow_clear(namespace: str) -> None:
-        nonlocal running, peak, total
-        running += 1
-        total += 1
-        peak = max(peak, running)
-        try:
-            await asyncio.sleep(0.05)
-            await real_clear(namespace)
-        finally:
-            running -= 1
+    slow_clear = SlowClears(app_cache.backend.clear)
 
     monkeypatch.setattr(app_cache.backend, "clear", slow_clear)
 
@@ -267,4 +256,4 @@ def test_a_flood_of_unsafe_requests_shares_clears(
             return (await client.get("/slow")).headers["x-cache"]
 
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == "MISS"
-    assert peak == 1 and 1 <= total <= 3
+    assert slow_clear.peak == 1 and 1 <= slow_clear.total <= 3
