@@ -577,8 +577,9 @@ def test_hit_headers_memo_is_per_view() -> None:
     """The memoised header list of an entry belongs to one view's policy: another policy
     replaying the same decoded entry builds its own."""
     from cacheframe import views
-    from cacheframe.decorator import Bound, Policy
+    from cacheframe.decorator import Bound
     from cacheframe.envelope import ResponseEntry
+    from cacheframe.policy import Policy
 
     def policy(private: bool) -> Policy:
         return Policy(None, None, None, None, (), private, (), 0.0, 0.0, 0.0)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from . import envelope, keys
 from .breaker import CircuitBreaker
-from .exceptions import BackendError, CacheframeError, ConfigurationError, EntryError
+from .exceptions import BackendError, CacheframeError, EntryError
+from .policy import DecoratorOptions, ttl_seconds
 from .registry import load_backend_factory, load_serializer_factory
 from .serializers import dumps_for, loads_for
 from .settings import CacheSettings, load_settings
@@ -24,7 +25,7 @@ from .startup import check_store
 from .types import Backend, Serializer, SupportsGetNowait, SupportsLock, SupportsLockRoundTrips
 
 if TYPE_CHECKING:
-    from .decorator import Decorator, DecoratorOptions
+    from .decorator import Decorator
 
 __all__ = ["Cache", "CacheStats"]
 
@@ -69,16 +70,6 @@ class CacheStats:
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain mapping."""
         return asdict(self)
-
-
-def ttl_seconds(ttl: float | timedelta | None, default: float) -> float:
-    """``ttl`` (seconds or ``timedelta``) as positive float seconds; ``None`` → ``default``."""
-    if ttl is None:
-        return default
-    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
-    if not seconds > 0:
-        raise ConfigurationError(f"ttl must be positive, got {ttl!r}")
-    return seconds
 
 
 def _nowait_reader(backend: Backend) -> Callable[[str], bytes | None] | None:

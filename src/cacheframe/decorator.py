@@ -43,7 +43,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -52,8 +52,8 @@ from starlette.websockets import WebSocket
 from . import functions, keys, routes, views
 from ._signature import CONNECTION_PARAM, inject
 from ._sync import serve_from_worker
-from .cache import ttl_seconds
 from .exceptions import ConfigurationError
+from .policy import DecoratorOptions, Policy, non_negative_seconds, ttl_seconds
 from .types import KeyBuilder, Serializer
 
 if TYPE_CHECKING:
@@ -63,44 +63,6 @@ __all__ = ["Bound", "Decorator", "DecoratorOptions", "Policy"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class DecoratorOptions(TypedDict, total=False):
-    """Keyword options of ``@cache(ttl, **options)``; see :func:`cacheframe.cache`."""
-
-    namespace: str | None
-    key_builder: KeyBuilder | None
-    serializer: str | Serializer | None
-    vary: Sequence[str]
-    private: bool
-    exclude: Sequence[str]
-    stale_while_revalidate: float | timedelta
-    stale_if_error: float | timedelta
-    xfetch_beta: float
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The validated options of one ``@cache(...)``."""
-
-    ttl: float | timedelta | None
-    namespace: str | None
-    key_builder: KeyBuilder | None
-    serializer: str | Serializer | None
-    vary: tuple[str, ...]
-    private: bool
-    exclude: tuple[str, ...]
-    stale_while_revalidate: float
-    stale_if_error: float
-    xfetch_beta: float
-
-    vary_lower: tuple[str, ...] = field(init=False)
-    keys_auth: bool = field(init=False)  # the key includes Authorization: such requests may be cached
-
-    def __post_init__(self) -> None:
-        lower = tuple(v.lower() for v in self.vary)
-        object.__setattr__(self, "vary_lower", lower)
-        object.__setattr__(self, "keys_auth", self.private or "authorization" in lower)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +79,6 @@ class Bound:
     local_only: bool = False  # the identity holds a per-process token: entries are not shared
     # The one-time warnings already logged for this function (a few short names).
     warned: set[str] = field(default_factory=set, compare=False, hash=False)
-
-
-def _seconds(name: str, value: float | timedelta) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
-    return seconds
 
 
 class Decorator:
@@ -159,9 +114,9 @@ class Decorator:
             vary=tuple(dict.fromkeys(v.strip() for v in vary)),
             private=private,
             exclude=tuple(exclude),
-            stale_while_revalidate=_seconds("stale_while_revalidate", stale_while_revalidate),
-            stale_if_error=_seconds("stale_if_error", stale_if_error),
-            xfetch_beta=_seconds("xfetch_beta", xfetch_beta),
+            stale_while_revalidate=non_negative_seconds("stale_while_revalidate", stale_while_revalidate),
+            stale_if_error=non_negative_seconds("stale_if_error", stale_if_error),
+            xfetch_beta=non_negative_seconds("xfetch_beta", xfetch_beta),
         )
         self._bound: dict[Callable[..., Any], Bound] = {}
 

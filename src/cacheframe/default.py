@@ -10,7 +10,8 @@ from datetime import timedelta
 from typing import Any, Unpack
 
 from .cache import Cache
-from .decorator import Decorator, DecoratorOptions
+from .decorator import Decorator
+from .policy import DecoratorOptions
 from .startup import check_store
 
 __all__ = ["cache", "configure", "get_cache", "lifespan"]

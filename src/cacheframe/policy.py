@@ -1,0 +1,79 @@
+"""What one ``@cache(...)`` asks for: its options, validated once. Pure data, no I/O.
+
+Lower layers import these types (never the decorator that builds them), so the
+engine, the adapters and the fast path read a decorated function's policy
+without depending on the glue above them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypedDict
+
+from .exceptions import ConfigurationError
+from .types import KeyBuilder, Serializer
+
+__all__ = ["DecoratorOptions", "Policy", "non_negative_seconds", "ttl_seconds"]
+
+
+class DecoratorOptions(TypedDict, total=False):
+    """Keyword options of ``@cache(ttl, **options)``; see :func:`cacheframe.cache`."""
+
+    namespace: str | None
+    key_builder: KeyBuilder | None
+    serializer: str | Serializer | None
+    vary: Sequence[str]
+    private: bool
+    exclude: Sequence[str]
+    stale_while_revalidate: float | timedelta
+    stale_if_error: float | timedelta
+    xfetch_beta: float
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The validated options of one ``@cache(...)``."""
+
+    ttl: float | timedelta | None
+    namespace: str | None
+    key_builder: KeyBuilder | None
+    serializer: str | Serializer | None
+    vary: tuple[str, ...]
+    private: bool
+    exclude: tuple[str, ...]
+    stale_while_revalidate: float
+    stale_if_error: float
+    xfetch_beta: float
+
+    vary_lower: tuple[str, ...] = field(init=False)
+    keys_auth: bool = field(init=False)  # the key includes Authorization: such requests may be cached
+
+    def __post_init__(self) -> None:
+        lower = tuple(v.lower() for v in self.vary)
+        object.__setattr__(self, "vary_lower", lower)
+        object.__setattr__(self, "keys_auth", self.private or "authorization" in lower)
+
+    @property
+    def stale_window(self) -> float:
+        """Seconds an entry is kept past its ttl: the longer of the two stale allowances."""
+        return max(self.stale_while_revalidate, self.stale_if_error)
+
+
+def ttl_seconds(ttl: float | timedelta | None, default: float) -> float:
+    """``ttl`` (seconds or ``timedelta``) as positive float seconds; ``None`` → ``default``."""
+    if ttl is None:
+        return default
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not seconds > 0:
+        raise ConfigurationError(f"ttl must be positive, got {ttl!r}")
+    return seconds
+
+
+def non_negative_seconds(name: str, value: float | timedelta) -> float:
+    """``value`` (seconds or ``timedelta``) as float seconds; negative raises, naming ``name``."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
+    return seconds
