@@ -253,7 +253,7 @@ def test_failing_clears_never_open_the_circuit(
     for i in range(app_cache.settings.breaker_threshold + 2):
         assert client.delete(f"/items/{i + 1}").status_code == 204
     assert client.get("/items/0").headers["x-cache"] == "HIT"
-    assert app_cache.breaker.state == "closed"
+    assert app_cache._gateway.breaker.state == "closed"
 
 
 def test_sync_views_reading_headers_or_stacked_under_a_user_decorator_are_not_shared() -> None:

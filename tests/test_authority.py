@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from starlette.datastructures import URL
 
 from cacheframe._authority import request_authority
-from cacheframe.views import scan_headers
+from cacheframe.http import scan_request_headers as scan_headers
 
 hosts = st.one_of(
     st.sampled_from(

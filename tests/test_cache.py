@@ -144,7 +144,7 @@ def test_damaged_entry_is_a_miss_and_overwritten(app_cache: Cache, damage: str) 
     calls.clear()
     client = TestClient(build_app())
     client.get("/plain")
-    ns = app_cache.namespace_key("apps.build_app.<locals>.plain") + keys.uri_segment("", "/plain")
+    ns = app_cache._engine.namespace_key("apps.build_app.<locals>.plain") + keys.uri_segment("", "/plain")
     backend = app_cache.backend
 
     key = ns + keys.request_digest(
@@ -205,7 +205,7 @@ def test_circuit_breaker_opens_probes_and_recovers(monkeypatch: pytest.MonkeyPat
     backend.down = True
     for _ in range(3):
         assert client.get("/plain").headers["x-cache"] == "BYPASS"
-    assert backend.reached == 3 and cache.breaker.state == "open"
+    assert backend.reached == 3 and cache._gateway.breaker.state == "open"
     for _ in range(5):  # open: no store call at all
         assert client.get("/plain").status_code == 200
     assert backend.reached == 3 and cache.stats.short_circuited == 5
@@ -213,7 +213,7 @@ def test_circuit_breaker_opens_probes_and_recovers(monkeypatch: pytest.MonkeyPat
     clock = time.monotonic
     monkeypatch.setattr(time, "monotonic", lambda: clock() + 31)
     assert client.get("/plain").headers["x-cache"] == "MISS"  # the probe succeeds
-    assert cache.breaker.state == "closed"
+    assert cache._gateway.breaker.state == "closed"
     assert client.get("/plain").headers["x-cache"] == "HIT"
 
 
@@ -261,8 +261,8 @@ def test_a_proxy_backend_is_read_through_get() -> None:
 
 
 def test_decoded_entry_memo_never_mixes_entries_that_share_their_head() -> None:
-    """The memo is keyed by an entry's first bytes (time, TTL, ETag) but reuses a decoded
-    entry only for equal stored bytes: two entries alike up to the body stay apart."""
+    """The memo is keyed by store key and reuses a decoded entry only for equal stored
+    bytes: two entries alike up to the body stay apart."""
     cache = Cache(backend=MemoryBackend())
 
     def stored(user: bytes) -> bytes:
@@ -271,9 +271,9 @@ def test_decoded_entry_memo_never_mixes_entries_that_share_their_head() -> None:
         return envelope.encode(entry)
 
     first, second = stored(b"alice"), stored(b"bob")
-    assert first[:80] == second[:80]  # the memo key collides
-    one, two = cache.decode_entry("k1", first), cache.decode_entry("k2", bytes(second))
+    decode = cache._gateway.decode
+    one, two = decode("k1", first), decode("k2", bytes(second))
     assert isinstance(one, envelope.ResponseEntry) and isinstance(two, envelope.ResponseEntry)
     assert (one.body, one.headers) == (b"alice's", [(b"x-user", b"alice")])
     assert (two.body, two.headers) == (b"bob's", [(b"x-user", b"bob")])
-    assert cache.decode_entry("k1", bytes(first)) == one  # equal bytes: the decoded entry is reused
+    assert decode("k1", bytes(first)) is one  # equal bytes: the decoded entry is reused

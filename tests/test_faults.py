@@ -149,7 +149,7 @@ async def test_open_circuit_costs_no_store_latency(store: tuple[str, ServerProce
         try:
             for i in range(3):
                 await c.get(f"/work?k={i}")
-            assert cache.breaker.state == "open"
+            assert cache._gateway.breaker.state == "open"
             before = cache.stats.short_circuited
             await c.get("/work?k=50")
             assert cache.stats.short_circuited == before + 1

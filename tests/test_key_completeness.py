@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import AliasChoices
 
 import cacheframe
-from cacheframe import views
+from cacheframe import _views, keys
 
 KINDS = {"query": Query, "header": Header, "cookie": Cookie}
 ALIASES = ["k", "x_y", "Z-w"]
@@ -133,10 +133,10 @@ def test_different_arguments_never_share_a_key(
         requests.append(variant)
     cacheframe.configure(url="memory://", prefix=f"p{uuid.uuid4().hex[:8]}")
     record: dict[str, Any] = {}
-    real_serve, real_url_key, real_view_key = views.serve, views.url_key, views.view_key
+    real_serve, real_url_key, real_view_key = _views.serve, keys.url_key, keys.view_key
 
     async def serve(*args: Any) -> Any:
-        record["kwargs"] = dict(args[8])
+        record["kwargs"] = dict(args[7])
         return await real_serve(*args)
 
     def url_key(*args: Any, **kwargs: Any) -> str:
@@ -147,9 +147,9 @@ def test_different_arguments_never_share_a_key(
         record["key"] = key = real_view_key(*args, **kwargs)
         return key
 
-    monkeypatch.setattr(views, "serve", serve)
-    monkeypatch.setattr(views, "url_key", url_key)
-    monkeypatch.setattr(views, "view_key", view_key)
+    monkeypatch.setattr(_views, "serve", serve)
+    monkeypatch.setattr(keys, "url_key", url_key)
+    monkeypatch.setattr(keys, "view_key", view_key)
     with TestClient(_app(params)) as client:
         served = _send_all(client, params, requests, record)
     for i, (kwargs_a, key_a) in enumerate(served):

@@ -121,7 +121,7 @@ async def test_malicious_pickle_in_store_is_a_miss(tmp_path: Path) -> None:
     await cache.set("k", 1)
     evil = pickle.dumps(_Exploit(str(target)))
     entry = envelope.ValueEntry("pickle", b"\x01" * 32 + evil, 0, 1e12)
-    await cache.backend.set(cache.key("kv", "k"), envelope.encode(entry), 60)
+    await cache.backend.set(cache._engine.key("kv", "k"), envelope.encode(entry), 60)
     assert await cache.get("k", "default") == "default"
     assert not target.exists()
     assert cache.stats.bad_entries == 1
@@ -144,9 +144,9 @@ async def test_kv_entry_copied_to_another_key_is_refused() -> None:
     """Cache.get refuses a signed pickle entry copied from another key (the KV API binds keys too)."""
     cache = Cache(url="memory://", serializer="pickle", secret=os.urandom(16).hex())
     await cache.set("alice", "admin")
-    raw = await cache.backend.get(cache.key("kv", "alice"))
+    raw = await cache.backend.get(cache._engine.key("kv", "alice"))
     assert raw is not None
-    await cache.backend.set(cache.key("kv", "bob"), raw, 60)
+    await cache.backend.set(cache._engine.key("kv", "bob"), raw, 60)
     assert await cache.get("alice") == "admin"
     assert await cache.get("bob", "default") == "default"
     assert cache.stats.bad_entries == 1

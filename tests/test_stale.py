@@ -262,11 +262,11 @@ def test_starlette_http_exception_is_not_hidden(later) -> None:  # type: ignore[
 def test_lost_refresh_claim_is_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
     """A refresh claim whose task never ran expires after the lock lease (never stuck all window)."""
     cache = cacheframe.Cache(url="memory://", lock_lease=5)
-    assert cache.claim_refresh("k") is True
-    assert cache.claim_refresh("k") is False
+    assert cache._engine.claim_refresh("k") is True
+    assert cache._engine.claim_refresh("k") is False
     real = time.monotonic
     monkeypatch.setattr(time, "monotonic", lambda: real() + 6)
-    assert cache.claim_refresh("k") is True
+    assert cache._engine.claim_refresh("k") is True
 
 
 async def test_function_followers_get_the_stale_fallback(later) -> None:  # type: ignore[no-untyped-def]

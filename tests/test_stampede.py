@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from typing import Any
 
 import httpx
 import pytest
@@ -132,7 +133,6 @@ def test_store_lock_only_for_views_not_known_to_be_cheap() -> None:
 
     from cacheframe.backends.memory import MemoryBackend
     from cacheframe.envelope import ResponseEntry
-    from cacheframe.views import _worth_locking
 
     class Locking(MemoryBackend):  # a store lock for the rule to consider
         async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
@@ -143,16 +143,21 @@ def test_store_lock_only_for_views_not_known_to_be_cheap() -> None:
 
     cache = cacheframe.Cache(backend=Locking(), stampede_lock_min_cost=0.005)
 
-    def req(name: str) -> object:
-        return SimpleNamespace(bound=SimpleNamespace(cache=cache, qualname=name))
+    engine = cache._engine
+
+    def binding(name: str) -> Any:
+        return SimpleNamespace(qualname=name)
+
+    def _worth_locking(name: str, stale: ResponseEntry | None) -> bool:
+        return engine._worth_locking(binding(name), stale)
 
     def stale(delta: float) -> ResponseEntry:
         return ResponseEntry(200, [], b"", b'"e"', time.time() - 120, 60.0, 300.0, delta)
 
-    assert _worth_locking(req("a"), None)  # not measured yet
-    cache.compute_cost["a"] = 0.001
-    assert not _worth_locking(req("a"), None)  # known cheap
-    assert _worth_locking(req("a"), stale(0.5))  # slow where the stale entry was computed
-    assert _worth_locking(req("b"), None)  # another view: its own figure
-    cache.compute_cost["b"] = 0.02
-    assert _worth_locking(req("b"), stale(0.001))  # the slowest run counts
+    assert _worth_locking("a", None)  # not measured yet
+    engine.compute_cost["a"] = 0.001
+    assert not _worth_locking("a", None)  # known cheap
+    assert _worth_locking("a", stale(0.5))  # slow where the stale entry was computed
+    assert _worth_locking("b", None)  # another view: its own figure
+    engine.compute_cost["b"] = 0.02
+    assert _worth_locking("b", stale(0.001))  # the slowest run counts

@@ -164,8 +164,8 @@ def test_keys_carry_prefix_and_namespace(app_cache: cacheframe.Cache) -> None:
 
     calls.clear()
     TestClient(build_app()).get("/plain")
-    namespace = app_cache.namespace_key("apps.build_app.<locals>.plain")
-    assert namespace == f"{app_cache.namespace_key(None)}apps.build_app.%3Clocals%3E.plain:"
+    namespace = app_cache._engine.namespace_key("apps.build_app.<locals>.plain")
+    assert namespace == f"{app_cache._engine.namespace_key(None)}apps.build_app.%3Clocals%3E.plain:"
     digest = keys.request_digest(
         method="GET",
         host="testserver",
@@ -574,20 +574,18 @@ def test_middleware_editing_a_hit_leaves_the_next_hit_alone(app_cache: cachefram
 
 
 def test_hit_headers_memo_is_per_view() -> None:
-    """The memoised header list of an entry belongs to one view's policy: another policy
+    """The memoised header list of an entry belongs to one view's binding: another view
     replaying the same decoded entry builds its own."""
-    from cacheframe import views
-    from cacheframe.decorator import Bound
+    from cacheframe import _replies
     from cacheframe.envelope import ResponseEntry
     from cacheframe.policy import Policy
 
     def policy(private: bool) -> Policy:
         return Policy(None, None, None, None, (), private, (), 0.0, 0.0, 0.0)
 
-    cache = cacheframe.Cache(url="memory://")
-    bound = Bound(cache, "ns:", "mod.f", 60.0, cache.serializer, b"x-cache")
+    engine = cacheframe.Cache(url="memory://")._engine
     entry = ResponseEntry(200, [(b"content-type", b"application/json")], b"[]", b'"e"', time.time(), 60.0)
-    public = views._hit_headers(policy(False), bound, entry, 3)
-    private = views._hit_headers(policy(True), bound, entry, 3)
+    public = _replies.hit_headers(engine.bind(policy(False), "mod.f", "", True), "k", entry, 3)
+    private = _replies.hit_headers(engine.bind(policy(True), "mod.g", "", True), "k", entry, 3)
     assert (b"cache-control", b"public, max-age=60") in public
     assert (b"cache-control", b"private, max-age=60") in private

@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 
 import cacheframe
-from cacheframe import fastpath, views
+from cacheframe import _views, fastpath, http, keys
 
 pytestmark = pytest.mark.usefixtures("app_cache")
 
@@ -105,16 +105,16 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
-@pytest.mark.parametrize("where", ["scan_headers", "url_key"])
+@pytest.mark.parametrize("where", [(http, "scan_request_headers"), (keys, "url_key")])
 def test_internal_failure_before_the_view_runs_answers_bypass(
     client: TestClient,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     kind: str,
-    where: str,
+    where: tuple[Any, str],
 ) -> None:
     """A failure in cacheframe's code before the view runs is logged and answered BYPASS (view runs once)."""
-    monkeypatch.setattr(views, where, _boom)
+    monkeypatch.setattr(*where, _boom)
     with caplog.at_level(logging.ERROR, logger="cacheframe"):
         reply = client.get(f"/{kind}", params={"q": 3})
     assert reply.status_code == 200 and reply.json() == {"q": 3}
@@ -124,12 +124,12 @@ def test_internal_failure_before_the_view_runs_answers_bypass(
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
-@pytest.mark.parametrize("where", ["render", "replay"])
+@pytest.mark.parametrize("where", ["render", "reply"])
 def test_internal_failure_after_the_view_ran_answers_bypass_without_running_it_again(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, kind: str, where: str
 ) -> None:
     """A failure in cacheframe's code after the view returned answers its value as BYPASS; it ran once."""
-    monkeypatch.setattr(views, where, _boom)
+    monkeypatch.setattr(_views, where, _boom)
     reply = client.get(f"/{kind}", params={"q": 4})
     assert reply.status_code == 200 and reply.json() == {"q": 4}
     assert reply.headers["x-cache"] == "BYPASS"

@@ -10,21 +10,48 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import envelope
+from ._engine import Engine
 from .cache import Cache
 from .exceptions import CacheframeError, ConfigurationError
 from .registry import BACKENDS_GROUP, SERIALIZERS_GROUP, available
+from .settings import CacheSettings
 from .startup import redact
-from .types import SupportsStats, SupportsTTL
+from .types import Backend, SupportsStats, SupportsTTL
 
 __all__ = ["main"]
 
 
-def _cache(args: argparse.Namespace) -> Cache:
-    return Cache(args.url) if args.url else Cache()
+@dataclass(frozen=True)
+class _Store:
+    """What the commands need of a cache: its backend, settings and key layout."""
+
+    backend: Backend
+    settings: CacheSettings
+    engine: Engine
+
+    @classmethod
+    def of(cls, engine: Engine) -> _Store:
+        return cls(engine.gateway.backend, engine.settings, engine)
+
+    @property
+    def in_process(self) -> bool:
+        return self.engine.gateway.in_process
+
+    def __repr__(self) -> str:
+        return self.engine.gateway.name
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def _cache(args: argparse.Namespace) -> _Store:
+    made = Cache(args.url) if args.url else Cache()
+    return _Store.of(made._engine)  # the package's own façade: its engine is ours to use
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -57,8 +84,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ping(cache: Cache) -> float:
-    key = cache.key("cli", "ping")
+async def _ping(cache: _Store) -> float:
+    key = cache.engine.key("cli", "ping")
     start = time.perf_counter()
     await cache.backend.set(key, b"pong", 10)
     value = await cache.backend.get(key)
@@ -90,7 +117,7 @@ _APP_COUNTERS_NOTE = (
 )
 
 
-def _in_process(cache: Cache, action: str) -> bool:
+def _in_process(cache: _Store, action: str) -> bool:
     """Say so, and return True, when the store lives inside each app process (memory://)."""
     if not cache.in_process:
         return False
@@ -129,15 +156,15 @@ def cmd_clear(args: argparse.Namespace) -> int:
     if _in_process(cache, "clear"):
         return 1
     try:
-        asyncio.run(_with_close(cache, cache.backend.clear(cache.namespace_key(args.namespace))))
+        asyncio.run(_with_close(cache, cache.backend.clear(cache.engine.namespace_key(args.namespace))))
     except CacheframeError as exc:
         print(f"cacheframe: {exc}", file=sys.stderr)
         return 1
-    print(f"cleared {cache.namespace_key(args.namespace)}*")
+    print(f"cleared {cache.engine.namespace_key(args.namespace)}*")
     return 0
 
 
-async def _inspect(cache: Cache, key: str) -> dict[str, Any] | None:
+async def _inspect(cache: _Store, key: str) -> dict[str, Any] | None:
     raw = await cache.backend.get(key)
     if raw is None:
         return None
@@ -199,14 +226,14 @@ def _route_for(app: Any, scope: dict[str, Any]) -> Any:
     return None
 
 
-def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
+def _request_key(args: argparse.Namespace) -> tuple[_Store, str]:
     """The cache and store key a GET to ``args.key`` on ``args.app`` is answered from.
 
-    The key is computed by ``views.view_key``, the function the decorator itself uses.
+    The key is computed by ``keys.view_key``, the function the decorator itself uses.
     """
     from starlette.requests import Request
 
-    from . import default, views
+    from . import default, keys
     from .decorator import Decorator
     from .routes import route_info
 
@@ -247,11 +274,11 @@ def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
         raise ConfigurationError(
             f"the route {route.path} builds its keys with key_builder: look the entry up by its raw key"
         )
-    bound = decorator.bind(func)
+    binding = decorator.bind(func)
     info = route_info(route)
     request = Request(scope)
-    key = views.view_key(
-        bound,
+    key = keys.view_key(
+        binding.namespace,
         scope,
         args.host,
         headers=request.headers if policy.vary or info.header_names or policy.private else None,
@@ -261,7 +288,7 @@ def _request_key(args: argparse.Namespace) -> tuple[Cache, str]:
         cookie_params=info.cookie_names,
         private=policy.private,
     )
-    return bound.cache, key
+    return _Store.of(binding.engine), key
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -270,7 +297,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         cache, key = _request_key(args)
     else:
         cache = _cache(args)
-        key = cache.key(args.namespace, args.key) if args.namespace else args.key
+        key = cache.engine.key(args.namespace, args.key) if args.namespace else args.key
     if _in_process(cache, "read"):
         return 1
     try:
@@ -290,7 +317,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_close(cache: Cache, coro: Any) -> Any:
+async def _with_close(cache: _Store, coro: Any) -> Any:
     try:
         return await coro
     finally:

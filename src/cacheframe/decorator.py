@@ -2,9 +2,9 @@
 
 A call that FastAPI makes for the route this wrapper serves (a ``Request``
 whose scope names the wrapper, or a decorator wrapping it, as its endpoint)
-takes the view path (:mod:`cacheframe.views`); any other call, even one
+takes the view path (:mod:`cacheframe._views`); any other call, even one
 passing a ``Request``, takes the plain-function path
-(:mod:`cacheframe.functions`).
+(:mod:`cacheframe._functions`).
 
 Sync functions and the thread pool. FastAPI runs a ``def`` endpoint or
 dependency in anyio's thread pool (40 slots). A slot held while waiting on the
@@ -41,44 +41,25 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
-from . import functions, keys, routes, views
+from . import _functions, _views, keys, routes
+from ._engine import Binding, Engine
 from ._signature import CONNECTION_PARAM, inject
 from ._sync import serve_from_worker
 from .exceptions import ConfigurationError
 from .policy import DecoratorOptions, Policy, non_negative_seconds, ttl_seconds
 from .types import KeyBuilder, Serializer
 
-if TYPE_CHECKING:
-    from .cache import Cache
-
-__all__ = ["Bound", "Decorator", "DecoratorOptions", "Policy"]
+__all__ = ["Decorator", "DecoratorOptions", "Policy"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """What one decorated function needs from its current ``Cache``, computed once per cache."""
-
-    cache: Cache
-    namespace: str
-    qualname: str  # module.qualname of the function
-    ttl: float
-    serializer: Serializer
-    status_header: bytes
-    identity: str = ""  # keys.function_identity: part of every plain-function key ("" = qualname)
-    local_only: bool = False  # the identity holds a per-process token: entries are not shared
-    # The one-time warnings already logged for this function (a few short names).
-    warned: set[str] = field(default_factory=set, compare=False, hash=False)
 
 
 class Decorator:
@@ -86,7 +67,7 @@ class Decorator:
 
     def __init__(
         self,
-        resolve: Callable[[], Cache],
+        resolve: Callable[[], Engine],
         *,
         ttl: float | timedelta | None = None,
         namespace: str | None = None,
@@ -118,29 +99,19 @@ class Decorator:
             stale_if_error=non_negative_seconds("stale_if_error", stale_if_error),
             xfetch_beta=non_negative_seconds("xfetch_beta", xfetch_beta),
         )
-        self._bound: dict[Callable[..., Any], Bound] = {}
+        self._bound: dict[Callable[..., Any], Binding] = {}
 
-    def bind(self, func: Callable[..., Any]) -> Bound:
+    def bind(self, func: Callable[..., Any]) -> Binding:
         """The current cache's view of ``func``; recomputed only when the default is replaced."""
-        cache = self._resolve()
-        bound = self._bound.get(func)
-        if bound is None or bound.cache is not cache:
+        engine = self._resolve()
+        binding = self._bound.get(func)
+        if binding is None or binding.engine is not engine:
             policy = self.policy
-            qualname = keys.namespace_for(func)
             # An explicit namespace names a function whose closure cannot be keyed.
             identity, shared = keys.function_identity(func, named=policy.namespace is not None)
-            bound = Bound(
-                cache=cache,
-                namespace=cache.namespace_key(policy.namespace or qualname),
-                qualname=qualname,
-                ttl=ttl_seconds(policy.ttl, cache.settings.default_ttl),
-                serializer=cache.resolve_serializer(policy.serializer),
-                status_header=cache.settings.cache_status_header.lower().encode("latin-1"),
-                identity=identity,
-                local_only=not shared,
-            )
-            self._bound[func] = bound
-        return bound
+            binding = engine.bind(policy, keys.namespace_for(func), identity, shared)
+            self._bound[func] = binding
+        return binding
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         _refuse_inner_gate(func)
@@ -156,7 +127,6 @@ class Decorator:
         pop_connection = marker == CONNECTION_PARAM
         signature = injection.original
         return_type = _return_type(func)
-        policy = self.policy
 
         if inspect.iscoroutinefunction(func):
 
@@ -170,8 +140,8 @@ class Decorator:
                     or _wraps(endpoint, async_wrapper)
                 ):
                     # No view call is built here: a hit never needs one (serve makes it on a miss).
-                    return await views.serve(policy, bound, func, request, sub, None, True, args, kwargs)
-                return await functions.call_async(policy, bound, func, signature, return_type, args, kwargs)
+                    return await _views.serve(bound, func, request, sub, None, True, args, kwargs)
+                return await _functions.call_async(bound, func, signature, return_type, args, kwargs)
 
             wrapper: Any = async_wrapper
         else:
@@ -192,19 +162,17 @@ class Decorator:
                 view = request if isinstance(request, Request) and _serves(request, sync_wrapper) else None
                 if by_fastapi and _in_event_loop():  # FastAPI awaits the result (the marker)
                     if view is not None:
-                        return views.serve(policy, bound, func, view, sub, None, False, args, kwargs)
-                    return functions.call_async(
-                        policy, bound, in_thread, signature, return_type, args, kwargs
-                    )
+                        return _views.serve(bound, func, view, sub, None, False, args, kwargs)
+                    return _functions.call_async(bound, in_thread, signature, return_type, args, kwargs)
                 if view is not None:  # a worker thread: the view runs here, the store I/O on the loop
                     request_ = view
 
-                    def serve(call_view: views.CallView) -> Any:
+                    def serve(call_view: _views.CallView) -> Any:
                         # is_coroutine: the response model is validated on the loop, not in a second slot.
-                        return views.serve(policy, bound, func, request_, sub, call_view, True, args, kwargs)
+                        return _views.serve(bound, func, request_, sub, call_view, True, args, kwargs)
 
                     return serve_from_worker(serve, functools.partial(func, *args, **kwargs))
-                return functions.call_sync(policy, bound, func, signature, return_type, args, kwargs)
+                return _functions.call_sync(bound, func, signature, return_type, args, kwargs)
 
             if marker is not None:  # FastAPI's calls can be told apart: let it await them
                 _mark_coroutine_function(sync_wrapper)

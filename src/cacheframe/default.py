@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, Unpack
 
+from ._engine import Engine
 from .cache import Cache
 from .decorator import Decorator
 from .policy import DecoratorOptions
@@ -79,7 +80,11 @@ def cache(ttl: float | timedelta | None = None, **options: Unpack[DecoratorOptio
       when the view raises or answers 5xx;
     - ``xfetch_beta=B``: probabilistic early refresh of hot keys (1.0 is typical).
     """
-    return Decorator(get_cache, ttl=ttl, **options)
+    return Decorator(_default_engine, ttl=ttl, **options)
+
+
+def _default_engine() -> Engine:
+    return get_cache()._engine  # the package's own façade: its engine is ours to hand on
 
 
 @asynccontextmanager

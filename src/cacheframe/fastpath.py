@@ -44,22 +44,20 @@ the fast path's own code is logged and the request goes on to the full path.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cachetools import LRUCache
 from fastapi.routing import APIRoute, APIRouter, APIWebSocketRoute
 from starlette.routing import Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import http
+from . import http, keys
 from ._authority import request_authority
-from .cache import STORE_DOWN
+from ._engine import FRESH, HIT, Bindable, Binding
+from ._gateway import NEEDS_IO
+from ._replies import CHECKED, Reply, hit_headers, reply
 from .envelope import ResponseEntry
 from .routes import route_info
-from .views import CHECKED, KEPT_ON_304, reply_headers, scan_headers, view_key
-
-if TYPE_CHECKING:
-    from .decorator import Bound, Decorator
 
 __all__ = ["CHECKED", "FastPath", "install"]
 
@@ -67,7 +65,6 @@ log = logging.getLogger("cacheframe")
 _SKIP_HEADERS = frozenset({b"authorization", b"cache-control", b"pragma"})
 _NOT_ELIGIBLE: Any = object()
 _NO_MATCH: Any = object()
-_UNREAD: Any = object()  # the store is not in-process: read it in __call__
 # Methods that, replaced on an instance, would route or handle differently from the class.
 _ROUTE_METHODS = frozenset({"matches", "handle", "get_route_handler"})
 _ROUTER_METHODS = frozenset({"matches", "handle", "app"})
@@ -112,10 +109,10 @@ class FastPath:
             hit = None
             found = self._lookup(scope)
             if found is not None:
-                decorator, bound, key, if_none_match, entry = found
-                if entry is _UNREAD:  # a network store: the one await of a hit
-                    entry = await bound.cache.read_shared(key)
-                hit = _reply(scope, decorator, bound, key, if_none_match, entry)
+                binding, key, if_none_match, entry = found
+                if entry is NEEDS_IO:  # a network store: the one await of a hit
+                    entry = await binding.engine.gateway.read(key)
+                hit = _reply(scope, binding, key, if_none_match, entry)
         except Exception as exc:  # cacheframe's own failure: the full path answers instead
             log.error("cacheframe: fast path failed on %s; passed on", scope["path"], exc_info=exc)
             scope.pop(CHECKED, None)
@@ -128,22 +125,21 @@ class FastPath:
         await send({"type": "http.response.body", "body": body})
 
     def _lookup(self, scope: Scope) -> Any:
-        """(decorator, binding, key, If-None-Match, entry or ``_UNREAD``) for an eligible request,
-        else None. An in-process store is read here, without a coroutine."""
+        """(binding, key, If-None-Match, entry or ``NEEDS_IO``) for an eligible request, else
+        None. An in-process store is read here, without a coroutine."""
         target = self._eligible(scope)
         if target is _NOT_ELIGIBLE:
             return None
         decorator, func = target
-        bound = decorator.bind(func)
-        cache = bound.cache
-        if not cache.settings.enabled:
+        binding = decorator.bind(func)
+        engine = binding.engine
+        if not engine.settings.enabled:
             return None
-        host, _, _, _, if_none_match = scan_headers(scope["headers"])  # as the decorator path reads them
+        host, _, _, _, if_none_match = http.scan_request_headers(scope["headers"])  # as the decorator path
         if host is None:  # several Host headers: the full path answers BYPASS
             return None
-        key = view_key(bound, scope, request_authority(host, scope))
-        entry = cache.read_nowait(key) if cache.in_process else _UNREAD
-        return decorator, bound, key, if_none_match, entry
+        key = keys.url_key(binding.url_keys, binding.namespace, scope, request_authority(host, scope))
+        return binding, key, if_none_match, engine.gateway.peek(key)
 
     def _eligible(self, scope: Scope) -> Any:
         """(decorator, function) of the route this request reaches, if it may take the fast path."""
@@ -161,22 +157,18 @@ class FastPath:
         return _NOT_ELIGIBLE if found is _NO_MATCH else found
 
 
-def _reply(
-    scope: Scope, decorator: Decorator, bound: Bound, key: str, if_none_match: str | None, entry: Any
-) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-    """The reply to a fresh hit (status, headers, body); else None, telling the full path what
-    was read so the store is not asked twice."""
-    if entry is STORE_DOWN or not isinstance(entry, ResponseEntry) or entry.age() >= entry.ttl:
+def _reply(scope: Scope, binding: Binding, key: str, if_none_match: str | None, entry: Any) -> Reply | None:
+    """The reply to a fresh hit (status, headers, body), as the decorator path makes it; else
+    None, telling the full path what was read so the store is not asked twice."""
+    engine = binding.engine
+    if engine.classify(binding, key, entry, ResponseEntry) != FRESH:
         scope[CHECKED] = (key, entry)
         return None
-    cache = bound.cache
-    cache.stats.hits += 1
-    cache.stats.fast_hits += 1
-    extra = reply_headers(decorator.policy, bound, entry, b"HIT", int(entry.age()))
-    if if_none_match is not None and http.none_match(if_none_match, entry.etag):
-        return 304, [h for h in entry.headers if h[0] in KEPT_ON_304] + extra, b""
-    body = b"" if scope["method"] == "HEAD" else entry.body
-    return entry.status, entry.headers + extra, body
+    engine.stats.fast_hits += 1
+    age = int(entry.age())
+    if if_none_match is None and scope["method"] == "GET":
+        return entry.status, hit_headers(binding, key, entry, age), entry.body
+    return reply(binding, entry, HIT, age, if_none_match, scope["method"] == "HEAD")
 
 
 def _first_full_match(routes: Any, scope: Scope, plain: bool = True) -> Any:
@@ -254,7 +246,7 @@ def _route_target(route: Any) -> Any:
     if not _plain_route(route):
         return _NOT_ELIGIBLE
     endpoint = route.endpoint
-    decorator: Decorator | None = getattr(endpoint, "__cacheframe__", None)
+    decorator: Bindable | None = getattr(endpoint, "__cacheframe__", None)
     func = getattr(endpoint, "__wrapped__", None)
     if decorator is None or func is None or getattr(func, "__cacheframe__", None) is not None:
         return _NOT_ELIGIBLE  # not @cache's own wrapper: a decorator above it would be skipped

@@ -21,6 +21,7 @@ __all__ = [
     "replayable_headers",
     "request_directives",
     "response_freshness",
+    "scan_request_headers",
     "unstorable_reason",
 ]
 
@@ -287,3 +288,32 @@ def cache_control(
     if stale_if_error:
         parts.append(f"stale-if-error={math.ceil(stale_if_error)}")
     return ", ".join(parts)
+
+
+def scan_request_headers(
+    raw: list[tuple[bytes, bytes]],
+) -> tuple[str | None, bool, str | None, str | None, str | None]:
+    """One pass over the raw request headers: Host, Authorization?, Cache-Control, Pragma, If-None-Match.
+
+    Host is the first one, as Starlette reads it (``""`` without one), or None when the
+    request carries several: such a request is never cached.
+    """
+    host: str | None = ""
+    hosts = 0
+    authorization = False
+    cache_control = pragma = if_none_match = None
+    for name, value in raw:
+        if name == b"host":
+            hosts += 1
+            host = value.decode("latin-1") if hosts == 1 else None
+        elif name == b"authorization":
+            authorization = True
+        elif name == b"cache-control":
+            text = value.decode("latin-1")
+            cache_control = text if cache_control is None else f"{cache_control}, {text}"
+        elif name == b"pragma":
+            pragma = value.decode("latin-1")
+        elif name == b"if-none-match":
+            text = value.decode("latin-1")
+            if_none_match = text if if_none_match is None else f"{if_none_match}, {text}"
+    return host, authorization, cache_control, pragma, if_none_match

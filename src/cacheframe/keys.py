@@ -19,7 +19,7 @@ import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel
@@ -34,11 +34,11 @@ __all__ = [
     "digest",
     "function_digest",
     "function_identity",
-    "join_key",
     "namespace_for",
-    "normalize_query",
     "safe_segment",
     "uri_segment",
+    "url_key",
+    "view_key",
 ]
 
 _DIGEST_SIZE = 16
@@ -307,25 +307,6 @@ async def custom_key(
     raise KeyBuildError(f"a key_builder must return str or bytes, got {type(result).__qualname__}")
 
 
-def normalize_query(query_string: str) -> list[tuple[str, str]]:
-    """Query pairs as the app sees them, sorted by name; repeated names keep their order.
-
-    Not used for view keys: those key the raw query string, since two raw forms that
-    parse alike (``<`` and ``%3C``) still render apart in a view reflecting ``request.url``.
-    """
-    if not query_string:
-        return []
-    if "%" in query_string or "+" in query_string:
-        pairs = parse_qsl(query_string, keep_blank_values=True)
-    else:  # nothing to decode: split as parse_qsl would ('&' only, empty fields dropped)
-        pairs = [(name, value) for name, _, value in (f.partition("=") for f in query_string.split("&") if f)]
-    return sorted(pairs, key=_first)
-
-
-def _first(pair: tuple[str, str]) -> str:
-    return pair[0]
-
-
 def safe_segment(text: str) -> str:
     """``text`` as one key segment: safe ASCII, percent-escaped, long ones shortened."""
     out = "".join(ch if _SAFE.fullmatch(ch) else _escape(ch) for ch in text)
@@ -336,11 +317,6 @@ def safe_segment(text: str) -> str:
 
 def _escape(ch: str) -> str:
     return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-
-
-def join_key(*segments: str) -> str:
-    """Join already-safe segments with the ``:`` separator."""
-    return ":".join(segments)
 
 
 def namespace_for(func: Callable[..., Any]) -> str:
@@ -389,3 +365,66 @@ def _code_digest(code: types.CodeType) -> str:
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class KeyMemo(Protocol):
+    """Where :func:`url_key` keeps the store keys of hot URLs (a binding's ``BytesMemo``)."""
+
+    def get(self, key: tuple[str, str, str, str, str, bytes]) -> str | None: ...
+
+    def put(self, key: tuple[str, str, str, str, str, bytes], value: str, size: int) -> None: ...
+
+
+_URL_MEMO_MAX_URL = 512  # longer URLs are keyed each time, not kept
+_URL_MEMO_OVERHEAD = 200  # bytes of a memo slot beyond its strings
+
+
+def url_key(memo: KeyMemo, namespace: str, scope: Any, host: str) -> str:
+    """:func:`view_key` of a request keyed by its URL alone (the common case), kept in ``memo``
+    by (method, scheme, host, root path, path, query string): hot URLs repeat."""
+    query = scope.get("query_string", b"")
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    fields = (scope["method"], scope.get("scheme", "http"), host, root, path, query)
+    key = memo.get(fields)
+    if key is None:
+        key = view_key(namespace, scope, host)
+        size = len(query) + len(host) + len(path) + len(root)
+        if size <= _URL_MEMO_MAX_URL:
+            memo.put(fields, key, size + len(key) + _URL_MEMO_OVERHEAD)
+    return key
+
+
+def view_key(
+    namespace: str,
+    scope: Any,
+    host: str,
+    *,
+    headers: Any = None,
+    cookies: Any = None,
+    vary: tuple[str, ...] = (),
+    header_params: tuple[str, ...] = (),
+    cookie_params: tuple[str, ...] = (),
+    private: bool = False,
+    custom: bytes | None = None,
+    credential_headers: tuple[str, ...] = (),
+    credential_query: tuple[str, ...] = (),
+) -> str:
+    """The store key of a request to a view: the one computation both the decorator path and
+    the ASGI fast path use, so the two can never disagree (``host``: the request's
+    ``request_authority``, the authority Starlette builds ``request.url`` from).
+
+    A segment per path follows the namespace: an unsafe request clears all of the path's
+    variants (see :mod:`cacheframe.unsafe`); :func:`request_digest` says what the rest keys."""
+    root_path = scope.get("root_path", "")
+    path = scope["path"]
+    url = (scope.get("scheme", "http"), host, root_path)
+    query = scope.get("query_string", b"").decode("latin-1")
+    return (
+        namespace
+        + uri_segment(root_path, path)
+        + _request_digest(
+            scope["method"], url, path, query, headers, cookies or {}, vary, header_params,
+            cookie_params, private, custom, credential_headers, credential_query,
+        )
+    )  # fmt: skip

@@ -1,0 +1,524 @@
+"""The read/fill engine: classify what the store holds, and fill a miss once.
+
+The one algorithm behind every decorated view and function:
+
+- **classify** an entry read through the gateway: fresh, stale (servable while
+  one background refresh runs), expired or missing;
+- **fill** a miss: concurrent misses of one key in this process share one
+  computation (single-flight); across processes, a backend with
+  ``SupportsLock`` holds a lease lock named ``<entry key>:lock`` while one of
+  them computes, and the others poll the store for its entry until the lease
+  runs out, so a crashed or cancelled holder strands nobody beyond the lease;
+- a stale entry stands in for a failed computation (stale-if-error);
+- nothing computed before an invalidation is written back after it (the epoch);
+- one background refresh per stale key (the refresh claim).
+
+It runs over a :class:`Producer`, the way dogpile's ``Lock`` runs over
+callables: the view and function adapters say how to compute, how to turn a
+result into an entry, and how to answer; the engine decides when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeGuard, TypeVar
+
+from . import keys
+from ._gateway import STORE_DOWN, Entry, Read, StoreGateway
+from ._memo import BytesMemo
+from .envelope import freshness
+from .exceptions import EntryError
+from .policy import Policy, ttl_seconds
+from .registry import load_serializer_factory
+from .settings import CacheSettings
+from .stats import CacheStats
+from .types import Serializer
+
+__all__ = [
+    "BYPASS",
+    "DOWN",
+    "EXPIRED",
+    "FRESH",
+    "HIT",
+    "MISS",
+    "MISSING",
+    "STALE",
+    "STALE_LABEL",
+    "Bindable",
+    "Binding",
+    "Engine",
+    "Flights",
+    "Producer",
+    "StoreLock",
+]
+
+log = logging.getLogger("cacheframe")
+R = TypeVar("R")
+A = TypeVar("A")
+A_co = TypeVar("A_co", covariant=True)
+
+# What a lookup found.
+FRESH, STALE, EXPIRED, MISSING, DOWN = "fresh", "stale", "expired", "missing", "down"
+# How an answer came about (the X-Cache value of a view's reply).
+HIT, MISS, STALE_LABEL, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
+
+LOCK_SUFFIX = ":lock"
+_POLL = 0.025  # seconds between two looks at the store while another process fills
+URL_KEYS_MAX_BYTES = 4 * 1024 * 1024  # per binding: store keys of hot URLs
+REPLIES_MAX_BYTES = 4 * 1024 * 1024  # per binding: reply headers of hot entries
+
+
+class Producer(Protocol[R, A_co]):
+    """What the engine needs of an adapter: compute a result, turn it into an entry, answer.
+
+    ``R`` is what one computation returns (a view's rendered response, a function's
+    value), ``A`` what the caller gets back.
+    """
+
+    async def compute(self, label: bytes) -> R:
+        """Run the view or function once (``label``: the cache status its answer will carry)."""
+        ...
+
+    def failed(self, result: R) -> bool:
+        """Whether ``result`` is a failure a stale entry should stand in for (a 5xx)."""
+        ...
+
+    def to_entry(self, result: R, cost: float) -> Entry | None:
+        """The entry to store for ``result`` (which took ``cost`` seconds); None when unstorable."""
+        ...
+
+    def answer(self, entry: Entry, label: bytes) -> A_co:
+        """An entry read, shared or kept as stale, as the caller's answer (raises
+        ``EntryError`` when it cannot be used: then it counts as absent)."""
+        ...
+
+    def answer_result(self, result: R, entry: Entry | None, label: bytes) -> A_co:
+        """A result just computed as the caller's answer (``entry``: what was made of it)."""
+        ...
+
+    def stale_on_error(self, exc: Exception) -> bool:
+        """Whether a stale entry may stand in when the computation raised ``exc``."""
+        ...
+
+
+class Bindable(Protocol):
+    """A configured ``@cache(...)`` as the layers below the decorator see it: its policy, and
+    the binding of a function it decorated to the current cache."""
+
+    policy: Policy
+
+    def bind(self, func: Any) -> Binding:
+        """The current cache's view of ``func``."""
+        ...
+
+
+class Engine:
+    """One per ``Cache``: the gateway, and the state of the fills it runs."""
+
+    def __init__(self, gateway: StoreGateway, settings: CacheSettings, serializer: Serializer) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.serializer = serializer
+        self.stats: CacheStats = gateway.stats
+        self.flights = Flights()  # computations in flight, by key
+        self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since
+        # The longest computation of each decorated function seen here (seconds, by qualified
+        # name): one never slower than stampede_lock_min_cost skips the store lock, since a
+        # duplicate run costs less than the lock. One slow run is enough to lock its misses again.
+        self.compute_cost: dict[str, float] = {}
+        # Bumped by every invalidation: a fill started before one never writes back.
+        self.epoch = 0
+        self._prefix = keys.safe_segment(settings.prefix)
+
+    # -- keys and bindings ----------------------------------------------------------------
+
+    def namespace_key(self, namespace: str | None) -> str:
+        """The store namespace (ending in ``:``) for a namespace, or for all of this prefix."""
+        if namespace is None:
+            return f"{self._prefix}:"
+        return f"{self._prefix}:{keys.safe_segment(namespace)}:"
+
+    def key(self, namespace: str, name: str) -> str:
+        """The full store key for ``name`` (any text) under ``namespace``."""
+        return self.namespace_key(namespace) + keys.safe_segment(name)
+
+    def bind(self, policy: Policy, qualname: str, identity: str, shared: bool) -> Binding:
+        """A decorated function's view of this engine."""
+        return Binding(
+            engine=self,
+            policy=policy,
+            namespace=self.namespace_key(policy.namespace or qualname),
+            qualname=qualname,
+            ttl=ttl_seconds(policy.ttl, self.settings.default_ttl),
+            serializer=self.resolve_serializer(policy.serializer),
+            status_header=self.settings.cache_status_header.lower().encode("latin-1"),
+            identity=identity,
+            local_only=not shared,
+        )
+
+    def resolve_serializer(self, serializer: str | Serializer | None) -> Serializer:
+        """A decorator's serialiser: its own (by name or object) or the cache's."""
+        if serializer is None:
+            return self.serializer
+        if isinstance(serializer, str):
+            if serializer == self.serializer.name:
+                return self.serializer
+            secret = self.settings.secret.get_secret_value().encode() if self.settings.secret else None
+            made: Serializer = load_serializer_factory(serializer)(secret=secret)
+            return made
+        return serializer
+
+    # -- invalidation and refresh claims ----------------------------------------------------
+
+    def invalidated(self) -> None:
+        """Something was invalidated: fills running now must not write back."""
+        self.epoch += 1
+
+    def claim_refresh(self, key: str) -> bool:
+        """Whether the caller should start the one background refresh of ``key`` now.
+
+        A claim older than the lock lease is presumed lost (its task never ran) and
+        may be taken over, so a key is never stuck serving stale for the whole window.
+        """
+        now = time.monotonic()
+        since = self.refreshing.get(key)
+        if since is not None and now - since < self.settings.lock_lease:
+            return False
+        self.refreshing[key] = now
+        return True
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def classify(
+        self, binding: Binding, key: str, entry: Read, kind: type, max_age: int | None = None
+    ) -> str:
+        """What ``entry`` (read for ``key``) is worth: ``FRESH`` (counted as a hit), ``STALE``,
+        ``EXPIRED``, ``MISSING`` (absent, or of another ``kind``: counted as damaged) or ``DOWN``.
+
+        ``max_age`` (a request's ``Cache-Control: max-age``) caps the age and rules out stale."""
+        if type(entry) is kind:
+            now = time.time()
+            policy = binding.policy
+            if max_age is None and not policy.xfetch_beta and now - entry.created < entry.ttl:  # type: ignore[union-attr]
+                self.stats.hits += 1  # the hot path: no call beyond this one
+                return FRESH
+            state = freshness(
+                entry,  # type: ignore[arg-type]
+                max_age=max_age,
+                stale_while_revalidate=policy.stale_while_revalidate,
+                xfetch_beta=policy.xfetch_beta,
+                now=now,
+            )
+            if state is FRESH:
+                self.stats.hits += 1
+            return state
+        if entry is None:
+            return MISSING
+        if entry is STORE_DOWN:
+            return DOWN
+        self.gateway.bad_entry(
+            key, EntryError(f"a {type(entry).__name__} where a {kind.__name__} was expected")
+        )
+        return MISSING
+
+    @staticmethod
+    def usable_on_error(binding: Binding, entry: Entry) -> Entry | None:
+        """``entry`` if it may still stand in for a failed computation (stale-if-error)."""
+        return entry if entry.age() < entry.ttl + min(entry.stale, binding.policy.stale_if_error) else None
+
+    def serve_stale(self, key: str, entry: Entry, producer: Producer[Any, A]) -> tuple[A, bool]:
+        """A stale entry as the answer, and whether this caller should now start the one
+        background refresh (:meth:`refresh`) of ``key``."""
+        answer = producer.answer(entry, STALE_LABEL)
+        self.stats.stale += 1
+        return answer, self.claim_refresh(key)
+
+    async def refresh(self, binding: Binding, key: str, producer: Producer[Any, Any]) -> None:
+        """The background refresh of a stale entry; a failure keeps the stale entry served."""
+        try:
+            await self.fill(binding, key, producer, None)
+        except Exception as exc:
+            log.warning("cacheframe: background refresh of %s failed: %s", key, exc)
+        finally:
+            self.refreshing.pop(key, None)
+
+    # -- fill -----------------------------------------------------------------------------
+
+    async def fill(
+        self,
+        binding: Binding,
+        key: str,
+        producer: Producer[Any, A],
+        stale: Entry | None,
+        *,
+        use_store: bool = True,
+        reread: bool = False,
+    ) -> A:
+        """A miss: share a computation already in flight, or lead one (under the store lock).
+
+        The leader first looks at the store once more (``reread``): another request or
+        process may have filled the entry since this caller's read. With ``use_store=False``
+        (the store just failed) the computation is still shared in this process, but nothing
+        is locked in or written to the store. ``stale`` stands in if the computation fails.
+        """
+        flights = self.flights
+        pending = flights.pending(key)
+        if pending is not None:
+            shared = await follow(pending, self.settings.stampede_wait)
+            if shared is not None:
+                try:
+                    answer = producer.answer(shared, HIT if use_store else BYPASS)
+                except EntryError:
+                    pass
+                else:
+                    self.stats.hits += use_store
+                    return answer
+            return (await self._compute(binding, key, producer, stale, use_store))[0]
+        future = flights.start(key)
+        result: Entry | None = None
+        try:
+            if not use_store or not self._worth_locking(binding, stale):
+                # In this process single-flight makes this the one computation; across
+                # processes a duplicate run of a cheap one costs less than the lock would.
+                answer, result = await self._compute(binding, key, producer, stale, use_store)
+                return answer
+            lock = StoreLock(self.gateway, key)
+            try:
+                held, current = await lock.acquire(reread)
+                entry = current if _fresh(current) else None
+                if entry is None and not held:  # another process computes: wait for its entry
+                    entry = await self._wait_for_entry(key)
+                if entry is not None:
+                    try:
+                        answer = producer.answer(entry, HIT)
+                    except EntryError:
+                        pass
+                    else:
+                        result = entry
+                        self.stats.hits += 1
+                        return answer
+                answer, result = await self._compute(binding, key, producer, stale, use_store, lock)
+                return answer
+            finally:
+                await lock.release()
+        finally:  # followers get the entry, or None (then compute themselves) after a failure
+            flights.finish(key, future, result)
+
+    def _worth_locking(self, binding: Binding, stale: Entry | None) -> bool:
+        """Whether this miss takes the store lock: the backend has one, and the computation is
+        not known to be cheap (its slowest run here, or the stale entry's, took at least
+        ``stampede_lock_min_cost``; one not measured yet counts as slow)."""
+        if self.gateway.lock is None:
+            return False
+        cost = self.compute_cost.get(binding.qualname)
+        if stale is not None:  # measured where it was computed, maybe in another process
+            cost = stale.delta if cost is None else max(cost, stale.delta)
+        return cost is None or cost >= self.settings.stampede_lock_min_cost
+
+    async def _compute(
+        self,
+        binding: Binding,
+        key: str,
+        producer: Producer[Any, A],
+        stale: Entry | None,
+        use_store: bool,
+        lock: StoreLock | None = None,
+    ) -> tuple[A, Entry | None]:
+        """Compute once, stand a stale entry in for a failure, store what may be stored."""
+        stats = self.stats
+        stats.misses += use_store
+        label = MISS if use_store else BYPASS
+        epoch = self.epoch
+        started = time.perf_counter()
+        try:
+            result = await producer.compute(label)
+        except Exception as exc:
+            if stale is None or not producer.stale_on_error(exc):
+                raise
+            answer = self.stale_instead(binding, stale, producer, exc)
+            if answer is None:
+                raise
+            return answer, None
+        if stale is not None and producer.failed(result):
+            answer = self.stale_instead(binding, stale, producer, None)
+            if answer is not None:
+                return answer, None
+        cost = time.perf_counter() - started
+        entry = producer.to_entry(result, cost)
+        if entry is None:
+            stats.not_stored += 1
+            return producer.answer_result(result, None, label), None
+        name = binding.qualname
+        self.compute_cost[name] = max(cost, self.compute_cost.get(name, 0.0))
+        if use_store:
+            await self.store(key, entry, epoch, lock)
+        return producer.answer_result(result, entry, label), entry
+
+    def stale_instead(
+        self, binding: Binding, stale: Entry, producer: Producer[Any, A], exc: Exception | None
+    ) -> A | None:
+        """The stale entry as the answer to a failed computation, or None if it is unusable."""
+        try:
+            answer = producer.answer(stale, STALE_LABEL)
+        except EntryError:
+            return None
+        what = f"raised {type(exc).__name__}: {exc}" if exc is not None else "failed"
+        log.warning("cacheframe: %s %s; serving the stale entry (stale-if-error)", binding.qualname, what)
+        self.stats.stale += 1
+        return answer
+
+    async def store(self, key: str, entry: Entry, epoch: int, lock: StoreLock | None = None) -> None:
+        """Write ``entry`` unless something was invalidated since ``epoch`` (then it is only
+        counted): a value computed before an invalidation never lands after it."""
+        if self.epoch != epoch:
+            self.stats.not_stored += 1
+            return
+        if lock is not None:
+            await lock.write(entry)  # with the lock's release, where the backend can
+        else:
+            await self.gateway.write(key, entry)
+
+    async def _wait_for_entry(self, key: str) -> Entry | None:
+        """Poll the store for a fresh entry under ``key`` until the lock lease has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.lock_lease
+        while loop.time() < deadline:
+            await asyncio.sleep(_POLL)
+            entry = await self.gateway.read_once(key)
+            if _fresh(entry):
+                return entry
+        return None
+
+
+def _fresh(entry: Read) -> TypeGuard[Entry]:
+    return entry is not None and entry is not STORE_DOWN and entry.age() < entry.ttl  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A decorated function's view of one cache: its policy, key namespace, ttl and
+    serialiser, computed once per cache, and the memos that save its hits work."""
+
+    engine: Engine
+    policy: Policy
+    namespace: str
+    qualname: str  # module.qualname of the function
+    ttl: float
+    serializer: Serializer
+    status_header: bytes
+    identity: str = ""  # keys.function_identity: part of every plain-function key ("" = qualname)
+    local_only: bool = False  # the identity holds a per-process token: entries are not shared
+    # The one-time warnings already logged for this function (a few short names).
+    warned: set[str] = field(default_factory=set, compare=False, hash=False)
+    # Store keys of requests keyed by their URL alone, by (method, scheme, host, root path,
+    # path, query string).
+    url_keys: BytesMemo[tuple[str, str, str, str, str, bytes], str] = field(
+        default_factory=lambda: BytesMemo(URL_KEYS_MAX_BYTES), compare=False, hash=False
+    )
+    # A hit's reply headers by store key: (the entry, its age in seconds, the headers).
+    replies: BytesMemo[str, tuple[Entry, int, list[tuple[bytes, bytes]]]] = field(
+        default_factory=lambda: BytesMemo(REPLIES_MAX_BYTES), compare=False, hash=False
+    )
+
+    @property
+    def stale_window(self) -> float:
+        """Seconds an entry is kept past its ttl for stale serving."""
+        return self.policy.stale_window
+
+
+class Flights:
+    """In-flight computations by key; a future only counts within the loop that made it."""
+
+    def __init__(self) -> None:
+        self._table: dict[str, asyncio.Future[Any]] = {}
+
+    def pending(self, key: str) -> asyncio.Future[Any] | None:
+        """The future of a computation already running for ``key`` in the running loop."""
+        future = self._table.get(key)
+        if future is None or future.get_loop() is not asyncio.get_running_loop():
+            return None
+        return future
+
+    def start(self, key: str) -> asyncio.Future[Any] | None:
+        """Register as the computation for ``key``; ``None`` when another loop already is."""
+        current = self._table.get(key)
+        if current is not None and not current.done():
+            return None  # another loop (a sync function's portal, say) leads: do not share across loops
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._table[key] = future
+        return future
+
+    def finish(self, key: str, future: asyncio.Future[Any] | None, result: Any = None) -> None:
+        """Publish ``result`` (if not already) and unregister."""
+        if future is None:
+            return
+        if not future.done():
+            future.set_result(result)
+        if self._table.get(key) is future:
+            del self._table[key]
+
+    @asynccontextmanager
+    async def lead(self, key: str) -> AsyncIterator[asyncio.Future[Any]]:
+        """Lead the computation for ``key``; followers get what is set on the future.
+
+        If the block exits without a result (an exception, a cancellation), followers
+        receive ``None`` and compute for themselves.
+        """
+        future = self.start(key)
+        placeholder = future or asyncio.get_running_loop().create_future()
+        try:
+            yield placeholder
+        finally:
+            self.finish(key, future, placeholder.result() if placeholder.done() else None)
+
+
+async def follow(future: asyncio.Future[Any], wait: float) -> Any:
+    """The leader's result, or ``None`` after ``wait`` seconds (then compute yourself)."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), wait)
+    except TimeoutError:
+        return None
+
+
+class StoreLock:
+    """The store lock of one miss, for backends with ``SupportsLock``.
+
+    Taken together with a re-read of the entry and released together with its write
+    when the backend offers ``SupportsLockRoundTrips`` (two round trips for a locked
+    miss instead of four). Every step fails open: a lock that cannot be taken counts as
+    held, so the caller computes rather than waits for nobody.
+    """
+
+    def __init__(self, gateway: StoreGateway, key: str) -> None:
+        self.gateway = gateway
+        self.key = key
+        self.lock_key = key + LOCK_SUFFIX
+        self.token = secrets.token_hex(16)
+        self.held = False
+
+    async def acquire(self, reread: bool) -> tuple[bool, Read]:
+        """Take the lock; ``(held, entry)``, the entry re-read with it when ``reread``."""
+        held, entry = await self.gateway.acquire_lock(self.lock_key, self.token, self.key if reread else None)
+        self.held = held
+        return held, entry
+
+    async def write(self, entry: Entry) -> None:
+        """Store ``entry``; release the lock in the same round trip when the backend can."""
+        gateway = self.gateway
+        if self.held and gateway.lock_round_trips is not None:
+            if await gateway.write(self.key, entry, unlock=(self.lock_key, self.token)):
+                self.held = False  # released with the write; otherwise release() tries again
+            return
+        await gateway.write(self.key, entry)
+
+    async def release(self) -> None:
+        """Release the lock if still held (always tried, never raises when failing open)."""
+        if self.held:
+            self.held = False
+            await self.gateway.release_lock(self.lock_key, self.token)

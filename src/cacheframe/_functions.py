@@ -1,0 +1,256 @@
+"""The plain-function path of ``@cache``: values keyed on arguments, serialised.
+
+Async functions share concurrent misses (single-flight) and may serve a stale
+value while one background refresh runs. Sync functions stay sync: their store
+calls run on the private portal loop (:mod:`cacheframe._sync`).
+
+A value is stored only when it comes back exactly: a miss encodes it, decodes it
+again with the return annotation and compares (same types, equal values). One that
+does not (a ``SecretStr``, an excluded field, a tuple under ``-> Any``) is returned
+uncached, with one warning per function naming the ``serializer`` option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import keys
+from ._engine import DOWN, EXPIRED, FRESH, HIT, MISSING, STALE, Binding, Engine
+from ._gateway import NEEDS_IO, Entry, Read
+from ._sync import run_sync
+from .envelope import ValueEntry
+from .exceptions import EntryError
+from .serializers import dumps_for, loads_for
+
+__all__ = ["call_async", "call_sync"]
+
+log = logging.getLogger("cacheframe")
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _key(binding: Binding, signature: inspect.Signature, args: Any, kwargs: Any, custom: bytes | None) -> str:
+    """The store key of one call: from a key builder's result, or from the bound arguments."""
+    identity = binding.identity or binding.qualname
+    if custom is not None:
+        return binding.namespace + keys.custom_function_digest(identity, custom)
+    return binding.namespace + keys.function_digest(signature, args, kwargs, binding.policy.exclude, identity)
+
+
+class _Call:
+    """The engine's producer for one call of a cached function: run it, serialise its value
+    (when it comes back exactly), and decode a stored value as its answer."""
+
+    __slots__ = ("args", "binding", "func", "key", "kwargs", "return_type")
+
+    def __init__(
+        self,
+        binding: Binding,
+        key: str,
+        func: Callable[..., Awaitable[Any]],
+        args: Any,
+        kwargs: Any,
+        return_type: Any,
+    ) -> None:
+        self.binding, self.key, self.func = binding, key, func
+        self.args, self.kwargs, self.return_type = args, kwargs, return_type
+
+    async def compute(self, label: bytes) -> Any:
+        return await self.func(*self.args, **self.kwargs)
+
+    def failed(self, result: Any) -> bool:
+        return False  # a function fails by raising
+
+    def stale_on_error(self, exc: Exception) -> bool:
+        return True
+
+    def answer(self, entry: Entry, label: bytes) -> Any:
+        if type(entry) is not ValueEntry or entry.serializer != self.binding.serializer.name:
+            raise EntryError("entry of another kind or serializer")
+        return loads_for(self.binding.serializer, entry.payload, self.key, self.return_type)
+
+    def answer_result(self, result: Any, entry: Entry | None, label: bytes) -> Any:
+        return result  # a stored entry decodes to an equal value: a hit returns the same
+
+    def to_entry(self, result: Any, cost: float) -> ValueEntry | None:
+        binding = self.binding
+        if binding.local_only and "local" not in binding.warned:
+            binding.warned.add("local")
+            log.warning(
+                "cacheframe: %s is a local function whose closure cannot be keyed: its entries are "
+                "kept apart per process and never shared. "
+                "Pass @cache(namespace=...) naming it to share them.",
+                binding.qualname,
+            )
+        payload = _encode(binding, self.key, result, self.return_type)
+        if payload is None:
+            return None
+        return ValueEntry(
+            binding.serializer.name, payload, time.time(), binding.ttl, binding.stale_window, cost
+        )
+
+
+def _lookup(engine: Engine, call: _Call, entry: Read) -> tuple[str, Any]:
+    """What the store's entry is worth to this call: (state, the value or the entry)."""
+    key, binding = call.key, call.binding
+    if type(entry) is ValueEntry and entry.serializer != binding.serializer.name:
+        engine.gateway.bad_entry(key, EntryError("entry of another serializer"))
+        entry = None
+    state = engine.classify(binding, key, entry, ValueEntry)
+    if state == FRESH:
+        try:
+            return FRESH, call.answer(entry, HIT)  # type: ignore[arg-type]
+        except EntryError as exc:
+            engine.stats.hits -= 1  # counted by classify, but its value cannot be read
+            engine.gateway.bad_entry(key, exc)
+            return MISSING, None
+    return state, entry
+
+
+async def call_async(
+    binding: Binding,
+    func: Callable[..., Awaitable[Any]],
+    signature: inspect.Signature,
+    return_type: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call a cached async function."""
+    engine = binding.engine
+    if not engine.settings.enabled:
+        return await func(*args, **kwargs)
+    custom = None
+    if binding.policy.key_builder is not None:
+        custom = await keys.custom_key(binding.policy.key_builder, func, None, args, kwargs)
+    key = _key(binding, signature, args, kwargs, custom)
+    call = _Call(binding, key, func, args, kwargs, return_type)
+    gateway = engine.gateway
+    read = gateway.peek(key)
+    if read is NEEDS_IO:
+        read = await gateway.read(key)
+    state, found = _lookup(engine, call, read)
+    if state == FRESH:
+        return found
+    if state == DOWN:
+        engine.stats.bypasses += 1
+        return await engine.fill(binding, key, call, None, use_store=False)
+    if state == STALE:
+        try:
+            value, refresh = engine.serve_stale(key, found, call)
+        except EntryError as exc:
+            engine.gateway.bad_entry(key, exc)
+            return await engine.fill(binding, key, call, None, reread=True)
+        if refresh:
+            task = asyncio.create_task(engine.refresh(binding, key, call))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+        return value
+    stale = engine.usable_on_error(binding, found) if state == EXPIRED and found is not None else None
+    return await engine.fill(binding, key, call, stale, reread=True)
+
+
+def call_sync(
+    binding: Binding,
+    func: Callable[..., Any],
+    signature: inspect.Signature,
+    return_type: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call a cached sync function in the caller's thread; the store calls run on the portal
+    loop. Stale values are served only on error (no background refresh), and concurrent
+    callers are not single-flighted (each thread computes)."""
+    engine = binding.engine
+    if not engine.settings.enabled:
+        return func(*args, **kwargs)
+    custom = None
+    if binding.policy.key_builder is not None:
+        custom = run_sync(keys.custom_key(binding.policy.key_builder, func, None, args, kwargs))
+    key = _key(binding, signature, args, kwargs, custom)
+    call = _Call(binding, key, func, args, kwargs, return_type)
+    read = run_sync(engine.gateway.read(key))  # on the portal loop, as every store call here
+    state, found = _lookup(engine, call, read)
+    if state == FRESH:
+        return found
+    if state == DOWN:
+        engine.stats.bypasses += 1
+        return func(*args, **kwargs)
+    # A stale value is not served to a sync caller (no background refresh): it gets a fresh one.
+    stale = (
+        engine.usable_on_error(binding, found) if state in (STALE, EXPIRED) and found is not None else None
+    )
+    engine.stats.misses += 1
+    epoch, started = engine.epoch, time.perf_counter()
+    try:
+        value = func(*args, **kwargs)
+    except Exception as exc:
+        if stale is None:
+            raise
+        fallback = engine.stale_instead(binding, stale, call, exc)
+        if fallback is None:
+            raise
+        return fallback
+    entry = call.to_entry(value, time.perf_counter() - started)
+    if entry is None:
+        engine.stats.not_stored += 1
+    else:
+        run_sync(engine.store(key, entry, epoch))
+    return value
+
+
+def _encode(binding: Binding, key: str, value: Any, return_type: Any) -> bytes | None:
+    """The payload of ``value``, or None (warned once per function) if it would not come back exactly."""
+    serializer = binding.serializer
+    try:
+        payload = dumps_for(serializer, value, key)
+        if getattr(serializer, "exact", False):  # pickle rebuilds the object graph itself
+            return payload
+        if _same(value, loads_for(serializer, payload, key, return_type)):
+            return payload
+        reason = "it does not come back equal, with the same types"
+    except Exception as exc:  # any serialiser failure (a plugin's too) only skips the store
+        # The exception's own text may quote the value (a validation error does): name its type only.
+        reason = f"{type(exc).__qualname__} while encoding or decoding it"
+    if "value" not in binding.warned:
+        binding.warned.add("value")
+        log.warning(
+            "cacheframe: a value of %s is returned uncached: with serializer=%r %s "
+            "(secrets, excluded fields, types the return annotation does not rebuild). "
+            "Annotate the exact return type, or use @cache(serializer='pickle') with "
+            "CACHEFRAME_SECRET set. (Logged once per function; stats.not_stored counts them all.)",
+            binding.qualname,
+            serializer.name,
+            reason,
+        )
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` with the same types throughout (``1``, ``1.0`` and ``True`` differ here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):  # order too: a dict's order is visible to the caller
+        return len(a) == len(b) and all(
+            _same(ka, kb) and _same(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, set | frozenset):
+        return {(type(x), x) for x in a} == {(type(x), x) for x in b}
+    if dataclasses.is_dataclass(a):  # every field, compare=False and init=False ones too
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, BaseModel):  # == (private attributes too), then the fields' and extras' types
+        return bool(a == b) and all(
+            _same(getattr(a, name), getattr(b, name))
+            for name in (*type(a).model_fields, *(a.model_extra or ()))
+        )
+    if isinstance(a, float) and a != a:  # NaN
+        return bool(b != b)
+    return bool(a == b)

@@ -1,0 +1,402 @@
+"""The store gateway: the one door to a backend, guarded by the circuit breaker.
+
+Every call cacheframe makes to a store goes through here, and each concern is
+written once:
+
+- the breaker and fail-open: a failing call is counted, logged (rate-limited)
+  and answered with a default, or raised when ``fail_open`` is false;
+- reads: an in-process store (``SupportsGetNowait``) is read without a
+  coroutine (:meth:`StoreGateway.peek`); on a network store, concurrent reads of
+  one key in one loop share one store call (:meth:`StoreGateway.read`);
+- decoding, with a memo of decoded entries owned here and bounded in bytes;
+- writes, released together with the store lock where the backend can;
+- clears of one path after an unsafe request, batched per namespace.
+
+It knows entries (the envelope) and backends, and nothing of views, functions
+or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from . import envelope
+from ._memo import BytesMemo
+from .breaker import CircuitBreaker
+from .exceptions import BackendError, CacheframeError, EntryError
+from .settings import CacheSettings
+from .stats import CacheStats
+from .types import Backend, SupportsGetNowait, SupportsLock, SupportsLockRoundTrips
+
+__all__ = ["NEEDS_IO", "STORE_DOWN", "STORE_ERRORS", "Entry", "Read", "StoreGateway"]
+
+log = logging.getLogger("cacheframe")
+T = TypeVar("T")
+
+Entry = envelope.ResponseEntry | envelope.ValueEntry
+
+# Errors a store call may raise that must never reach a view when failing open. Backends
+# wrap driver errors in BackendError; OSError/TimeoutError cover plugins that do not.
+STORE_ERRORS: tuple[type[BaseException], ...] = (CacheframeError, OSError, TimeoutError)
+
+
+class _Outcome(enum.Enum):
+    STORE_DOWN = "store down"  # the store failed, or the circuit is open
+    NEEDS_IO = "needs I/O"  # peek: the store is across the network; await read()
+
+
+STORE_DOWN = _Outcome.STORE_DOWN
+NEEDS_IO = _Outcome.NEEDS_IO
+Read = Entry | _Outcome | None  # an entry, None (absent or damaged), or STORE_DOWN
+
+_LOG_INTERVAL = 30.0  # seconds between two warnings of failing store calls
+_CLEAR_LOG_INTERVAL = 60.0  # seconds between two warnings of failing path clears
+# Decoded entries kept, in bytes of entry (counted twice: the stored bytes and the decoded
+# copy of the body), so that a hot entry is decoded once, whatever its size.
+DECODED_MAX_BYTES = 32 * 1024 * 1024
+DECODED_MAX_ITEM = 4 * 1024 * 1024
+_ENTRY_OVERHEAD = 256
+
+
+def _nowait_reader(backend: Backend) -> Callable[[str], bytes | None] | None:
+    """``backend.get_nowait``, unless a subclass overrides ``get`` below it (to instrument or
+    fail reads): then reads go through ``get``."""
+    if not isinstance(backend, SupportsGetNowait):
+        return None
+    mro = type(backend).__mro__
+    get_owner = next((c for c in mro if "get" in vars(c)), None)
+    nowait_owner = next((c for c in mro if "get_nowait" in vars(c)), None)
+    if get_owner is None or nowait_owner is None:  # provided dynamically (a proxy, a mock): not trusted
+        return None
+    return backend.get_nowait if issubclass(nowait_owner, get_owner) else None
+
+
+class StoreGateway:
+    """The guarded door to one backend (one per ``Cache``)."""
+
+    def __init__(self, backend: Backend, settings: CacheSettings, stats: CacheStats, name: str) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.stats = stats
+        self.name = name  # how logs and errors name the cache
+        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
+        self._get_nowait = _nowait_reader(backend)
+        self.in_process = self._get_nowait is not None  # reads never suspend; no other process writes
+        # The store lock of stampede protection, if the backend has one and it is enabled.
+        # (A runtime Protocol check costs ~10 µs: done once here, not per miss.)
+        self.lock: SupportsLock | None = (
+            backend if settings.stampede_lock and isinstance(backend, SupportsLock) else None
+        )
+        self.lock_round_trips: SupportsLockRoundTrips | None = (
+            backend if self.lock is not None and isinstance(backend, SupportsLockRoundTrips) else None
+        )
+        # Store reads in flight, per loop and key: concurrent lookups share one. The value is the
+        # list of waiting followers, created only when one turns up (most reads have none).
+        self._reading: dict[asyncio.AbstractEventLoop, dict[str, list[asyncio.Future[Read]] | None]] = {}
+        # Decoded entries by store key, with the stored bytes they came from.
+        self.decoded: BytesMemo[str, tuple[bytes, Entry]] = BytesMemo(DECODED_MAX_BYTES, DECODED_MAX_ITEM)
+        # Path clears of unsafe requests under way, per loop and namespace.
+        self._clearing: dict[tuple[asyncio.AbstractEventLoop, str], _Batches] = {}
+        self._last_logged = float("-inf")
+        self._last_clear_logged = float("-inf")
+
+    def __repr__(self) -> str:
+        return self.name
+
+    # -- the breaker ----------------------------------------------------------------------
+
+    def _allowed(self) -> bool:
+        if self.breaker.allow():
+            return True
+        self.stats.short_circuited += 1
+        if not self.settings.fail_open:
+            raise BackendError(f"{self.name}: circuit open after repeated store failures")
+        return False
+
+    def _failed(self, action: str, exc: BaseException) -> None:
+        self.breaker.failure()
+        self.stats.backend_errors += 1
+        now = time.monotonic()
+        if now - self._last_logged >= _LOG_INTERVAL:
+            self._last_logged = now
+            log.warning(
+                "cacheframe: %s failed on %s, serving uncached (%s: %s); "
+                "further failures are logged at most every %.0f s",
+                action,
+                self.name,
+                type(exc).__name__,
+                exc,
+                _LOG_INTERVAL,
+            )
+        if not self.settings.fail_open:
+            if isinstance(exc, CacheframeError):
+                raise exc
+            raise BackendError(f"{action} failed: {exc}") from exc
+
+    async def call(self, action: str, call: Awaitable[T], default: T) -> T:
+        """Await a store call under the breaker; on failure log, count and return ``default``."""
+        if not self._allowed():
+            if inspect.iscoroutine(call):
+                call.close()
+            return default
+        try:
+            result = await call
+        except STORE_ERRORS as exc:
+            self._failed(action, exc)
+            return default
+        self.breaker.success()
+        return result
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def peek(self, key: str) -> Read | _Outcome:
+        """The entry of an in-process store, read without a coroutine; ``NEEDS_IO`` when the
+        store is across the network (then ``await read(key)``)."""
+        get_nowait = self._get_nowait
+        if get_nowait is None:
+            return NEEDS_IO
+        breaker = self.breaker
+        healthy = breaker.opened_at is None  # closed: allow() and success() have nothing to do
+        if not healthy and not self._allowed():
+            return STORE_DOWN
+        try:
+            raw = get_nowait(key)
+        except STORE_ERRORS as exc:
+            self._failed("get", exc)
+            return STORE_DOWN
+        if breaker.failures or not healthy:
+            breaker.success()
+        return self.decode(key, raw)
+
+    async def read(self, key: str) -> Read:
+        """The entry under ``key``: ``None`` when absent or damaged, ``STORE_DOWN`` on failure.
+        Concurrent reads of one key in this loop share one store call."""
+        if self._get_nowait is not None:  # in-process: reads cannot overlap
+            return self.peek(key)  # never NEEDS_IO here
+        loop = asyncio.get_running_loop()
+        reading = self._reading.get(loop)
+        if reading is None:
+            for closed in [lp for lp in self._reading if lp.is_closed()]:
+                del self._reading[closed]
+            reading = self._reading[loop] = {}
+        if key in reading:  # follow the read in flight
+            waiters = reading[key]
+            if waiters is None:
+                waiters = reading[key] = []
+            future: asyncio.Future[Read] = loop.create_future()
+            waiters.append(future)
+            return await future
+        reading[key] = None
+        entry: Read = None
+        try:  # read_once's body, kept here: one coroutine less on every network hit
+            breaker = self.breaker
+            if breaker.opened_at is not None and not self._allowed():  # closed: always allowed
+                entry = STORE_DOWN
+                return entry
+            try:
+                raw = await self.backend.get(key)
+            except STORE_ERRORS as exc:
+                self._failed("get", exc)
+                entry = STORE_DOWN
+                return entry
+            if breaker.failures or breaker.opened_at is not None:
+                breaker.success()
+            entry = self.decode(key, raw)
+            return entry
+        finally:  # a failed or cancelled read hands its followers None: they go on as on a miss
+            for waiter in reading.pop(key, None) or ():
+                if not waiter.done():
+                    waiter.set_result(entry)
+
+    async def read_once(self, key: str) -> Read:
+        """``read``, without sharing the store call with concurrent readers."""
+        if self._get_nowait is not None:
+            return self.peek(key)  # never NEEDS_IO here
+        breaker = self.breaker
+        if breaker.opened_at is not None and not self._allowed():  # closed: always allowed
+            return STORE_DOWN
+        try:
+            raw = await self.backend.get(key)
+        except STORE_ERRORS as exc:
+            self._failed("get", exc)
+            return STORE_DOWN
+        if breaker.failures or breaker.opened_at is not None:
+            breaker.success()
+        return self.decode(key, raw)
+
+    def decode(self, key: str, raw: bytes | None) -> Entry | None:
+        """The entry in ``raw`` (``None`` when absent or damaged: counted, logged).
+
+        The entry last decoded for ``key`` is reused when the stored bytes are the same
+        (the same object from an in-process store, else equal bytes: a memory compare)."""
+        if raw is None:
+            return None
+        known = self.decoded.get(key)
+        if known is not None and (known[0] is raw or known[0] == raw):
+            return known[1]
+        try:
+            decoded = envelope.decode(raw)
+        except EntryError as exc:
+            self.bad_entry(key, exc)
+            return None
+        self.decoded.put(key, (raw, decoded), 2 * len(raw) + _ENTRY_OVERHEAD)
+        return decoded
+
+    def bad_entry(self, key: str, exc: Exception) -> None:
+        """Count and log an entry that could not be used (it will be overwritten)."""
+        self.stats.bad_entries += 1
+        log.warning("cacheframe: ignoring damaged entry %s: %s", key, exc)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def write(self, key: str, entry: Entry, unlock: tuple[str, str] | None = None) -> bool:
+        """Encode and store an entry for its ttl plus stale window; errors are logged.
+
+        ``unlock=(lock_key, token)`` releases the store lock in the same round trip
+        (a backend with ``SupportsLockRoundTrips``).
+        """
+        try:
+            data = envelope.encode(entry)
+        except EntryError as exc:  # too large for the envelope (a 70 kB header): served, not stored
+            self.stats.not_stored += 1
+            log.info("cacheframe: not storing %s: %s", key, exc)
+            return False
+        if not self._allowed():  # after encoding: a half-open breaker's probe is not spent on it
+            return False
+        try:
+            if unlock is not None and self.lock_round_trips is not None:
+                await self.lock_round_trips.set_and_release_lock(key, data, entry.ttl + entry.stale, *unlock)
+            else:
+                await self.backend.set(key, data, entry.ttl + entry.stale)
+        except STORE_ERRORS as exc:
+            self._failed("set", exc)
+            return False
+        self.breaker.success()
+        self.stats.stores += 1
+        return True
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; whether something was removed (always tried, even when open)."""
+        try:
+            return await self.backend.delete(key)
+        except STORE_ERRORS as exc:
+            self._failed("delete", exc)
+            return False
+
+    async def clear(self, namespace: str) -> None:
+        """Remove every key under ``namespace`` (always tried, even when open)."""
+        try:
+            await self.backend.clear(namespace)
+        except STORE_ERRORS as exc:
+            self._failed("clear", exc)
+
+    # -- the store lock -------------------------------------------------------------------
+
+    async def acquire_lock(self, lock_key: str, token: str, reread: str | None) -> tuple[bool, Read]:
+        """Take the store lock ``lock_key``, failing open (a lock that cannot be taken counts
+        as held); ``(held, entry)``, the entry under ``reread`` read with it (else None)."""
+        lock = self.lock
+        assert lock is not None
+        lease = self.settings.lock_lease
+        if reread is not None and self.lock_round_trips is not None:
+            call = self.lock_round_trips.acquire_lock_and_get(lock_key, token, lease, reread)
+            held, raw = await self.call("lock", call, (True, None))
+            return held, self.decode(reread, raw)
+        held = await self.call("lock", lock.acquire_lock(lock_key, token, lease), True)
+        entry = await self.read_once(reread) if held and reread is not None else None
+        return held, entry
+
+    async def release_lock(self, lock_key: str, token: str) -> None:
+        """Release the store lock (never raises when failing open)."""
+        if self.lock is not None:
+            await self.call("unlock", self.lock.release_lock(lock_key, token), False)
+
+    # -- clears of one path (RFC 9111 §4.4) -------------------------------------------------
+
+    async def clear_path(self, namespace: str, segment: str) -> None:
+        """Clear ``namespace + segment``, sharing work across paths: every request joins the
+        next clear of its namespace (which starts after it joined, so it covers its write), and
+        one clear at a time runs per namespace and loop. A next clear covering several paths
+        clears the whole namespace (more than asked, never less). On Redis a clear is a SCAN of
+        the keyspace, so a flood of unsafe requests to many paths costs one running clear, not
+        one per request."""
+        loop = asyncio.get_running_loop()
+        slot = (loop, namespace)
+        batches = self._clearing.get(slot)
+        if batches is None:
+            batches = self._clearing[slot] = _Batches()
+        if batches.next is None:
+            batches.next = loop.create_future()
+        batches.segments.add(segment)
+        mine = batches.next
+        if batches.task is None:
+            batches.task = loop.create_task(self._drive(slot, namespace, batches))
+        if await asyncio.shield(mine):
+            return
+        # That clear failed or was cancelled: clear this path alone (raising what the store raises).
+        await self._sweep(namespace + segment)
+
+    async def _drive(
+        self, slot: tuple[asyncio.AbstractEventLoop, str], namespace: str, batches: _Batches
+    ) -> None:
+        """Run the namespace's queued clears one after another until none is queued."""
+        try:
+            while batches.next is not None:
+                future, segments = batches.next, batches.segments
+                batches.next, batches.segments = None, set()
+                prefix = namespace + next(iter(segments)) if len(segments) == 1 else namespace
+                done = False
+                try:
+                    await self._sweep(prefix)
+                    done = True
+                except Exception as exc:  # its waiters clear their own paths, and see the error
+                    log.debug("cacheframe: shared clear of %s failed: %s", prefix, exc)
+                finally:
+                    future.set_result(done)
+        finally:
+            self._clearing.pop(slot, None)
+            if batches.next is not None:  # cancelled with a clear queued: its waiters clear themselves
+                batches.next.set_result(False)
+
+    async def _sweep(self, prefix: str) -> None:
+        """One store clear, outside the circuit breaker's count: on Redis a clear SCANs the whole
+        keyspace, so its failing (timing out on a large store) says nothing of the store's health,
+        and a flood of unsafe requests must not open the circuit and turn every read into a
+        bypass. While the circuit is open (reads found the store down) the clear is skipped."""
+        if self.breaker.opened_at is not None:
+            self.stats.short_circuited += 1
+            if not self.settings.fail_open:
+                raise BackendError(f"{self.name}: circuit open after repeated store failures")
+            return
+        try:
+            await self.backend.clear(prefix)
+        except STORE_ERRORS as exc:
+            self.stats.backend_errors += 1
+            now = time.monotonic()
+            if now - self._last_clear_logged >= _CLEAR_LOG_INTERVAL:
+                self._last_clear_logged = now
+                log.warning(
+                    "cacheframe: clearing %s failed (%s: %s); further failures not logged for %.0f s",
+                    prefix,
+                    type(exc).__name__,
+                    exc,
+                    _CLEAR_LOG_INTERVAL,
+                )
+
+
+class _Batches:
+    """The clears of one namespace in one loop: the one running, and the next one (not
+    started yet) with the path segments it will cover."""
+
+    __slots__ = ("next", "segments", "task")
+
+    def __init__(self) -> None:
+        self.next: asyncio.Future[bool] | None = None
+        self.segments: set[str] = set()
+        self.task: asyncio.Task[None] | None = None

@@ -1,0 +1,484 @@
+"""The view path of ``@cache``: key a request, replay a stored response, or fill a miss.
+
+A hit replays the stored rendered response (status, headers, body) without
+calling the view, validating a response model or encoding JSON. A miss renders
+exactly what FastAPI would send, stores it when the HTTP rules allow, and
+answers with the same headers a hit would carry.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.exceptions import ResponseValidationError
+from starlette.background import BackgroundTask, BackgroundTasks
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from . import _peruser, http, keys, unsafe
+from ._authority import request_authority
+from ._engine import BYPASS, DOWN, EXPIRED, FRESH, HIT, MISS, STALE, Binding
+from ._gateway import NEEDS_IO, Entry
+from ._render import render
+from ._replies import CHECKED, hit_headers, reply
+from .envelope import ResponseEntry
+from .exceptions import BackendError, EntryError
+from .policy import Policy
+from .routes import RouteInfo, effective_route, route_info
+
+__all__ = ["ReplayResponse", "serve"]
+
+log = logging.getLogger("cacheframe")
+CallView = Callable[[], Awaitable[Any]]
+
+
+class ReplayResponse(Response):
+    """A response rebuilt from stored parts, skipping ``Response.__init__``'s work."""
+
+    def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.body = body
+        self.background = None
+
+
+def _dep_headers(sub: Response | None) -> list[tuple[bytes, bytes]]:
+    """Headers dependencies set on the shared ``Response`` (lower-cased names)."""
+    if sub is None or not sub.raw_headers:
+        return []
+    return [(n.lower(), v) for n, v in sub.raw_headers]
+
+
+async def serve(
+    binding: Binding,
+    func: Callable[..., Any],
+    request: Request,
+    sub: Response | None,
+    call_view: CallView | None,
+    is_coroutine: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Answer one request to a decorated view (``call_view`` None: ``func(*args, **kwargs)``,
+    in a worker thread unless ``is_coroutine``, called only when the view must run).
+
+    The error boundary: the view's own exceptions propagate unchanged (HTTPException
+    with its X-Cache label); any other failure is cacheframe's, so it is logged and the
+    request answered uncached (BYPASS), running the view only if it has not run yet.
+    """
+    # The view's call is made only when the view must run (a hit never needs one); the
+    # boundary below looks at it to tell the view's own exceptions from cacheframe's.
+    view: _ViewCall | None = None
+    try:
+        engine = binding.engine
+        settings = engine.settings
+        policy = binding.policy
+        scope = request.scope
+        route = effective_route(scope)
+        info = route_info(route)
+        host, authorization, cache_control, pragma, if_none_match = http.scan_request_headers(
+            scope["headers"]
+        )
+        if (
+            not settings.enabled
+            or scope["method"] not in ("GET", "HEAD")
+            or host is None  # several Host headers: whose page would this be?
+            or info.uncacheable is not None
+            or (not policy.keys_auth and (info.has_security or authorization))
+            or (policy.keys_auth and info.opaque_security)
+        ):
+            if policy.keys_auth and info.opaque_security:
+                log.debug("cacheframe: not caching %s: %s", scope["path"], info.opaque_security)
+            value = await _bypass(
+                binding, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+            )
+            if scope["method"] in unsafe.METHODS and unsafe.succeeded(value, route, sub):
+                await unsafe.invalidate(scope)  # RFC 9111 §4.4, before the answer leaves
+            return value
+        host = request_authority(host, scope)
+        directives = http.NO_DIRECTIVES
+        if settings.honor_request_cache_control and (cache_control or pragma):
+            directives = http.request_directives(cache_control, pragma)
+            if directives.no_store:
+                return await _bypass(
+                    binding, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+                )
+
+        if policy.key_builder is None and not (policy.vary or policy.private or info.keyed_by_request):
+            key = keys.url_key(binding.url_keys, binding.namespace, scope, host)
+        else:
+            custom = None
+            if policy.key_builder is not None:
+                custom = await keys.custom_key(policy.key_builder, func, request, args, kwargs)
+            # A secured route gets here only when the key holds Authorization: key every credential.
+            private = policy.private or info.has_security
+            keyed_headers = policy.vary or info.header_names or private
+            key = keys.view_key(
+                binding.namespace,
+                scope,
+                host,
+                headers=request.headers if keyed_headers else None,
+                cookies=request.cookies if info.cookie_names else {},
+                vary=policy.vary_lower,
+                header_params=info.header_names,
+                cookie_params=info.cookie_names,
+                private=private,
+                custom=custom,
+                credential_headers=info.credential_headers,
+                credential_query=info.credential_query,
+            )
+        if getattr(scope.get("endpoint"), "__wrapped__", func) is not func:
+            # A decorator stacked above @cache may have changed the arguments FastAPI solved from
+            # the request (injected a user, say): key the arguments the view receives as well.
+            arguments = _stacked_arguments(args, kwargs)
+            if arguments is None:
+                log.debug(
+                    "cacheframe: not caching %s: a stacked decorator passes unkeyable arguments",
+                    scope["path"],
+                )
+                return await _bypass(
+                    binding, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+                )
+            key += "~" + arguments
+        state = EXPIRED  # request no-cache: look no further, fill (and store) anew
+        entry: Any = None
+        if not directives.no_cache:
+            checked = scope.get(CHECKED)
+            if checked is not None and checked[0] == key:
+                entry = checked[1]
+            else:
+                gateway = engine.gateway
+                entry = gateway.peek(key)
+                if entry is NEEDS_IO:
+                    entry = await gateway.read(key)
+            state = engine.classify(binding, key, entry, ResponseEntry, directives.max_age)
+            if state == FRESH:  # the hot path: no per-request state beyond the reply
+                age = int(entry.age())
+                if (
+                    if_none_match is None
+                    and scope["method"] == "GET"
+                    and (sub is None or not sub.raw_headers)
+                ):
+                    return ReplayResponse(entry.status, hit_headers(binding, key, entry, age), entry.body)
+                head = scope["method"] == "HEAD"
+                return ReplayResponse(
+                    *reply(binding, entry, HIT, age, if_none_match, head, _dep_headers(sub))
+                )
+        view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
+        fill = _ViewFill(binding, request, sub, view, route, info, is_coroutine, kwargs, if_none_match)
+        if state == DOWN:  # fail open: compute (once per key here), never write
+            engine.stats.bypasses += 1
+            return await engine.fill(binding, key, fill, None, use_store=False)
+        if state == STALE:
+            response, refresh = engine.serve_stale(key, entry, fill)
+            if refresh:  # after the reply is sent
+                response.background = BackgroundTask(engine.refresh, binding, key, fill)
+            return response
+        stale = None
+        reread = not directives.no_cache  # a plain miss re-checks the store once it leads
+        if state == EXPIRED and entry is not None:
+            if entry.age() < entry.ttl:  # fresh but picked for early refresh (XFetch)
+                reread = False
+            stale = engine.usable_on_error(binding, entry)
+        return await engine.fill(binding, key, fill, stale, reread=reread)
+    except Exception as exc:
+        if view is not None and view.state is not _RETURNED and view.state is not _NOT_RUN:
+            raise  # the view's own exception (or its labelled copy): the app's, not ours
+        if isinstance(exc, ResponseValidationError):
+            raise  # FastAPI's check of what the view returned: it raises the same uncached
+        if isinstance(exc, BackendError) and not binding.engine.settings.fail_open:
+            raise  # store errors were asked for (fail_open=False)
+        log.error("cacheframe: internal error serving %s; answering uncached", request.url.path, exc_info=exc)
+        if view is None or view.state is _NOT_RUN:
+            if view is None:
+                view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
+            return await _bypass(binding, view, sub)
+        binding.engine.stats.bypasses += 1
+        value = view.value  # the view ran once already: FastAPI renders its value, uncached
+        header = binding.engine.settings.cache_status_header
+        if isinstance(value, Response):
+            value.headers[header] = "BYPASS"
+        elif sub is not None:
+            sub.headers[header] = "BYPASS"
+        return value
+
+
+_NOT_RUN, _RUNNING, _RETURNED = "not run", "running", "returned"
+
+
+class _ViewCall:
+    """The view's call for one request, remembering whether it ran and what it returned, so
+    the error boundary never runs it twice and never mistakes its exceptions for ours.
+    Without ``call_view``, a ``def`` view (not ``is_coroutine``) runs in a worker thread."""
+
+    __slots__ = ("args", "call_view", "func", "is_coroutine", "kwargs", "state", "value")
+
+    def __init__(
+        self,
+        call_view: CallView | None,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_coroutine: bool,
+    ) -> None:
+        self.call_view, self.func, self.args, self.kwargs = call_view, func, args, kwargs
+        self.is_coroutine = is_coroutine
+        self.state = _NOT_RUN
+        self.value: Any = None
+
+    async def __call__(self) -> Any:
+        self.state = _RUNNING  # stays so if the view raises
+        call = self.call_view
+        if call is not None:
+            value = await call()
+        elif self.is_coroutine:
+            value = await self.func(*self.args, **self.kwargs)
+        else:  # only the view's own computation takes a worker thread
+            value = await run_in_threadpool(self.func, *self.args, **self.kwargs)
+        self.state, self.value = _RETURNED, value
+        return value
+
+
+# Arguments FastAPI passes that are the request itself (or made for it): keyed by the URL already.
+_CONNECTION_TYPES = (HTTPConnection, Response, BackgroundTasks)
+
+
+def _stacked_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """A digest of the arguments a view reached through stacked decorators receives (the
+    request, responses and background tasks left out), or None when one cannot be keyed."""
+    try:
+        plain = [a for a in args if not isinstance(a, _CONNECTION_TYPES)]
+        named = {k: v for k, v in kwargs.items() if not isinstance(v, _CONNECTION_TYPES)}
+        return keys.digest(keys.canonical((plain, named)))
+    except Exception:  # KeyBuildError, or an object whose attributes raise
+        return None
+
+
+class _ViewFill:
+    """The engine's producer for one request to a view: run the view and render it as
+    FastAPI would, turn the response into an entry when the HTTP rules allow, and
+    answer with a stored entry's reply."""
+
+    __slots__ = (
+        "binding",
+        "call_view",
+        "dep_headers",
+        "if_none_match",
+        "info",
+        "is_coroutine",
+        "kwargs",
+        "request",
+        "route",
+        "sub",
+    )
+
+    def __init__(
+        self,
+        binding: Binding,
+        request: Request,
+        sub: Response | None,
+        call_view: _ViewCall,
+        route: Any,
+        info: RouteInfo,
+        is_coroutine: bool,
+        kwargs: dict[str, Any],
+        if_none_match: str | None,
+    ) -> None:
+        self.binding, self.request, self.sub = binding, request, sub
+        self.call_view, self.route, self.info = call_view, route, info
+        self.is_coroutine, self.kwargs = is_coroutine, kwargs
+        self.if_none_match = if_none_match
+        # Headers dependencies set on the shared Response before the view ran: per request,
+        # never stored, added to every reply (hit or miss) of this request.
+        self.dep_headers = _dep_headers(sub)
+
+    async def compute(self, label: bytes) -> tuple[Response, set[str]]:
+        """Run the view (watching the per-user state it reads) and render its value."""
+        try:
+            with _peruser.watch(self.request) as reads:
+                value = await self.call_view()
+        except Exception as exc:
+            header = self.binding.engine.settings.cache_status_header
+            labelled = _labelled(exc, header, label.decode())
+            if labelled is exc:
+                raise
+            raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
+        return await render(value, self.route, self.sub, self.is_coroutine), reads
+
+    def failed(self, result: tuple[Response, set[str]]) -> bool:
+        return result[0].status_code >= 500
+
+    def stale_on_error(self, exc: Exception) -> bool:
+        # The view's own failure (not rendering's), but not a client error it chose to raise.
+        return self.call_view.state is _RUNNING and not (
+            isinstance(exc, HTTPException) and exc.status_code < 500
+        )
+
+    def answer(self, entry: Entry, label: bytes) -> Response:
+        if type(entry) is not ResponseEntry:
+            raise EntryError("a value entry where a response was expected")
+        age = None if label in (MISS, BYPASS) else int(entry.age())
+        head = self.request.method == "HEAD"
+        return ReplayResponse(
+            *reply(self.binding, entry, label, age, self.if_none_match, head, self.dep_headers)
+        )
+
+    def answer_result(self, result: tuple[Response, set[str]], entry: Entry | None, label: bytes) -> Response:
+        if entry is not None:
+            return self.answer(entry, label)
+        response = result[0]
+        response.headers[self.binding.engine.settings.cache_status_header] = label.decode()
+        return response
+
+    def to_entry(self, result: tuple[Response, set[str]], cost: float) -> ResponseEntry | None:
+        """The entry of a rendered response, or None (logged) when it may not be stored."""
+        response, reads = result
+        all_headers = [(n.lower(), v) for n, v in response.raw_headers]
+        own_headers = _without(all_headers, self.dep_headers)
+        # Storability looks at every header, dependencies' included (their no-store or cookie
+        # counts); the entry keeps only the view's own.
+        reason = _unstorable(self, response, all_headers, reads)
+        if reason is not None:
+            log.debug("cacheframe: not storing %s: %s", self.request.url.path, reason)
+            return None
+        body = bytes(response.body)
+        stored_headers = [h for h in http.replayable_headers(own_headers) if h[0] != b"vary"]
+        info = self.info
+        policy = self.binding.policy
+        vary = http.merge_vary(
+            http.header_values(own_headers, b"vary"),
+            policy.vary,
+            info.header_names,
+            ("Cookie",) if info.cookie_names else (),
+        )
+        if vary:
+            stored_headers.append((b"vary", vary.encode("latin-1")))
+        now = time.time()
+        ttl, window = self.binding.ttl, policy.stale_window
+        own = http.response_freshness(all_headers, now)
+        if own is not http.NO_FRESHNESS:  # the view's own Cache-Control/Expires bound the entry
+            ttl, window = _own_lifetime(policy, stored_headers, own, ttl, window)
+        return ResponseEntry(
+            response.status_code, stored_headers, body, http.etag_for(body), now, ttl, window, cost
+        )
+
+
+def _cache_control(policy: Policy, ttl: float, *, revalidate: bool = False) -> str:
+    """Our ``Cache-Control`` for an entry living ``ttl`` seconds (memoised in ``http``);
+    no stale extensions for a view that said ``must-revalidate``."""
+    return http.cache_control(
+        ttl,
+        private=policy.keys_auth,
+        stale_while_revalidate=0 if revalidate else policy.stale_while_revalidate,
+        stale_if_error=0 if revalidate else policy.stale_if_error,
+    )
+
+
+def _own_lifetime(
+    policy: Policy,
+    stored_headers: list[tuple[bytes, bytes]],
+    own: http.ResponseFreshness,
+    ttl: float,
+    stale: float,
+) -> tuple[float, float]:
+    """The entry's ttl and stale window under the view's own freshness (RFC 9111 §4.2.1).
+
+    Its ``s-maxage`` (else ``max-age``, else ``Expires``) lowers the ttl; ``must-revalidate``
+    forbids stale serving. The ``Cache-Control`` its replies send is fixed here and stored
+    first among the entry's headers (``_replies.reply_headers`` then adds none): the view's directives,
+    with ``max-age`` never above the view's own."""
+    if own.lifetime is not None:
+        ttl = min(ttl, own.lifetime)
+    if own.revalidate:
+        stale = 0.0
+    if own.cache_control is not None:
+        ours = _cache_control(policy, ttl, revalidate=own.revalidate)
+        advertised = http.advertised_cache_control(ours, own, ttl)
+        stored_headers.insert(0, (b"cache-control", advertised.encode("latin-1")))
+    return ttl, stale
+
+
+def _without(
+    headers: list[tuple[bytes, bytes]], remove: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` minus one occurrence of each pair in ``remove``."""
+    if not remove:
+        return headers
+    pending = list(remove)
+    kept = []
+    for header in headers:
+        if header in pending:
+            pending.remove(header)
+        else:
+            kept.append(header)
+    return kept
+
+
+def _labelled(exc: Exception, header: str, label: str) -> Exception:
+    """A copy of an ``HTTPException`` carrying the cache status (the original stays untouched)."""
+    if not isinstance(exc, HTTPException):
+        return exc
+    labelled = copy.copy(exc)
+    labelled.headers = {**(exc.headers or {}), header: label}
+    return labelled
+
+
+def _unstorable(
+    req: _ViewFill, response: Response, own_headers: list[tuple[bytes, bytes]], reads: set[str]
+) -> str | None:
+    if isinstance(response, StreamingResponse | FileResponse) or not hasattr(response, "body"):
+        return "streaming or file response"
+    if response.background is not None or any(
+        isinstance(v, BackgroundTasks) and v.tasks for v in req.kwargs.values()
+    ):
+        return "background tasks"
+    if req.sub is not None and req.sub.raw_headers:
+        # What dependencies and the view set on the injected Response counts even when the view
+        # returns its own Response (FastAPI then drops those headers, a Set-Cookie included).
+        # (A rendered value already carries them: add only what is missing, never twice.)
+        own_headers = own_headers + [
+            h for h in ((n.lower(), v) for n, v in req.sub.raw_headers) if h not in own_headers
+        ]
+    reason = http.unstorable_reason(response.status_code, own_headers)
+    if reason is not None:
+        return reason
+    if "method" in reads and req.request.method == "HEAD":  # HEAD shares GET's key
+        return "the view read request.method on a HEAD request (it may answer HEAD apart from GET)"
+    info = req.info
+    private = req.binding.policy.private or info.has_security
+    cookie_keyed = private or "cookie" in req.binding.policy.vary_lower
+    keyed = set(req.binding.policy.vary_lower) | set(info.header_names)
+    if private:
+        keyed |= {"authorization", "cookie", *info.credential_headers}
+    scope = req.request.scope
+    reason = _peruser.unkeyed_reason(scope, reads, info.reads_connection, cookie_keyed, keyed)
+    if reason is not None:
+        return reason
+    unkeyed = [v for v in http.header_values(own_headers, b"vary") if v.lower() not in keyed]
+    if unkeyed:
+        return f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"
+    return None
+
+
+async def _bypass(binding: Binding, call_view: CallView, sub: Response | None) -> Any:
+    engine = binding.engine
+    engine.stats.bypasses += 1
+    header = engine.settings.cache_status_header
+    try:
+        value = await call_view()
+    except Exception as exc:
+        labelled = _labelled(exc, header, "BYPASS")
+        if labelled is exc:
+            raise
+        raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
+    if isinstance(value, Response):
+        value.headers[header] = "BYPASS"
+    elif sub is not None:
+        sub.headers[header] = "BYPASS"
+    return value
