@@ -57,16 +57,19 @@ for _backend in BACKEND_SELECTIONS:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and format check."""
-    session.install("ruff")
+    """ruff check and format check; import-linter's layers contract (pyproject.toml)."""
+    session.install("ruff", "import-linter", ".")
     session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests")
+    session.run("lint-imports")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
+    """mypy --strict on the package, and on tests/typing/ (the API as a user's code types it)."""
     session.install(".[redis,memcached,test]", "mypy", "types-cachetools")
     session.run("mypy")
+    session.run("mypy", "tests/typing")
 
 
 @nox.session
