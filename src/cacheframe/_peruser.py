@@ -39,7 +39,7 @@ __all__ = ["unkeyed_reason", "watch"]
 
 _READS = "_cacheframe_reads"  # the instance attribute the recording properties fill
 _WATCHED = ("cookies", "session", "user", "auth", "client", "state", "method")
-_METHOD = frozenset({"method"})  # matters on HEAD only (views.py): it shares GET's key
+_METHOD = frozenset({"method"})  # matters on HEAD only (_views.py): it shares GET's key
 _HEADER = "header:"  # reads entries "header:<lower-case name>"; "header:*" for the whole collection
 # Headers whose presence does not single out a user: browsers, proxies and tracers send them.
 # A dependency receiving the Request while the request carries any other header may be

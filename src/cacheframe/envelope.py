@@ -22,8 +22,7 @@ import math
 import random
 import struct
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .exceptions import EntryError
 
@@ -50,8 +49,6 @@ class ResponseEntry:
     ttl: float
     stale: float = 0.0
     delta: float = 0.0
-    # The last hit's full header list, for the views to reuse within the same second.
-    replay_memo: Any = field(default=None, compare=False, repr=False)
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the entry was stored (never negative)."""
