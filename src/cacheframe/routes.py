@@ -56,7 +56,6 @@ class RouteInfo:
     cookie_names: tuple[str, ...] = ()
     has_security: bool = False
     has_dependencies: bool = False
-    methods: frozenset[str] = frozenset()
     # Where the security schemes' credentials travel (keyed when the decorator keys per user;
     # cookies travel in the Cookie header, which is keyed then anyway).
     credential_headers: tuple[str, ...] = ()
@@ -248,7 +247,6 @@ def _analyse(route: Any) -> RouteInfo:
         cookie_names=tuple(sorted(set(cookies))),
         has_security=security,
         has_dependencies=len(subs) > 1,
-        methods=frozenset(route.methods or ()),
         credential_headers=tuple(sorted(found["header"])),
         credential_query=tuple(sorted(found["query"])),
         credential_cookies=tuple(sorted(found["cookie"])),
