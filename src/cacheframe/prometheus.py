@@ -1,0 +1,106 @@
+"""Prometheus metrics: a collector that reads a cache's counters when Prometheus scrapes.
+
+``pip install 'cacheframe[prometheus]'``, then::
+
+    from cacheframe import prometheus
+    prometheus.register()                    # the default cache, into prometheus_client's REGISTRY
+    prometheus.register(billing, name="billing", registry=my_registry)
+
+Nothing is counted twice and nothing runs per request: the collector turns
+:class:`~cacheframe.stats.CacheStats` into metric families at scrape time.
+
+Several worker processes: each process counts its own requests. prometheus_client's
+multiprocess mode does not run custom collectors, so scrape each worker (one registry
+and one port per worker, with a ``worker`` label in the scrape config), or sum the
+workers' series in your queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .default import get_cache
+from .exceptions import MissingDriverError
+
+try:
+    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise MissingDriverError(
+        "cacheframe.prometheus needs prometheus_client: pip install 'cacheframe[prometheus]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from .cache import Cache
+
+__all__ = ["CacheCollector", "register"]
+
+_LABELS = ["cache", "namespace", "outcome", "reason"]
+
+
+class CacheCollector(Collector):
+    """Yields a cache's counters as metric families (``cache`` labels which cache it is)."""
+
+    def __init__(self, cache: Cache | None = None, name: str = "default") -> None:
+        self._cache = cache  # None: the process default, looked up at each scrape
+        self.name = name
+
+    def _current(self) -> Cache:
+        return self._cache if self._cache is not None else get_cache()
+
+    def describe(self) -> Iterator[Metric]:
+        """The families this collector yields (without samples): no scrape at registration."""
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        """The cache's counters, read now."""
+        yield from self._families(self._current())
+
+    def _families(self, cache: Cache | None = None) -> Iterator[Metric]:
+        stats: Any = None if cache is None else cache.stats
+        name = self.name
+        requests = CounterMetricFamily(
+            "cacheframe_requests",
+            "Requests and calls answered by a cache, by namespace, outcome and reason.",
+            labels=_LABELS,
+        )
+        if stats is not None:
+            for (namespace, outcome, reason), count in sorted(stats.requests.items()):
+                requests.add_metric([name, namespace, outcome, reason], count)
+        yield requests
+        for metric, attribute, text in _COUNTERS:
+            family = CounterMetricFamily(metric, text, labels=["cache"])
+            if stats is not None:
+                family.add_metric([name], getattr(stats, attribute))
+            yield family
+        breaker = GaugeMetricFamily(
+            "cacheframe_breaker_open", "1 while the circuit breaker keeps the store out.", labels=["cache"]
+        )
+        if stats is not None:
+            breaker.add_metric([name], stats.breaker_open)
+        yield breaker
+
+
+# (metric name without _total, CacheStats attribute, help text)
+_COUNTERS = (
+    ("cacheframe_stores", "stores", "Entries written to the store."),
+    ("cacheframe_store_errors", "store_errors", "Store calls that failed (timeouts included)."),
+    ("cacheframe_store_timeouts", "store_timeouts", "Store calls that ran out of time."),
+    ("cacheframe_short_circuited", "short_circuited", "Store calls the open circuit breaker skipped."),
+    ("cacheframe_breaker_trips", "breaker_trips", "Times the circuit breaker opened."),
+    ("cacheframe_bad_entries", "bad_entries", "Stored entries that could not be used (damaged, foreign)."),
+    ("cacheframe_invalidations", "invalidations", "Invalidations (deletes, clears, unsafe-request clears)."),
+)
+
+
+def register(
+    cache: Cache | None = None, *, name: str = "default", registry: CollectorRegistry | None = None
+) -> CacheCollector:
+    """Register a collector for ``cache`` (default: the process default cache, looked up at
+    each scrape, so ``configure()`` later is followed) in ``registry`` (default: REGISTRY)."""
+    collector = CacheCollector(cache, name)
+    (registry if registry is not None else REGISTRY).register(collector)
+    return collector
