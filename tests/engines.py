@@ -3,6 +3,7 @@ the tests of the layers below the façade (test_engine, test_gateway, test_memo)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -60,3 +61,9 @@ def value_entry(
 def response_entry(body: bytes = b"body", *, etag: bytes = b'"e1"', age: float = 0.0) -> ResponseEntry:
     """A 200 text response entry stored ``age`` seconds ago, fresh for 60 s."""
     return ResponseEntry(200, [(b"content-type", b"text/plain")], body, etag, time.time() - age, 60.0)
+
+
+async def settle() -> None:
+    """Let every task started so far run up to where it waits."""
+    for _ in range(5):
+        await asyncio.sleep(0)

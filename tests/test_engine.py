@@ -35,7 +35,7 @@ from cacheframe._gateway import STORE_DOWN, Entry
 from cacheframe.backends.memory import MemoryBackend
 from cacheframe.envelope import ValueEntry
 from cacheframe.exceptions import EntryError
-from engines import new_binding, new_engine, response_entry, value_entry
+from engines import new_binding, new_engine, response_entry, settle, value_entry
 
 KEY = "cf:mod.f:k"
 LOCK = KEY + LOCK_SUFFIX
@@ -149,10 +149,18 @@ class RoundTripLockingMemory(LockingMemory):
 LOCKING = [LockingMemory, RoundTripLockingMemory]
 
 
-async def _settle() -> None:
-    """Let every task started so far run up to where it waits."""
-    for _ in range(5):
-        await asyncio.sleep(0)
+async def _fill_together(engine: Engine, fake: Fake, count: int, *, use_store: bool = True) -> list[Any]:
+    """``count`` concurrent fills of ``KEY``, all started before the first computation (held by
+    ``fake.hold``) may finish; their answers, or what they raised."""
+    binding = new_binding(engine)
+    fills = [
+        asyncio.create_task(engine.fill(binding, KEY, fake, None, use_store=use_store)) for _ in range(count)
+    ]
+    await fake.running.wait()
+    await settle()
+    assert fake.hold is not None
+    fake.hold.set()
+    return await asyncio.gather(*fills, return_exceptions=True)
 
 
 def _stored(store: MemoryBackend, key: str = KEY) -> Any:
@@ -235,14 +243,8 @@ async def test_a_filled_entry_reads_back_fresh() -> None:
 async def test_concurrent_fills_of_one_key_compute_once() -> None:
     """Ten concurrent misses of one key run one computation; the others answer its entry as a HIT."""
     engine = new_engine(MemoryBackend())
-    binding = new_binding(engine)
-    hold = asyncio.Event()
-    fake = Fake(engine, 7, hold=hold)
-    fills = [asyncio.create_task(engine.fill(binding, KEY, fake, None)) for _ in range(10)]
-    await fake.running.wait()
-    await _settle()
-    hold.set()
-    answers = await asyncio.gather(*fills)
+    fake = Fake(engine, 7, hold=asyncio.Event())
+    answers = await _fill_together(engine, fake, 10)
     assert fake.calls == 1 and {a.value for a in answers} == {7}
     assert collections.Counter(a.label for a in answers) == {MISS: 1, HIT: 9}
     stats = engine.stats
@@ -253,14 +255,8 @@ async def test_followers_of_a_failed_leader_compute_themselves() -> None:
     """When the leading computation raises, it raises for its caller alone; each follower
     computes for itself."""
     engine = new_engine(MemoryBackend())
-    binding = new_binding(engine)
-    hold = asyncio.Event()
-    fake = Fake(engine, 7, outcomes=[RuntimeError("boom")], hold=hold)
-    fills = [asyncio.create_task(engine.fill(binding, KEY, fake, None)) for _ in range(4)]
-    await fake.running.wait()
-    await _settle()
-    hold.set()
-    leader, *followers = await asyncio.gather(*fills, return_exceptions=True)
+    fake = Fake(engine, 7, outcomes=[RuntimeError("boom")], hold=asyncio.Event())
+    leader, *followers = await _fill_together(engine, fake, 4)
     assert isinstance(leader, RuntimeError)
     assert all(isinstance(a, Answer) and (a.label, a.value) == (MISS, 7) for a in followers)
     assert fake.calls == 4
@@ -269,28 +265,16 @@ async def test_followers_of_a_failed_leader_compute_themselves() -> None:
 async def test_followers_of_an_unstorable_result_compute_themselves() -> None:
     """A leader whose result makes no entry has nothing to share: followers compute."""
     engine = new_engine(MemoryBackend())
-    binding = new_binding(engine)
-    hold = asyncio.Event()
-    fake = Fake(engine, 7, hold=hold, storable=False)
-    fills = [asyncio.create_task(engine.fill(binding, KEY, fake, None)) for _ in range(3)]
-    await fake.running.wait()
-    await _settle()
-    hold.set()
-    answers = await asyncio.gather(*fills)
+    fake = Fake(engine, 7, hold=asyncio.Event(), storable=False)
+    answers = await _fill_together(engine, fake, 3)
     assert fake.calls == 3 and [a.label for a in answers] == [MISS] * 3
 
 
 async def test_followers_that_cannot_use_the_shared_entry_compute_themselves() -> None:
     """A follower whose producer cannot use the leader's entry computes instead of failing."""
     engine = new_engine(MemoryBackend())
-    binding = new_binding(engine)
-    hold = asyncio.Event()
-    fake = Fake(engine, 7, hold=hold, usable=False)
-    fills = [asyncio.create_task(engine.fill(binding, KEY, fake, None)) for _ in range(3)]
-    await fake.running.wait()
-    await _settle()
-    hold.set()
-    answers = await asyncio.gather(*fills)
+    fake = Fake(engine, 7, hold=asyncio.Event(), usable=False)
+    answers = await _fill_together(engine, fake, 3)
     assert fake.calls == 3 and {a.value for a in answers} == {7} and engine.stats.hits == 0
 
 
@@ -571,14 +555,8 @@ async def test_use_store_false_writes_nothing_and_answers_bypass() -> None:
 async def test_use_store_false_still_shares_the_computation() -> None:
     """Without the store concurrent misses still compute once; followers answer BYPASS, no hit."""
     engine = new_engine(MemoryBackend())
-    binding = new_binding(engine)
-    hold = asyncio.Event()
-    fake = Fake(engine, 7, hold=hold)
-    fills = [asyncio.create_task(engine.fill(binding, KEY, fake, None, use_store=False)) for _ in range(3)]
-    await fake.running.wait()
-    await _settle()
-    hold.set()
-    answers = await asyncio.gather(*fills)
+    fake = Fake(engine, 7, hold=asyncio.Event())
+    answers = await _fill_together(engine, fake, 3, use_store=False)
     assert fake.calls == 1 and [a.label for a in answers] == [BYPASS] * 3 and engine.stats.hits == 0
 
 

@@ -12,7 +12,7 @@ from cacheframe import envelope, keys
 from cacheframe._gateway import DECODED_MAX_ITEM, NEEDS_IO, STORE_DOWN, StoreGateway
 from cacheframe.backends.memory import MemoryBackend
 from cacheframe.exceptions import BackendError
-from engines import new_gateway, response_entry, value_entry
+from engines import new_gateway, response_entry, settle, value_entry
 
 NS = "cf:ns:"
 KEY = NS + "k"
@@ -71,12 +71,6 @@ class BrokenMemory(MemoryBackend):
 
 async def _put(gateway: StoreGateway, key: str, entry: envelope.ValueEntry) -> None:
     assert await gateway.write(key, entry)
-
-
-async def _settle() -> None:
-    """Let every task started so far run up to where it waits."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 # -- the breaker and fail-open ---------------------------------------------------------------
@@ -188,7 +182,7 @@ async def test_concurrent_reads_of_one_key_share_one_store_call() -> None:
     await _put(gateway, KEY, value_entry(b"5"))
     store.hold_gets = asyncio.Event()
     reads = [asyncio.create_task(gateway.read(KEY)) for _ in range(5)]
-    await _settle()
+    await settle()
     store.hold_gets.set()
     entries = await asyncio.gather(*reads)
     assert store.gets == 1
@@ -214,7 +208,7 @@ async def test_read_once_does_not_share() -> None:
     gateway = new_gateway(store)
     store.hold_gets = asyncio.Event()
     reads = [asyncio.create_task(gateway.read_once(KEY)) for _ in range(3)]
-    await _settle()
+    await settle()
     store.hold_gets.set()
     assert await asyncio.gather(*reads) == [None, None, None] and store.gets == 3
 
@@ -227,9 +221,9 @@ async def test_cancelled_leader_read_hands_followers_none() -> None:
     await _put(gateway, KEY, value_entry())
     store.hold_gets = asyncio.Event()
     leader = asyncio.create_task(gateway.read(KEY))
-    await _settle()
+    await settle()
     followers = [asyncio.create_task(gateway.read(KEY)) for _ in range(3)]
-    await _settle()
+    await settle()
     leader.cancel()
     assert await asyncio.gather(*followers) == [None, None, None]
     assert leader.cancelled() and store.gets == 1
@@ -245,9 +239,9 @@ async def test_raising_leader_read_hands_followers_none() -> None:
     gateway = new_gateway(store, fail_open=False)
     store.hold_gets = asyncio.Event()
     leader = asyncio.create_task(gateway.read(KEY))
-    await _settle()
+    await settle()
     followers = [asyncio.create_task(gateway.read(KEY)) for _ in range(3)]
-    await _settle()
+    await settle()
     store.hold_gets.set()
     with pytest.raises(BackendError):
         await leader
@@ -262,7 +256,7 @@ async def test_failed_leader_read_hands_followers_store_down() -> None:
     gateway = new_gateway(store)
     store.hold_gets = asyncio.Event()
     reads = [asyncio.create_task(gateway.read(KEY)) for _ in range(4)]
-    await _settle()
+    await settle()
     store.hold_gets.set()
     assert await asyncio.gather(*reads) == [STORE_DOWN] * 4
     assert store.gets == 1 and gateway.stats.backend_errors == 1
@@ -407,9 +401,13 @@ def _segment(n: int) -> str:
     return keys.uri_segment("", f"/p{n}")
 
 
-async def _fill_paths(gateway: StoreGateway, count: int) -> None:
+async def _paths(count: int) -> tuple[NetworkStore, StoreGateway]:
+    """A store holding one entry under each of ``count`` paths, and its gateway."""
+    store = NetworkStore()
+    gateway = new_gateway(store)
     for n in range(count):
         await _put(gateway, NS + _segment(n) + "x", value_entry())
+    return store, gateway
 
 
 def _kept(store: MemoryBackend, count: int) -> list[int]:
@@ -418,9 +416,7 @@ def _kept(store: MemoryBackend, count: int) -> list[int]:
 
 async def test_clear_of_one_path_clears_that_path_only() -> None:
     """A lone clear_path clears its path's prefix, not the namespace."""
-    store = NetworkStore()
-    gateway = new_gateway(store)
-    await _fill_paths(gateway, 3)
+    store, gateway = await _paths(3)
     await gateway.clear_path(NS, _segment(1))
     assert store.clears == [NS + _segment(1)] and _kept(store, 3) == [0, 2]
 
@@ -428,15 +424,13 @@ async def test_clear_of_one_path_clears_that_path_only() -> None:
 async def test_concurrent_clears_of_a_namespace_share_at_most_two_store_clears() -> None:
     """Clears of many paths at once cost two store clears: the one running, and one for every
     request that joined while it ran; each caller returns once its path is cleared."""
-    store = NetworkStore()
-    gateway = new_gateway(store)
-    await _fill_paths(gateway, 10)
+    store, gateway = await _paths(10)
     store.hold_clears[NS] = asyncio.Event()
     first = [asyncio.create_task(gateway.clear_path(NS, _segment(n))) for n in range(5)]
-    await _settle()
+    await settle()
     assert store.clears == [NS]  # running, held
     second = [asyncio.create_task(gateway.clear_path(NS, _segment(n))) for n in range(5, 10)]
-    await _settle()
+    await settle()
     assert store.clears == [NS] and not any(t.done() for t in first + second)
     store.hold_clears[NS].set()
     await asyncio.gather(*first, *second)
@@ -445,9 +439,7 @@ async def test_concurrent_clears_of_a_namespace_share_at_most_two_store_clears()
 
 async def test_failed_shared_clear_falls_back_to_each_path() -> None:
     """When the shared clear raises, each request clears its own path instead."""
-    store = NetworkStore()
-    gateway = new_gateway(store)
-    await _fill_paths(gateway, 4)
+    store, gateway = await _paths(4)
     store.failing_clears[NS] = RuntimeError("plugin bug")
     await asyncio.gather(*(gateway.clear_path(NS, _segment(n)) for n in range(3)))
     assert store.clears[0] == NS
@@ -457,12 +449,10 @@ async def test_failed_shared_clear_falls_back_to_each_path() -> None:
 
 async def test_cancelled_shared_clear_falls_back_to_each_path() -> None:
     """When the task running the shared clear is cancelled, each request clears its own path."""
-    store = NetworkStore()
-    gateway = new_gateway(store)
-    await _fill_paths(gateway, 3)
+    store, gateway = await _paths(3)
     store.hold_clears[NS] = asyncio.Event()
     waiting = [asyncio.create_task(gateway.clear_path(NS, _segment(n))) for n in range(2)]
-    await _settle()
+    await settle()
     (batches,) = gateway._clearing.values()
     assert batches.task is not None
     batches.task.cancel()
