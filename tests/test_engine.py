@@ -400,10 +400,14 @@ async def test_exception_serves_the_stale_entry() -> None:
     assert engine.stats.stale == 1 and engine.stats.stores == 0 and _stored(store) is None
 
 
-async def test_exception_raises_when_stale_on_error_is_false() -> None:
-    """A producer refusing stale for this exception gets the exception."""
+@pytest.mark.parametrize(
+    ("stale_on_error", "usable"), [(False, True), (True, False)], ids=["refused", "unusable"]
+)
+async def test_exception_raises_when_stale_cannot_stand_in(stale_on_error: bool, usable: bool) -> None:
+    """A producer refusing stale for this exception (``stale_on_error`` False), or unable to use
+    the stale entry (its answer raises EntryError), gets the computation's exception."""
     engine = new_engine(MemoryBackend())
-    fake = Fake(engine, outcomes=[RuntimeError("boom")], stale_on_error=False)
+    fake = Fake(engine, outcomes=[RuntimeError("boom")], stale_on_error=stale_on_error, usable=usable)
     with pytest.raises(RuntimeError, match="boom"):
         await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
     assert engine.stats.stale == 0
@@ -430,15 +434,6 @@ async def test_failed_result_without_a_stale_entry_is_answered() -> None:
     answer = await engine.fill(new_binding(engine), KEY, Fake(engine, outcomes=[503]), None)
     assert (answer.label, answer.value, answer.entry) == (MISS, 503, None)
     assert engine.stats.not_stored == 1
-
-
-async def test_unusable_stale_entry_raises_the_original_exception() -> None:
-    """A stale entry the producer cannot use does not hide the computation's exception."""
-    engine = new_engine(MemoryBackend())
-    fake = Fake(engine, outcomes=[RuntimeError("boom")], usable=False)
-    with pytest.raises(RuntimeError, match="boom"):
-        await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert engine.stats.stale == 0
 
 
 async def test_unusable_stale_entry_leaves_a_failed_result_answered() -> None:
