@@ -12,12 +12,12 @@ nox.options.default_venv_backend = "venv"
 TEST_DEPS = [".[test,redis,memcached]", "./tests/plugin_example"]
 # Per-backend sessions: that backend's conformance suite plus the app-level suites on it.
 APP_SUITES = [
-    "tests/test_views.py",
-    "tests/test_functions.py",
-    "tests/test_cache.py",
-    "tests/test_stale.py",
-    "tests/test_stampede.py",
-    "tests/test_fastpath.py",
+    "tests/app/test_views.py",
+    "tests/app/test_functions.py",
+    "tests/app/test_cache.py",
+    "tests/app/test_stale.py",
+    "tests/app/test_stampede.py",
+    "tests/app/test_fastpath.py",
 ]
 BACKEND_SELECTIONS = {
     "memory": ("memory", ["tests/test_backend_memory.py", *APP_SUITES]),

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("app_cache")
 
 calls: collections.Counter[str] = collections.Counter()
 HERE = os.path.dirname(__file__)
+TESTS = os.path.dirname(HERE)  # helpers, apps, servers
 
 
 def build(cache: cacheframe.Cache | None = None, *, fast: bool = False, gate: Any = None) -> FastAPI:
@@ -196,7 +197,7 @@ def test_other_process_on_the_same_store(app_cache: cacheframe.Cache) -> None:
         "cacheframe.configure(url=sys.argv[2], prefix=sys.argv[3], timeout=5.0);"
         "assert TestClient(build()).put('/items/1').status_code == 200"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(HERE, "..", "src"), HERE])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(TESTS, "..", "src"), TESTS, HERE])}
     args = [sys.executable, "-c", code, HERE, app_cache.settings.url, app_cache.settings.prefix]
     subprocess.run(args, check=True, timeout=60, env=env)
     assert client.get("/items/1").headers["x-cache"] == "MISS"
