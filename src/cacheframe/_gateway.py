@@ -209,7 +209,8 @@ class StoreGateway:
                 breaker.success()
             entry = self.decode(key, raw)
             return entry
-        finally:  # a failed or cancelled read hands its followers None: they go on as on a miss
+        finally:  # followers get what the read found (STORE_DOWN when it failed open); a
+            # cancelled read, or one raising (fail_open=False), hands them None: a miss for them
             for waiter in reading.pop(key, None) or ():
                 if not waiter.done():
                     waiter.set_result(entry)
