@@ -20,6 +20,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 import cacheframe
 from cacheframe import registry
+from cacheframe.backends._redis_exec import ClientExecutor, LaneExecutor
 from cacheframe.backends.redis import (
     _RELEASE_LOCK,
     RedisBackend,
@@ -47,7 +48,7 @@ def _ns() -> str:
 
 def _client_of(backend: Any) -> Any:
     """A fresh driver client built the way the backend builds them (never connected)."""
-    client, _close = backend._clients._factory()
+    client, _close = backend._exec.clients.factory()
     return client
 
 
@@ -470,10 +471,14 @@ async def test_error_reply_keeps_connection_in_step(redis_server: RedisServer) -
 def test_health_checks_and_sentinel_take_the_client() -> None:
     """The lean lane is for one fixed server without health checks: with health_check_interval
     (idle PINGs) or behind Sentinel (the master moves), every command takes redis-py's client."""
-    assert RedisBackend.from_url("redis://127.0.0.1:1/0")._lanes is not None
-    assert RedisBackend.from_url("redis://127.0.0.1:1/0?health_check_interval=5")._lanes is None
-    assert RedisSentinelBackend.from_url("redis+sentinel://127.0.0.1:1/mymaster")._lanes is None
-    assert RedisBackend(client=aioredis.Redis(host="127.0.0.1", port=1))._lanes is None
+    assert isinstance(RedisBackend.from_url("redis://127.0.0.1:1/0")._exec, LaneExecutor)
+    assert isinstance(
+        RedisBackend.from_url("redis://127.0.0.1:1/0?health_check_interval=5")._exec, ClientExecutor
+    )
+    assert isinstance(
+        RedisSentinelBackend.from_url("redis+sentinel://127.0.0.1:1/mymaster")._exec, ClientExecutor
+    )
+    assert isinstance(RedisBackend(client=aioredis.Redis(host="127.0.0.1", port=1))._exec, ClientExecutor)
 
 
 async def test_client_object_keeps_its_own_pool(redis_server: RedisServer) -> None:
@@ -590,7 +595,7 @@ async def test_cluster_clear_leaves_zero_keys(redis_cluster: RedisClusterServers
 async def test_cluster_entry_and_lock_share_a_slot(redis_cluster: RedisClusterServers) -> None:
     """An entry and its ``:lock`` key hash to one slot; keys with braces get distinct stored names."""
     backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + _SUITE)
-    client = await backend._clients.get()
+    client = await backend._exec.client()
     for key in ("p:ns:abc", "p:{x}:y", "p:}odd{", "p:ns:lock"):
         assert client.keyslot(backend._key(key)) == client.keyslot(backend._key(key + ":lock"))
     assert backend._key("a{b}") != backend._key("a{c}")
