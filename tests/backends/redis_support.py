@@ -6,8 +6,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
+from cacheframe.exceptions import BackendError
 from servers.redis import RedisServer
 
 # The suite checks behaviour, not latency: its 300-call cold burst takes ~0.1-0.2 s of
@@ -62,3 +64,20 @@ async def commands_on(ports: list[int], action: Callable[[], Awaitable[Any]]) ->
             if n != b.get(name, 0):
                 total[name] = total.get(name, 0) + n - b.get(name, 0)
     return total
+
+
+async def assert_in_step_after_wrongtype(
+    backend: Any, server: RedisServer, failing: Callable[[str], Awaitable[Any]], match: str
+) -> None:
+    """``failing(hash_key)`` meets a WRONGTYPE reply: a BackendError matching ``match``; the
+    backend's next calls then read their own replies (the connection is still in step)."""
+    raw = raw_client(server)
+    ns = unique_ns()
+    try:
+        await raw.hset(ns + "hash", "f", "x")
+        await backend.set(ns + "s", b"S", 60)
+        with pytest.raises(BackendError, match=match):
+            await failing(ns + "hash")
+        assert [await backend.get(ns + "s") for _ in range(3)] == [b"S"] * 3
+    finally:
+        await raw.aclose()

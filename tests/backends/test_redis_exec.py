@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from cacheframe.backends._redis_exec import ClientExecutor, LaneExecutor
 from cacheframe.backends.redis import RedisBackend
-from cacheframe.exceptions import BackendError
 from servers.redis import RedisServer
 
-from .redis_support import count_commands, raw_client, unique_ns
+from .redis_support import assert_in_step_after_wrongtype, count_commands, raw_client, unique_ns
 
 # health_check_interval makes a URL-built backend take the client for every command.
 EXECUTORS = {"lane": ("", LaneExecutor), "client": ("?health_check_interval=30", ClientExecutor)}
@@ -68,13 +68,8 @@ async def test_error_reply_in_a_pipeline_raises_and_keeps_step(
 ) -> None:
     """A WRONGTYPE reply among pipelined commands is a BackendError naming the call; the
     connection then reads its own replies."""
-    raw = raw_client(redis_server)
-    ns = unique_ns()
-    try:
-        await raw.hset(ns + "hash", "f", "x")
-        await backend.set(ns + "s", b"S", 60)
-        with pytest.raises(BackendError, match="lock.*WRONGTYPE"):
-            await backend.acquire_lock_and_get(ns + "l", "t", 5.0, ns + "hash")
-        assert [await backend.get(ns + "s") for _ in range(3)] == [b"S"] * 3
-    finally:
-        await raw.aclose()
+
+    async def lock_and_read(key: str) -> Any:
+        return await backend.acquire_lock_and_get(key + ":lock", "t", 5.0, key)
+
+    await assert_in_step_after_wrongtype(backend, redis_server, lock_and_read, "lock.*WRONGTYPE")

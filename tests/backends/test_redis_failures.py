@@ -15,7 +15,7 @@ from cacheframe.exceptions import BackendError, BackendTimeoutError
 from servers import assert_one_call_within_timeout, free_port, silent_server
 from servers.redis import RedisServer
 
-from .redis_support import raw_client, unique_ns
+from .redis_support import assert_in_step_after_wrongtype, raw_client, unique_ns
 
 
 async def test_paused_server_times_out(fresh_redis_server: RedisServer) -> None:
@@ -89,17 +89,10 @@ async def test_restarted_server_is_reached_on_a_fresh_connection(fresh_redis_ser
 async def test_error_reply_keeps_connection_in_step(redis_server: RedisServer) -> None:
     """A WRONGTYPE reply is a BackendError; the next call on that connection reads its own reply."""
     backend = RedisBackend.from_url(redis_server.url)
-    raw = raw_client(redis_server)
-    key = unique_ns()
     try:
-        await raw.hset(key + "hash", "f", "x")
-        await backend.set(key + "s", b"S", 60)
-        with pytest.raises(BackendError, match="WRONGTYPE"):
-            await backend.get(key + "hash")
-        assert [await backend.get(key + "s") for _ in range(3)] == [b"S"] * 3
+        await assert_in_step_after_wrongtype(backend, redis_server, backend.get, "WRONGTYPE")
     finally:
         await backend.close()
-        await raw.aclose()
 
 
 async def test_failed_combined_write_still_releases_the_lock(redis_server: RedisServer) -> None:
