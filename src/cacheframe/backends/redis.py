@@ -15,6 +15,11 @@ round trips: each gets ``timeout`` (the deadline moves on after each answer).
 Driver errors are re-raised as :class:`~cacheframe.exceptions.BackendError` /
 ``BackendTimeoutError``.
 
+Commands are plain tuples sent through one executor per backend, picked when it is
+built (:mod:`._redis_exec`): a lane for one fixed server, redis-py's client otherwise.
+Sentinel is not a kind of backend of its own: ``RedisSentinelBackend`` is
+``RedisBackend`` configured to find the master through the sentinels (``_SENTINEL``).
+
 On a cluster, a key is stored as ``{tag}key`` where ``tag`` is the CRC-32 (8 hex
 digits) of the key without its trailing ``:lock`` suffixes, so an entry and its
 lock share a slot, and ``clear`` matches ``{????????}<namespace>*`` on every primary.
