@@ -19,10 +19,14 @@ APP_SUITES = [
     "tests/app/test_stampede.py",
     "tests/app/test_fastpath.py",
 ]
+REDIS_PARTS = ("urls", "single", "failures", "cluster", "sentinel", "round_trips", "tls", "exec")
 BACKEND_SELECTIONS = {
-    "memory": ("memory", ["tests/test_backend_memory.py", *APP_SUITES]),
-    "redis": ("redis,redis-cluster,redis-sentinel", ["tests/test_backend_redis.py", *APP_SUITES]),
-    "memcached": ("memcached,memcached-pair", ["tests/test_backend_memcached.py", *APP_SUITES]),
+    "memory": ("memory", ["tests/backends/test_memory.py", *APP_SUITES]),
+    "redis": (
+        "redis,redis-cluster,redis-sentinel",
+        [*(f"tests/backends/test_redis_{part}.py" for part in REDIS_PARTS), *APP_SUITES],
+    ),
+    "memcached": ("memcached,memcached-pair", ["tests/backends/test_memcached.py", *APP_SUITES]),
 }
 
 

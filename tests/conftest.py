@@ -58,7 +58,7 @@ def app_cache(cache_url: str) -> cacheframe.Cache:
     connecting afresh for a TestClient's new event loop (connecting counts inside a call's
     deadline) took more than 2 s, and the cache would rightly answer that request
     uncached (BYPASS). Deadlines and failing
-    stores have their own tests (test_backend_*, app/test_faults, test_deadline).
+    stores have their own tests (tests/backends/, app/test_faults, test_deadline).
     """
     return cacheframe.configure(url=cache_url, prefix=f"t{uuid.uuid4().hex[:10]}", timeout=5.0)
 

@@ -102,10 +102,6 @@ class Deadline:
         self._fired = True
         self._task.cancel()
 
-    def when(self) -> float:
-        """The loop time at which the call is cut off."""
-        return self.when_at
-
     def extend_to(self, when: float) -> None:
         """Move the cut-off later (never earlier); no effect once it has fired."""
         if not self._fired and when > self.when_at:

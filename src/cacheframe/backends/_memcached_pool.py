@@ -69,10 +69,6 @@ class SafePool(MemcachePool):
         self._idle: list[Connection] = []
         self._retired = False
 
-    def size(self) -> int:
-        """Open connections, idle or in use."""
-        return len(self._idle) + len(self._in_use)
-
     async def acquire(self) -> Connection:
         """An idle healthy connection, or a new one when none is idle."""
         await self._slots.acquire()

@@ -1,25 +1,22 @@
-"""redis-py plumbing for the Redis backends: URLs, options, clients, one client per event loop.
+"""redis-py plumbing for the Redis backends: URLs, options, client factories, driver errors.
 
 redis-py's asyncio clients are bound to the loop they first ran in, so each
-backend keeps one client per running loop (and per process, for ``os.fork``).
-A small async generator, started in the loop, closes that loop's client when
-the loop shuts down (``asyncio.run`` finalises async generators before closing).
+backend keeps one client per running loop (and per process, for ``os.fork``) in
+a :class:`~._loops.PerLoop` built from one of the factories here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..exceptions import BackendError, BackendTimeoutError, ConfigurationError, MissingDriverError
-from ._options import _redact
+from ._loops import Closer, Factory
+from .options import _redact
 
 try:
     import redis.exceptions as rex
@@ -37,10 +34,10 @@ __all__ = [
     "build_cluster",
     "build_redis",
     "build_sentinel",
+    "clone_redis",
     "ClusterOptions",
     "driver_error",
     "DRIVER_ERRORS",
-    "LoopClients",
     "parse_target",
     "prepare_cluster",
     "Redis",
@@ -48,12 +45,12 @@ __all__ = [
     "RedisOptions",
     "rex",
     "SentinelOptions",
+    "serve_client",
     "Target",
 ]
 
 C = TypeVar("C")
 _UNBOUNDED = 2**31
-Closer = Callable[[], Awaitable[None]]
 
 DRIVER_ERRORS = (Exception,)
 """What a redis-py call may raise besides cancellation: RedisError, OSError, TimeoutError, and
@@ -212,7 +209,7 @@ def _retry(options: _Common) -> Retry:
     return Retry(NoBackoff(), options.retries, supported_errors=(rex.ConnectionError,))
 
 
-def build_redis(url: str, target: Target, options: RedisOptions) -> Callable[[], tuple[Redis, Closer]]:
+def build_redis(url: str, target: Target, options: RedisOptions) -> Factory[Redis]:
     """A factory of single-node clients for ``redis://``, ``rediss://`` or ``unix://``."""
     kwargs = _connection_kwargs(target, options)
     kwargs["db"] = _db(url, target, options.db)
@@ -236,9 +233,7 @@ class _Cluster(RedisCluster):
     ERRORS_ALLOW_RETRY = (rex.ConnectionError,)  # type: ignore[assignment]
 
 
-def build_cluster(
-    url: str, target: Target, options: ClusterOptions
-) -> Callable[[], tuple[RedisCluster, Closer]]:
+def build_cluster(url: str, target: Target, options: ClusterOptions) -> Factory[RedisCluster]:
     """A factory of cluster clients for ``redis+cluster://``."""
     kwargs = _connection_kwargs(target, options)
     kwargs.update(options.ssl_kwargs(options.ssl))
@@ -265,7 +260,7 @@ async def prepare_cluster(client: RedisCluster) -> None:
     await asyncio.sleep(0)
 
 
-def build_sentinel(url: str, target: Target, options: SentinelOptions) -> Callable[[], tuple[Redis, Closer]]:
+def build_sentinel(url: str, target: Target, options: SentinelOptions) -> Factory[Redis]:
     """A factory of master clients found through the sentinels of ``redis+sentinel://``."""
     service = target.service or ""
     kwargs = _connection_kwargs(target, options)
@@ -300,123 +295,6 @@ def build_sentinel(url: str, target: Target, options: SentinelOptions) -> Callab
     return make
 
 
-# -- one client per loop ---------------------------------------------------------------
-
-
-async def _guard(close: Closer, pid: int) -> AsyncGenerator[None, None]:
-    """Suspended in its loop until closed; closing it (or the loop's shutdown) closes the client."""
-    try:
-        yield
-    finally:
-        if os.getpid() == pid:  # a forked child must not close its parent's connections
-            with contextlib.suppress(*DRIVER_ERRORS):  # a broken connection needs no goodbye
-                await close()
-
-
-@dataclass
-class _Entry(Generic[C]):
-    client: C
-    guard: AsyncGenerator[None, None]
-    ready: asyncio.Future[None] | None = None  # set while ``prepare`` runs
-
-
-class LoopClients(Generic[C]):
-    """One client per running event loop and process; ``fixed`` serves a caller's own client.
-
-    ``prepare`` (awaited once per new client, before any other task may use it)
-    lets the cluster client discover its topology before concurrent traffic.
-    """
-
-    def __init__(
-        self,
-        factory: Callable[[], tuple[C, Closer]] | None,
-        fixed: C | None = None,
-        prepare: Callable[[C], Awaitable[None]] | None = None,
-    ) -> None:
-        self._factory = factory
-        self._fixed = fixed
-        self._home: asyncio.AbstractEventLoop | None = None  # the loop a passed-in client serves
-        self._prepare = prepare
-        self._pid = os.getpid()
-        self._clients: dict[asyncio.AbstractEventLoop, _Entry[C]] = {}
-        self._inherited: list[dict[asyncio.AbstractEventLoop, _Entry[C]]] = []
-
-    def current(self) -> C | None:
-        """The running loop's ready client of our own, if there is one (no ``await``)."""
-        if self._fixed is not None or self._pid != os.getpid():
-            return None
-        entry = self._clients.get(asyncio.get_running_loop())
-        return entry.client if entry is not None and entry.ready is None else None
-
-    async def get(self) -> C:
-        """The client of the running loop, created on first use.
-
-        A client passed in serves the first loop that uses it; other loops (a new
-        TestClient loop, the sync portal) get a clone of it from ``factory``.
-        """
-        loop = asyncio.get_running_loop()
-        if self._fixed is not None:
-            if self._home is None:
-                self._home = loop  # its connections now belong to this loop, for good
-            if self._home is loop:
-                return self._fixed
-            if self._factory is None:
-                raise BackendError(
-                    "a client passed as client= serves only the event loop it was first used on; "
-                    "pass url= instead to get one client per event loop"
-                )
-        if self._pid != os.getpid():  # forked: the parent's sockets are not ours
-            # Keep the parent's clients referenced, never closed here: closing them would
-            # also unregister their sockets from an epoll instance parent and child share.
-            self._inherited.append(self._clients)
-            self._pid, self._clients = os.getpid(), {}
-        entry = self._clients.get(loop)
-        if entry is not None and entry.ready is None:
-            return entry.client
-        if entry is not None and entry.ready is not None:  # another task is preparing it
-            await asyncio.shield(entry.ready)
-            if self._clients.get(loop) is entry:
-                return entry.client
-        return await self._open(loop)  # first use, or that preparation failed
-
-    async def _open(self, loop: asyncio.AbstractEventLoop) -> C:
-        assert self._factory is not None
-        for old in [lp for lp in self._clients if lp.is_closed()]:
-            del self._clients[old]
-        client, close = self._factory()
-        guard = _guard(close, self._pid)
-        await guard.__anext__()  # first iteration registers it with this loop (no suspension)
-        entry = self._clients[loop] = _Entry(client, guard)
-        if self._prepare is None:
-            return client
-        entry.ready = ready = loop.create_future()
-        try:
-            await self._prepare(client)
-        except BaseException:
-            if self._clients.get(loop) is entry:
-                del self._clients[loop]  # the dropped guard closes the client on this loop
-            raise
-        finally:
-            entry.ready = None
-            if not ready.done():
-                ready.set_result(None)
-        return client
-
-    async def close(self) -> None:
-        """Close this loop's client; other loops' clients are closed on their own loops.
-
-        A client passed in is not ours to close; its clones are.
-        """
-        clients, self._clients = self._clients, {}
-        try:
-            entry = clients.pop(asyncio.get_running_loop(), None)
-        except RuntimeError:
-            entry = None
-        if entry is not None:
-            await entry.guard.aclose()
-        # Dropped guards of other loops are finalised by their loop (asyncgen finaliser hook).
-
-
 def driver_error(exc: BaseException, action: str, where: str, timeout: float | None) -> BackendError:
     """The cacheframe error for a driver exception (raise it ``from exc``)."""
     if isinstance(exc, rex.TimeoutError | TimeoutError):
@@ -425,7 +303,7 @@ def driver_error(exc: BaseException, action: str, where: str, timeout: float | N
     return BackendError(f"redis {action} on {where} failed: {type(exc).__name__}: {exc}")
 
 
-def clone_redis(client: Redis) -> Callable[[], tuple[Redis, Closer]]:
+def clone_redis(client: Redis) -> Factory[Redis]:
     """A factory of clients with ``client``'s connection settings, for other event loops."""
     pool = client.connection_pool
 
@@ -439,3 +317,32 @@ def clone_redis(client: Redis) -> Callable[[], tuple[Redis, Closer]]:
         return clone, clone.aclose
 
     return make
+
+
+def serve_client(client: C, clones: Factory[C] | None) -> Factory[C]:
+    """A factory for a backend built around a client passed in.
+
+    That client serves the first event loop that uses it, for good (it is the
+    caller's: never closed here); other loops (a new TestClient loop, the sync
+    portal) get a clone from ``clones``, or an error when there is none.
+    """
+    home: list[asyncio.AbstractEventLoop] = []  # the loop the passed-in client serves
+
+    def make() -> tuple[C, Closer]:
+        loop = asyncio.get_running_loop()
+        if not home:
+            home.append(loop)  # its connections now belong to this loop
+        if home[0] is loop:
+            return client, _leave_open
+        if clones is None:
+            raise BackendError(
+                "a client passed as client= serves only the event loop it was first used on; "
+                "pass url= instead to get one client per event loop"
+            )
+        return clones()
+
+    return make
+
+
+async def _leave_open() -> None:
+    """The closer of a client passed in: the caller closes it."""

@@ -28,8 +28,9 @@ stored: the set logs a warning on the ``cacheframe`` logger, counts it in
 ``stats()["oversized"]`` and deletes the key, so no older value survives it.
 
 Connections belong to one event loop: each running loop gets its own clients (and a
-forked child new ones). ``close()`` closes the current loop's connections; those of
-a loop closed without ``close()`` are dropped and reclaimed by the garbage collector.
+forked child new ones), kept in a :class:`~._loops.PerLoop`. ``close()`` closes the
+current loop's connections and drops the other loops', which their loops close; a
+loop's connections are also closed when it shuts down (``asyncio.run``).
 No ``SupportsTTL``: memcached's text protocol cannot report remaining lifetimes.
 """
 
@@ -40,7 +41,6 @@ import functools
 import hashlib
 import logging
 import math
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -50,7 +50,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..exceptions import BackendError, BackendTimeoutError, ConfigurationError, MissingDriverError
-from ._options import parse_options
+from ._loops import PerLoop
+from .options import parse_options
 
 try:
     import aiomcache
@@ -168,6 +169,11 @@ class _LoopState:
             client._pool = pool  # aiomcache's protocol code over our pool
             self.clients.append(client)
 
+    async def close(self) -> None:
+        """Close the idle connections now, those in use when their call ends."""
+        for pool in self.pools:
+            pool.retire()
+
 
 class MemcachedBackend:
     """Memcached through aiomcache, with deadlines, safe keys and namespace generations."""
@@ -189,9 +195,7 @@ class MemcachedBackend:
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
         self.max_item_size = max_item_size
-        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
-        self._inherited: list[dict[asyncio.AbstractEventLoop, _LoopState]] = []  # see _state()
-        self._pid = os.getpid()
+        self._loops: PerLoop[_LoopState] = PerLoop(self._new_state)
         self._hits = self._misses = self._oversized = 0
         self._plans: dict[str, tuple[int, tuple[bytes, ...]]] = {}
 
@@ -209,20 +213,13 @@ class MemcachedBackend:
 
     # -- connections, routing and deadlines -----------------------------------------------
 
-    def _state(self) -> _LoopState:
-        if os.getpid() != self._pid:  # forked: the parent's sockets are not ours to use
-            # Keep the parent's connections referenced, never closed here: closing them would
-            # also unregister their sockets from the epoll instance parent and child share.
-            self._inherited.append(self._loops)
-            self._loops = {}
-            self._pid = os.getpid()
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            for other in [lp for lp in list(self._loops) if lp.is_closed()]:
-                self._loops.pop(other, None)
-            state = self._loops[loop] = _LoopState(self)
-        return state
+    def _new_state(self) -> tuple[_LoopState, Callable[[], Awaitable[None]]]:
+        state = _LoopState(self)
+        return state, state.close
+
+    async def _clients(self) -> list[aiomcache.Client]:
+        """The running loop's clients, one per server."""
+        return (self._loops.current() or await self._loops.get()).clients
 
     def _server(self, mkey: str) -> int:
         if len(self.servers) == 1:
@@ -233,8 +230,8 @@ class MemcachedBackend:
             key=lambda i: hashlib.blake2b(self.names[i].encode() + b"\n" + data, digest_size=8).digest(),
         )
 
-    def _client(self, mkey: str) -> aiomcache.Client:
-        return self._state().clients[self._server(mkey)]
+    async def _client(self, mkey: str) -> aiomcache.Client:
+        return (await self._clients())[self._server(mkey)]
 
     async def _guard(self, action: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``call(*args)`` under the deadline, turning driver errors into ours."""
@@ -307,7 +304,8 @@ class MemcachedBackend:
     async def get(self, key: str) -> bytes | None:
         """One ``gets`` of the entry and its namespaces' tokens, on the entry's server."""
         server, mkeys = self._read_plan(key)
-        client = self._state().clients[server]
+        state = self._loops.current() or await self._loops.get()
+        client = state.clients[server]
         raw, *tokens = await self._guard("get", client.multi_get, *mkeys)
         if not self._live(raw, tokens):
             self._misses += 1
@@ -326,7 +324,7 @@ class MemcachedBackend:
 
     async def _store(self, key: str, value: bytes, ttl: float | None, *, add: bool) -> bool:
         mkey = entry_key(key)
-        client, bkey = self._client(mkey), mkey.encode()
+        client, bkey = await self._client(mkey), mkey.encode()
         if ttl is not None and ttl <= 0:  # already expired: nothing to store
             if not add:
                 await client.delete(bkey)
@@ -364,7 +362,11 @@ class MemcachedBackend:
     async def delete(self, key: str) -> bool:
         """Memcached ``delete`` (an entry already cleared by generation still counts)."""
         mkey = entry_key(key)
-        return await self._guard("delete", lambda: self._client(mkey).delete(mkey.encode()))
+
+        async def call() -> bool:
+            return bool(await (await self._client(mkey)).delete(mkey.encode()))
+
+        return await self._guard("delete", call)
 
     async def clear(self, namespace: str) -> None:
         """Give ``namespace`` a fresh generation token on every server."""
@@ -373,16 +375,14 @@ class MemcachedBackend:
         gkey, token = generation_key(namespace).encode(), secrets.token_hex(12).encode()
 
         async def call() -> None:
-            await self._each(client.set(gkey, token, 0) for client in self._state().clients)
+            await self._each(client.set(gkey, token, 0) for client in await self._clients())
 
         await self._guard("clear", call)
 
     async def close(self) -> None:
-        """Close this event loop's connections; the next call reconnects."""
-        state = self._loops.pop(asyncio.get_running_loop(), None)
-        if state is not None and os.getpid() == self._pid:
-            for pool in state.pools:
-                pool.retire()
+        """Close this event loop's connections now, other loops' on their loops; the next call
+        reconnects."""
+        await self._loops.close()
 
     # -- capabilities ---------------------------------------------------------------------
 
@@ -395,7 +395,8 @@ class MemcachedBackend:
         mkey = lock_key(key)
 
         async def call() -> bool:
-            return bool(await self._client(mkey).add(mkey.encode(), token.encode(), exptime(lease)))
+            client = await self._client(mkey)
+            return bool(await client.add(mkey.encode(), token.encode(), exptime(lease)))
 
         return await self._guard("acquire_lock", call)
 
@@ -404,7 +405,7 @@ class MemcachedBackend:
         mkey = lock_key(key)
 
         async def call() -> bool:
-            client, bkey = self._client(mkey), mkey.encode()
+            client, bkey = await self._client(mkey), mkey.encode()
             current, cas = await client.gets(bkey)
             if current != token.encode() or cas is None:
                 return False
@@ -417,7 +418,7 @@ class MemcachedBackend:
         """Totals and per-server ``curr_items``, ``bytes``, ``get_hits``, ``get_misses``."""
 
         async def call() -> list[dict[bytes, bytes | None]]:
-            return await self._each(client.stats() for client in self._state().clients)
+            return await self._each(client.stats() for client in await self._clients())
 
         per_server = await self._guard("stats", call)
         figures: dict[str, Any] = {

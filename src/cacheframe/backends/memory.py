@@ -20,7 +20,7 @@ from cachetools import Cache as _BaseCache
 from cachetools import LRUCache
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._options import parse_options
+from .options import parse_options
 
 if TYPE_CHECKING:
     from ..settings import CacheSettings

@@ -1,0 +1,1 @@
+"""The backends against real stores: conformance suites and each backend's own edges."""

@@ -1,0 +1,169 @@
+"""Store commands per call (INFO commandstats, MONITOR): a hit is one GET on every deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+import cacheframe
+from cacheframe.backends.redis import _RELEASE_LOCK, RedisBackend, RedisClusterBackend, RedisSentinelBackend
+from servers.redis import RedisClusterServers, RedisSentinelServers, RedisServer
+
+from .redis_support import SUITE, commands_on, count_commands, raw_client, unique_ns
+
+
+async def test_one_command_per_call(redis_server: RedisServer) -> None:
+    """A hit is exactly one GET, a set one SET, a delete one UNLINK (INFO commandstats deltas)."""
+    backend = RedisBackend.from_url(redis_server.url)
+    raw = raw_client(redis_server)
+    key = unique_ns() + "k"
+    try:
+        await backend.set(key, b"warm", 60)  # connects (handshake) before counting
+        assert await count_commands(raw, lambda: backend.get(key)) == {"cmdstat_get": 1}
+        assert await count_commands(raw, lambda: backend.set(key, b"v", 1.5)) == {"cmdstat_set": 1}
+        assert await count_commands(raw, lambda: backend.delete(key)) == {"cmdstat_unlink": 1}
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+async def test_fractional_ttl_uses_px(redis_server: RedisServer) -> None:
+    """A fractional ttl is sent as SET ... PX <ms> (seen with MONITOR); whole seconds as EX."""
+    backend = RedisBackend.from_url(redis_server.url)
+    raw = raw_client(redis_server)
+    key = unique_ns() + "frac"
+    try:
+        await backend.set(key, b"warm", 60)
+        async with raw.monitor() as monitor:
+            await backend.set(key, b"v", 1.5)
+            await backend.set(key, b"v", 7)
+            seen = [(await monitor.next_command())["command"] for _ in range(2)]
+        assert seen == [f"SET {key} v PX 1500", f"SET {key} v EX 7"]
+        assert 1000 < await raw.pttl(key) <= 7000
+        await backend.delete(key)
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+async def test_clear_never_uses_keys(redis_server: RedisServer) -> None:
+    """clear() walks the keyspace with SCAN and deletes with UNLINK: no KEYS, no EVAL of names."""
+    backend = RedisBackend.from_url(redis_server.url)
+    ns = unique_ns()
+    raw = raw_client(redis_server)
+    try:
+        for i in range(50):
+            await backend.set(f"{ns}x:{i}", b"v", 60)
+        seen = await count_commands(raw, lambda: backend.clear(ns))
+        assert "cmdstat_keys" not in seen and "cmdstat_eval" not in seen and "cmdstat_evalsha" not in seen
+        assert seen.get("cmdstat_scan", 0) >= 1 and seen.get("cmdstat_unlink", 0) >= 1
+        assert await raw.exists(*[f"{ns}x:{i}" for i in range(50)]) == 0
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+async def test_release_with_write_loads_its_script_when_missing(fresh_redis_server: RedisServer) -> None:
+    """After SCRIPT FLUSH (or a restart) the pipelined EVALSHA answers NOSCRIPT: the release falls
+    back to EVAL, the lock is freed and the entry written."""
+    backend = RedisBackend.from_url(fresh_redis_server.url)
+    raw = raw_client(fresh_redis_server)
+    try:
+        await raw.script_flush()
+        assert await backend.acquire_lock_and_get("k:lock", "t", 5.0, "k") == (True, None)
+        assert await backend.set_and_release_lock("k", b"v", 60, "k:lock", "t") is True
+        assert await raw.exists("k:lock") == 0
+        assert await backend.get("k") == b"v"
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+async def test_cluster_hit_is_one_command(redis_cluster: RedisClusterServers) -> None:
+    """On a 3-primary cluster a hit is one GET on one node (no MOVED, no extra round trip)."""
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + SUITE)
+    key = unique_ns() + "k"
+    try:
+        await backend.set(key, b"v", 60)
+        ports = [node.port for node in redis_cluster.nodes]
+        assert await commands_on(ports, lambda: backend.get(key)) == {"cmdstat_get": 1}
+    finally:
+        await backend.close()
+
+
+async def test_sentinel_hit_is_one_command(redis_sentinel: RedisSentinelServers) -> None:
+    """Behind Sentinel a hit is one GET on the master once the master is known."""
+    backend = RedisSentinelBackend.from_url(redis_sentinel.url + "?" + SUITE)
+    key = unique_ns() + "k"
+    try:
+        await backend.set(key, b"v", 60)
+        ports = [redis_sentinel.master.port, redis_sentinel.sentinel.port]
+        assert await commands_on(ports, lambda: backend.get(key)) == {"cmdstat_get": 1}
+    finally:
+        await backend.close()
+
+
+def test_view_hit_is_one_round_trip(redis_server: RedisServer) -> None:
+    """Through the decorator, a cached view's hit sends exactly one GET to Redis."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    cache = cacheframe.Cache(url=redis_server.url, prefix=f"rt{uuid.uuid4().hex[:6]}")
+    app = FastAPI()
+
+    @app.get("/items")
+    @cache.cache(ttl=60)
+    async def items(n: int = 3) -> list[int]:
+        return list(range(n))
+
+    with TestClient(app) as client:
+        assert client.get("/items").headers["x-cache"] == "MISS"
+
+        async def hit() -> None:
+            assert (await asyncio.to_thread(client.get, "/items")).headers["x-cache"] == "HIT"
+
+        assert asyncio.run(commands_on([redis_server.port], hit)) == {"cmdstat_get": 1}
+
+
+@pytest.mark.parametrize(("min_cost", "locked_after_first"), [(0.005, False), (0.0, True)])
+def test_miss_round_trips(redis_server: RedisServer, min_cost: float, locked_after_first: bool) -> None:
+    """A miss of a view not yet measured takes the lock with its re-read (one pipelined round trip)
+    and releases it with the write (one more); once the view is known to compute in under
+    stampede_lock_min_cost, a miss is one GET and one SET."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    cache = cacheframe.Cache(
+        url=redis_server.url, prefix=f"mr{uuid.uuid4().hex[:6]}", stampede_lock_min_cost=min_cost
+    )
+    app = FastAPI()
+
+    @app.get("/items")
+    @cache.cache(ttl=60)
+    async def items(n: int = 3) -> list[int]:
+        return list(range(n))
+
+    locked = {"cmdstat_get": 3, "cmdstat_set": 2, "cmdstat_evalsha": 1, "cmdstat_del": 1}  # the script
+    plain = {"cmdstat_get": 1, "cmdstat_set": 1}  # GETs and DELs
+
+    async def load_script() -> None:  # as after the first release since the server started
+        raw = raw_client(redis_server)
+        await raw.script_load(_RELEASE_LOCK)
+        await raw.aclose()
+
+    asyncio.run(load_script())
+    with TestClient(app) as client:
+
+        def miss(n: int) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                assert (await asyncio.to_thread(client.get, f"/items?n={n}")).headers["x-cache"] == "MISS"
+
+            return run
+
+        assert asyncio.run(commands_on([redis_server.port], miss(1))) == locked  # cost unknown
+        assert asyncio.run(commands_on([redis_server.port], miss(2))) == (
+            locked if locked_after_first else plain
+        )
