@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 import cacheframe
+from cacheframe import envelope, fastpath
 from cacheframe._memo import BytesMemo
 
 
@@ -119,3 +123,29 @@ def test_bytes_memo_stays_consistent_and_bounded_under_threads() -> None:
         thread.join()
     assert errors == []
     assert memo.nbytes == 37 * len(memo) <= 1000
+
+
+# -- the fast path: one classification per request, counted once -------------------------------
+
+
+def test_a_damaged_entry_under_a_view_key_is_counted_once_with_the_fast_path() -> None:
+    cache = _memory_cache()
+    app = FastAPI()
+    calls = {"n": 0}
+
+    @app.get("/thing")
+    @cache.cache(ttl=60)
+    async def thing() -> dict[str, int]:
+        calls["n"] += 1
+        return {"n": calls["n"]}
+
+    fastpath.install(app)
+    with TestClient(app) as client:
+        assert client.get("/thing").headers["x-cache"] == "MISS"
+        (key,) = [k for k in cache.backend._data if not k.endswith(":lock")]  # type: ignore[attr-defined]
+        value = envelope.ValueEntry("json", b"1", time.time(), 60)
+        asyncio.run(cache.backend.set(key, envelope.encode(value), 60))
+        before = cache.stats.bad_entries
+        response = client.get("/thing")
+    assert response.headers["x-cache"] == "MISS" and response.json() == {"n": 2}
+    assert cache.stats.bad_entries == before + 1
