@@ -24,8 +24,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
@@ -462,20 +460,6 @@ class Flights:
             future.set_result(result)
         if self._table.get(key) is future:
             del self._table[key]
-
-    @asynccontextmanager
-    async def lead(self, key: str) -> AsyncIterator[asyncio.Future[Any]]:
-        """Lead the computation for ``key``; followers get what is set on the future.
-
-        If the block exits without a result (an exception, a cancellation), followers
-        receive ``None`` and compute for themselves.
-        """
-        future = self.start(key)
-        placeholder = future or asyncio.get_running_loop().create_future()
-        try:
-            yield placeholder
-        finally:
-            self.finish(key, future, placeholder.result() if placeholder.done() else None)
 
 
 async def follow(future: asyncio.Future[Any], wait: float) -> Any:
