@@ -39,11 +39,13 @@ async def _settle() -> None:
 async def test_a_call_after_an_invalidation_does_not_share_a_computation_started_before_it() -> None:
     cache = _memory_cache()
     version = {"v": 1}
+    runs: list[int] = []
     started, gate = asyncio.Event(), asyncio.Event()
 
     @cache.cache(ttl=60)
     async def report() -> int:
         seen = version["v"]
+        runs.append(seen)
         started.set()
         await gate.wait()
         return seen
@@ -52,11 +54,12 @@ async def test_a_call_after_an_invalidation_does_not_share_a_computation_started
     await started.wait()
     version["v"] = 2
     await cache.clear()  # the data changed: callers from now on must see it
-    after = asyncio.create_task(report())
+    after = [asyncio.create_task(report()) for _ in range(3)]
     await _settle()
     gate.set()
     assert await before == 1  # asked before the invalidation: the old value is fine
-    assert await after == 2
+    assert [await a for a in after] == [2, 2, 2]
+    assert runs == [1, 2]  # the callers after it still share one computation
     assert await report() == 2
 
 
