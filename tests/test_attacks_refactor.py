@@ -152,3 +152,79 @@ def test_a_damaged_entry_under_a_view_key_is_counted_once_with_the_fast_path() -
         response = client.get("/thing")
     assert response.headers["x-cache"] == "MISS" and response.json() == {"n": 2}
     assert cache.stats.bad_entries == before + 1
+
+
+# -- attacks that hold: memos keyed by named fields never mix entries -------------------------
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_an_entry_replaced_within_the_second_is_served_with_its_own_etag(fast: bool) -> None:
+    cache = _memory_cache()
+    app = FastAPI()
+    body = {"v": 1}
+
+    @app.api_route("/doc", methods=["GET", "HEAD"])
+    @cache.cache(ttl=60)
+    async def doc() -> dict[str, int]:
+        return dict(body)
+
+    if fast:
+        fastpath.install(app)
+    with TestClient(app) as client:
+        client.get("/doc")
+        first = client.get("/doc")
+        body["v"] = 2
+        asyncio.run(cache.clear())
+        client.get("/doc")
+        second = client.get("/doc")
+        head = client.head("/doc")
+        not_modified = client.get("/doc", headers={"If-None-Match": second.headers["etag"]})
+    assert first.headers["x-cache"] == second.headers["x-cache"] == "HIT"
+    assert second.json() == {"v": 2} and second.headers["etag"] != first.headers["etag"]
+    assert head.headers["etag"] == second.headers["etag"] and head.content == b""
+    assert not_modified.status_code == 304
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_hosts_and_queries_never_share_a_memoised_key(fast: bool) -> None:
+    cache = _memory_cache()
+    app = FastAPI()
+
+    @app.get("/echo")
+    @cache.cache(ttl=60)
+    async def echo(request: cacheframe_request(), q: str = "") -> dict[str, str]:  # type: ignore[valid-type]
+        return {"host": request.url.netloc, "q": q}
+
+    if fast:
+        fastpath.install(app)
+    with TestClient(app) as client:
+        for _ in range(2):
+            for host in ("a.example", "b.example"):
+                for q in ("1", "2"):
+                    got = client.get(f"/echo?q={q}", headers={"host": host}).json()
+                    assert got == {"host": host, "q": q}
+
+
+def cacheframe_request() -> type:
+    from starlette.requests import Request
+
+    return Request
+
+
+def test_a_binding_rebuilt_after_configure_keys_into_the_new_cache() -> None:
+    app = FastAPI()
+    seen: list[str] = []
+
+    @app.get("/p")
+    @cacheframe.cache(ttl=60)
+    async def p() -> dict[str, int]:
+        seen.append("run")
+        return {"n": len(seen)}
+
+    fastpath.install(app)
+    with TestClient(app) as client:
+        cacheframe.configure(url="memory://", prefix="one")
+        assert client.get("/p").json() == {"n": 1}
+        assert client.get("/p").headers["x-cache"] == "HIT"
+        cacheframe.configure(url="memory://", prefix="two")
+        assert client.get("/p").json() == {"n": 2}  # a new store: a miss, not the old binding's key
