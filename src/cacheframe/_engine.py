@@ -24,8 +24,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
@@ -268,7 +266,7 @@ class Engine:
         is locked in or written to the store. ``stale`` stands in if the computation fails.
         """
         flights = self.flights
-        pending = flights.pending(key)
+        pending = flights.pending(key, self.epoch)
         if pending is not None:
             shared = await follow(pending, self.settings.stampede_wait)
             if shared is not None:
@@ -280,7 +278,7 @@ class Engine:
                     self.stats.hits += use_store
                     return answer
             return (await self._compute(binding, key, producer, stale, use_store))[0]
-        future = flights.start(key)
+        future = flights.start(key, self.epoch)
         result: Entry | None = None
         try:
             if not use_store or not self._worth_locking(binding, stale):
@@ -433,25 +431,32 @@ class Binding:
 
 
 class Flights:
-    """In-flight computations by key; a future only counts within the loop that made it."""
+    """In-flight computations by key, with the invalidation epoch each began in; a future
+    only counts within the loop that made it, and within its epoch."""
 
     def __init__(self) -> None:
-        self._table: dict[str, asyncio.Future[Any]] = {}
+        self._table: dict[str, tuple[asyncio.Future[Any], int]] = {}
 
-    def pending(self, key: str) -> asyncio.Future[Any] | None:
-        """The future of a computation already running for ``key`` in the running loop."""
-        future = self._table.get(key)
-        if future is None or future.get_loop() is not asyncio.get_running_loop():
+    def pending(self, key: str, epoch: int) -> asyncio.Future[Any] | None:
+        """The future of a computation already running for ``key`` in the running loop, begun
+        in ``epoch``: one begun before an invalidation is not shared with a caller after it."""
+        flight = self._table.get(key)
+        if flight is None or flight[1] != epoch or flight[0].get_loop() is not asyncio.get_running_loop():
             return None
-        return future
+        return flight[0]
 
-    def start(self, key: str) -> asyncio.Future[Any] | None:
-        """Register as the computation for ``key``; ``None`` when another loop already is."""
+    def start(self, key: str, epoch: int) -> asyncio.Future[Any] | None:
+        """Register as the computation for ``key`` begun in ``epoch``, taking over from one begun
+        before an invalidation (its own followers still get its result); ``None`` when another
+        loop's is running (a sync function's portal, say): do not share across loops."""
+        loop = asyncio.get_running_loop()
         current = self._table.get(key)
-        if current is not None and not current.done():
-            return None  # another loop (a sync function's portal, say) leads: do not share across loops
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._table[key] = future
+        if current is not None:
+            running, began = current
+            if not running.done() and (began == epoch or running.get_loop() is not loop):
+                return None
+        future: asyncio.Future[Any] = loop.create_future()
+        self._table[key] = (future, epoch)
         return future
 
     def finish(self, key: str, future: asyncio.Future[Any] | None, result: Any = None) -> None:
@@ -460,22 +465,9 @@ class Flights:
             return
         if not future.done():
             future.set_result(result)
-        if self._table.get(key) is future:
+        current = self._table.get(key)
+        if current is not None and current[0] is future:
             del self._table[key]
-
-    @asynccontextmanager
-    async def lead(self, key: str) -> AsyncIterator[asyncio.Future[Any]]:
-        """Lead the computation for ``key``; followers get what is set on the future.
-
-        If the block exits without a result (an exception, a cancellation), followers
-        receive ``None`` and compute for themselves.
-        """
-        future = self.start(key)
-        placeholder = future or asyncio.get_running_loop().create_future()
-        try:
-            yield placeholder
-        finally:
-            self.finish(key, future, placeholder.result() if placeholder.done() else None)
 
 
 async def follow(future: asyncio.Future[Any], wait: float) -> Any:

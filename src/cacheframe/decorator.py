@@ -134,14 +134,14 @@ class Decorator:
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 request = kwargs.pop(request_name, None) if pop_request else kwargs.get(request_name)
                 sub = kwargs.pop(response_name, None) if pop_response else kwargs.get(response_name)
-                bound = self.bind(func)
+                binding = self.bind(func)
                 if isinstance(request, Request) and (
                     (endpoint := request.scope.get("endpoint")) is async_wrapper
                     or _wraps(endpoint, async_wrapper)
                 ):
                     # No view call is built here: a hit never needs one (serve makes it on a miss).
-                    return await _views.serve(bound, func, request, sub, None, True, args, kwargs)
-                return await _functions.call_async(bound, func, signature, return_type, args, kwargs)
+                    return await _views.serve(binding, func, request, sub, None, True, args, kwargs)
+                return await _functions.call_async(binding, func, signature, return_type, args, kwargs)
 
             wrapper: Any = async_wrapper
         else:
@@ -158,21 +158,21 @@ class Decorator:
                 sub = kwargs.pop(response_name, None) if pop_response else kwargs.get(response_name)
                 if pop_connection:
                     kwargs.pop(CONNECTION_PARAM, None)
-                bound = self.bind(func)
+                binding = self.bind(func)
                 view = request if isinstance(request, Request) and _serves(request, sync_wrapper) else None
                 if by_fastapi and _in_event_loop():  # FastAPI awaits the result (the marker)
                     if view is not None:
-                        return _views.serve(bound, func, view, sub, None, False, args, kwargs)
-                    return _functions.call_async(bound, in_thread, signature, return_type, args, kwargs)
+                        return _views.serve(binding, func, view, sub, None, False, args, kwargs)
+                    return _functions.call_async(binding, in_thread, signature, return_type, args, kwargs)
                 if view is not None:  # a worker thread: the view runs here, the store I/O on the loop
                     request_ = view
 
                     def serve(call_view: _views.CallView) -> Any:
                         # is_coroutine: the response model is validated on the loop, not in a second slot.
-                        return _views.serve(bound, func, request_, sub, call_view, True, args, kwargs)
+                        return _views.serve(binding, func, request_, sub, call_view, True, args, kwargs)
 
                     return serve_from_worker(serve, functools.partial(func, *args, **kwargs))
-                return _functions.call_sync(bound, func, signature, return_type, args, kwargs)
+                return _functions.call_sync(binding, func, signature, return_type, args, kwargs)
 
             if marker is not None:  # FastAPI's calls can be told apart: let it await them
                 _mark_coroutine_function(sync_wrapper)

@@ -161,7 +161,9 @@ def _reply(scope: Scope, binding: Binding, key: str, if_none_match: str | None, 
     """The reply to a fresh hit (status, headers, body), as the decorator path makes it; else
     None, telling the full path what was read so the store is not asked twice."""
     engine = binding.engine
-    if engine.classify(binding, key, entry, ResponseEntry) != FRESH:
+    # Anything but a response entry (absent, store down, damaged) is the full path's to classify
+    # and count: counted here too, a damaged entry would be reported twice.
+    if type(entry) is not ResponseEntry or engine.classify(binding, key, entry, ResponseEntry) != FRESH:
         scope[CHECKED] = (key, entry)
         return None
     engine.stats.fast_hits += 1
