@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from examples.quickstart import app, exchange_rate
 from fastapi.testclient import TestClient
 
 import cacheframe
-from examples.quickstart import app, exchange_rate
 
 
 # --8<-- [start:fixtures]
@@ -40,4 +40,6 @@ async def test_plain_function_is_cached() -> None:
     assert await exchange_rate("EUR") == 1.08
     assert await exchange_rate("EUR") == 1.08
     assert cache.stats.hits == 1
+
+
 # --8<-- [end:fixtures]
