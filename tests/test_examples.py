@@ -29,6 +29,7 @@ TESTED = {
     "fastpath",
     "several_caches",
     "gc_freeze",
+    "decorator",
     "test_quickstart",
     "test_store",
 }
@@ -229,3 +230,22 @@ def test_store_conformance_recipe_runs_with_the_url_option() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert "passed" in run.stdout and "failed" not in run.stdout
     assert _pytest("examples/test_store.py").returncode != 0
+
+
+def test_decorator_options_and_order() -> None:
+    """vary keys Accept-Language; @requires between route and @cache checks every request."""
+    cacheframe.configure(url="memory://")
+    example = load("decorator")
+    with TestClient(example.app) as client:
+        english = {"Accept-Language": "en"}
+        assert client.get("/items?n=2", headers=english).headers["x-cache"] == "MISS"
+        hit = client.get("/items?n=2", headers=english)
+        assert (hit.headers["x-cache"], len(hit.json())) == ("HIT", 2)
+        assert "accept-language" in hit.headers["vary"].lower()
+        assert client.get("/items?n=2", headers={"Accept-Language": "fr"}).headers["x-cache"] == "MISS"
+
+        member = {"X-Role": "member"}
+        assert client.get("/members", headers=member).headers["x-cache"] == "MISS"
+        assert client.get("/members", headers=member).headers["x-cache"] == "HIT"
+        assert client.get("/members", headers={"X-Role": "guest"}).status_code == 403
+        assert client.get("/members").status_code == 403
