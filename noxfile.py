@@ -1,4 +1,4 @@
-"""The source of truth for running things: tests (all or per backend), lint, typecheck, demo, bench."""
+"""The source of truth for running things: tests (all or per backend), lint, typecheck, docs, demo, bench."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 
 TEST_DEPS = [".[test,redis,memcached]", "./tests/plugin_example"]
@@ -63,7 +63,7 @@ for _backend in BACKEND_SELECTIONS:
 def lint(session: nox.Session) -> None:
     """ruff check and format check; import-linter's layers contract (pyproject.toml)."""
     session.install("ruff", "import-linter", ".")
-    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "docs/hooks", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests")
     session.run("lint-imports")
 
@@ -74,6 +74,25 @@ def typecheck(session: nox.Session) -> None:
     session.install(".[redis,memcached,test]", "mypy", "types-cachetools")
     session.run("mypy")
     session.run("mypy", "tests/typing")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ in strict mode (any warning fails), offline.
+
+    mkdocs-material with mkdocstrings (API reference) and a hook that generates the
+    configuration table and the CLI help (docs/hooks/generated.py).
+    """
+    session.install(".[docs]")
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        "site",
+        *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 @nox.session

@@ -326,7 +326,7 @@ def render(results: dict[str, Any], png_name: str | None) -> str:
         "edit benchmarks/report.py, not this file. -->",
         "",
         f"Measured on the machine below{quick}. Compare ratios, not absolute numbers: they depend on the "
-        "machine. Reproduce with `nox -s bench` (see [benchmarks/README.md](../benchmarks/README.md)).",
+        "machine. Reproduce with `nox -s bench` (see `benchmarks/README.md`).",
         "",
         "## Method",
         "",

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 import cacheframe
 
+# --8<-- [start:app]
 ITEM = "items.one"  # cache namespaces: a write clears both
 LIST = "items.list"
 
@@ -71,6 +72,7 @@ async def replace_item(item_id: int, item: ItemIn) -> dict[str, object]:
     return db[item_id]
 
 
+# --8<-- [end:app]
 @app.delete("/items/{item_id}", status_code=204)
 async def delete_item(item_id: int) -> None:
     """Delete an item, then invalidate the cached reads."""

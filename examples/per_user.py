@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import cacheframe
 
+# --8<-- [start:app]
 app = FastAPI(lifespan=cacheframe.lifespan)
 bearer = HTTPBearer()
 computed: list[str] = []  # which users' answers were computed (not served from the cache)
@@ -29,6 +30,9 @@ async def me(credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer
     """The calling user's profile; a real app would check the token and load the user here."""
     computed.append(credentials.credentials)
     return {"user": credentials.credentials}
+
+
+# --8<-- [end:app]
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from cacheframe import Cache
 
+# --8<-- [start:app]
 cache = Cache(os.environ.get("CACHEFRAME_URL", "redis+sentinel://127.0.0.1:26379/mymaster"))
 app = FastAPI(lifespan=cache.lifespan)  # checks the store at startup, closes it on shutdown
 
@@ -26,6 +27,9 @@ app = FastAPI(lifespan=cache.lifespan)  # checks the store at startup, closes it
 async def price(symbol: str) -> dict[str, object]:
     """A slow upstream lookup, cached in Redis for 30 s."""
     return {"symbol": symbol.upper(), "price": 42.0}
+
+
+# --8<-- [end:app]
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""The docs against the code: every setting and backend option listed, plain statements present."""
+"""The docs against the code: every setting and backend option listed, plain statements present,
+every code block runnable or included from a tested example, and the site builds in strict mode."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from fastapi import FastAPI
@@ -20,6 +25,8 @@ from cacheframe.backends.memory import MemoryOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "cacheframe"
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
 
 
 def _section(path: Path, heading: str) -> str:
@@ -72,24 +79,25 @@ def test_readme_settings_table_matches_the_settings_class() -> None:
 
 
 @pytest.mark.parametrize(
-    ("heading", "models"),
+    ("page", "model"),
     [
-        ("## Memory (built in)", [MemoryOptions]),
-        ("## Redis (`pip install 'cacheframe[redis]'`)", [RedisOptions, ClusterOptions, SentinelOptions]),
-        ("## Memcached (`pip install 'cacheframe[memcached]'`)", [MemcachedOptions]),
+        ("memory.md", MemoryOptions),
+        ("redis.md", RedisOptions),
+        ("redis-cluster.md", ClusterOptions),
+        ("redis-sentinel.md", SentinelOptions),
+        ("memcached.md", MemcachedOptions),
     ],
 )
-def test_backend_option_tables_match_the_option_models(heading: str, models: list[type[BaseModel]]) -> None:
-    """docs/backends.md lists exactly the options each backend's options model accepts."""
-    rows = _table_rows(_section(ROOT / "docs" / "backends.md", heading))
+def test_backend_option_tables_match_the_option_models(page: str, model: type[BaseModel]) -> None:
+    """Each backend's page lists exactly the options its options model accepts."""
+    rows = _table_rows(_section(DOCS / "backends" / page, "## Options"))
     documented = set().union(*(_names(row[0]) for row in rows[2:]))
-    accepted = set().union(*(set(m.model_fields) for m in models))
-    assert documented == accepted
+    assert documented == set(model.model_fields)
 
 
 def test_head_needs_a_route_for_get_and_head() -> None:
-    """usage.md says HEAD needs GET and HEAD registered, and that is how FastAPI behaves."""
-    text = (ROOT / "docs" / "usage.md").read_text()
+    """http-semantics.md says HEAD needs GET and HEAD registered, and that is how FastAPI behaves."""
+    text = (DOCS / "http-semantics.md").read_text()
     assert '@app.api_route("/items/{id}", methods=["GET", "HEAD"])' in text
     assert "`405 Method Not Allowed`" in text
     cacheframe.configure(url="memory://")
@@ -113,8 +121,8 @@ def test_head_needs_a_route_for_get_and_head() -> None:
 
 
 def test_memory_with_several_workers_is_stated() -> None:
-    """usage.md says memory:// is one cache per worker and clear reaches only one of them."""
-    section = _section(ROOT / "docs" / "usage.md", "## Several workers and `memory://`")
+    """consistency.md says memory:// is one cache per worker and clear reaches only one of them."""
+    section = _section(DOCS / "consistency.md", "## Several workers and `memory://`")
     assert "each worker has its own cache" in section
     assert "reaches only that worker's entries" in section
 
@@ -137,10 +145,10 @@ def _log_calls() -> tuple[set[str], set[str]]:
 
 
 def test_logging_section_names_the_logger_and_every_level_used() -> None:
-    """usage.md names the one logger and documents exactly the levels the code logs at."""
+    """observability.md names the one logger and documents exactly the levels the code logs at."""
     loggers, levels = _log_calls()
     assert loggers == {"cacheframe"}
-    section = _section(ROOT / "docs" / "usage.md", "## Logging")
+    section = _section(DOCS / "observability.md", "## Logging")
     assert 'logging.getLogger("cacheframe")' in section
     documented = set(re.findall(r"^- `([A-Z]+)`", section, re.MULTILINE))
     assert documented == levels
@@ -155,7 +163,120 @@ def test_license_file_matches_pyproject() -> None:
 
 
 def test_logging_section_lists_each_kind_of_warning() -> None:
-    """Every kind of warning the code logs has its line in usage.md's Logging section."""
-    section = " ".join(_section(ROOT / "docs" / "usage.md", "## Logging").split())
+    """Every kind of warning the code logs has its line in observability.md's Logging section."""
+    section = " ".join(_section(DOCS / "observability.md", "## Logging").split())
     for words in ("unreachable at startup", "local function", "security scheme", "after a successful write"):
         assert words in section, words
+
+
+def _hook() -> ModuleType:
+    """docs/hooks/generated.py, the mkdocs hook that writes the generated parts of pages."""
+    spec = importlib.util.spec_from_file_location("cf_docs_hook", DOCS / "hooks" / "generated.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configuration_page_lists_every_setting() -> None:
+    """The generated configuration page has a row per CacheSettings field: keyword, variable, default."""
+    page = _hook().render((DOCS / "configuration.md").read_text())
+    assert "<!-- generated" not in page
+    rows = {row[1]: row for row in _table_rows(page)[2:]}
+    for name, field in CacheSettings.model_fields.items():
+        row = rows[f"`CACHEFRAME_{name.upper()}`"]
+        assert row[0] == f"`{name}`"
+        assert row[3] == f"`{_default_text(field.default)}`", name
+    assert len(rows) == len(CacheSettings.model_fields)
+
+
+def test_cli_page_shows_the_help_of_every_subcommand() -> None:
+    """The generated CLI page has `cacheframe --help` and each subcommand's help."""
+    page = _hook().render((DOCS / "cli.md").read_text())
+    for command in ("", " demo", " backends", " ping", " stats", " clear", " get"):
+        assert f"### `cacheframe{command}`" in page
+        assert f"$ cacheframe{command} --help\nusage: cacheframe{command}" in page
+
+
+PYTHON_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+INCLUDE = re.compile(r'^--8<-- "([^":]+)(?::(\w+))?"$')
+SHOWS_AN_APP = re.compile(r"FastAPI\(|@app\.|\bapp\s*=")
+
+
+def _python_blocks() -> list[object]:
+    """Each ```python block of every page (indentation removed), with an id `page#n`."""
+    blocks = []
+    for page in PAGES:
+        name = str(page.relative_to(DOCS))
+        for n, match in enumerate(PYTHON_BLOCK.finditer(page.read_text())):
+            code = "\n".join(line[len(match.group(1)) :] for line in match.group(2).splitlines())
+            blocks.append(pytest.param(name, code, id=f"{name}#{n}"))
+    return blocks
+
+
+@pytest.mark.parametrize(("page", "code"), _python_blocks())
+def test_python_block_is_a_tested_example_or_compiles(page: str, code: str) -> None:
+    """A block showing an app is included from a tested examples/ file; any other block compiles."""
+    from test_examples import TESTED
+
+    lines = [line for line in code.strip().splitlines() if line.strip()]
+    includes = [INCLUDE.match(line.strip()) for line in lines]
+    if all(includes):
+        for include in includes:
+            assert include is not None
+            path = ROOT / include.group(1)
+            assert path.parent == ROOT / "examples" and path.stem in TESTED, f"{page}: {path} is untested"
+            if include.group(2):
+                text = path.read_text()
+                for edge in ("start", "end"):
+                    assert f"# --8<-- [{edge}:{include.group(2)}]" in text, f"{page}: no section"
+        return
+    assert not any(includes), f"{page}: a block mixes an include with inline code"
+    assert not SHOWS_AN_APP.search(code), f"{page}: an app shown inline; put it in examples/ and include it"
+    compile(code, page, "exec")
+
+
+def test_readme_quick_start_is_the_tested_example() -> None:
+    """README's quick-start block is examples/quickstart.py's app section, word for word."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start\n\n```python\n(.*?)```", readme, re.DOTALL)
+    assert block is not None
+    example = (ROOT / "examples" / "quickstart.py").read_text()
+    section = re.search(r"# --8<-- \[start:app\]\n(.*?)\n*# --8<-- \[end:app\]", example, re.DOTALL)
+    assert section is not None
+    assert block.group(1).strip() == section.group(1).strip()
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    """README's test command is the one .ci/run runs, docs build included."""
+    command = "python3 -m pip install -q nox && python3 -m nox -s tests lint typecheck docs"
+    assert command in (ROOT / "README.md").read_text()
+    assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_page_is_in_the_nav() -> None:
+    """mkdocs.yml's nav names every Markdown page under docs/, and only those."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    nav = set(re.findall(r"^ *- (?:[^:\n]+: )?([\w/.-]+\.md)$", config, re.MULTILINE))
+    assert nav == {str(p.relative_to(DOCS)) for p in PAGES}
+
+
+MKDOCS = shutil.which("mkdocs")
+
+
+@pytest.mark.skipif(MKDOCS is None, reason="mkdocs not installed (nox -s docs builds the site)")
+def test_site_builds_in_strict_mode(tmp_path: Path) -> None:
+    """mkdocs builds the site with no warning, and the generated pages hold every setting."""
+    assert MKDOCS is not None
+    run = subprocess.run(
+        [MKDOCS, "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    configuration = (tmp_path / "configuration" / "index.html").read_text()
+    for name in CacheSettings.model_fields:
+        assert f"CACHEFRAME_{name.upper()}" in configuration
+    assert "cacheframe.Cache" in (tmp_path / "reference" / "index.html").read_text()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -11,8 +14,25 @@ from types import ModuleType
 import pytest
 from fastapi.testclient import TestClient
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TESTED = {"crud", "per_user", "sentinel", "custom_backend"}
+import cacheframe
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TESTED = {
+    "crud",
+    "crud_rfc",
+    "per_user",
+    "sentinel",
+    "custom_backend",
+    "quickstart",
+    "stale",
+    "fastpath",
+    "several_caches",
+    "gc_freeze",
+    "decorator",
+    "test_quickstart",
+    "test_store",
+}
 
 
 def load(name: str) -> ModuleType:
@@ -96,3 +116,136 @@ def test_custom_backend_serves_and_clears() -> None:
         assert not example.cache.backend.data
         assert client.get("/square/7").headers["x-cache"] == "MISS"
     assert isinstance(example.DictBackend.from_url("dict://"), example.DictBackend)
+
+
+def test_quickstart_caches_views_and_functions() -> None:
+    """README's first view answers MISS then HIT; the plain function is computed once."""
+    cacheframe.configure(url="memory://")
+    quickstart = load("quickstart")
+    with TestClient(quickstart.app) as client:
+        assert client.get("/items/1?q=x").headers["x-cache"] == "MISS"
+        hit = client.get("/items/1?q=x")
+        assert (hit.headers["x-cache"], hit.json()) == ("HIT", {"item_id": 1, "q": "x"})
+        assert "age" in hit.headers
+        assert client.portal.call(quickstart.exchange_rate, "EUR") == 1.08  # type: ignore[union-attr]
+        assert client.portal.call(quickstart.exchange_rate, "EUR") == 1.08  # type: ignore[union-attr]
+    assert cacheframe.get_cache().stats.hits == 2
+
+
+def test_crud_rfc_writes_clear_their_path_and_the_list() -> None:
+    """A decorated PUT clears its own path's entries (RFC 9111 §4.4); the list by namespace."""
+    cacheframe.configure(url="memory://")
+    crud = load("crud_rfc")
+    with TestClient(crud.app) as client:
+        for path in ("/items/1", "/items"):
+            assert client.get(path).headers["x-cache"] == "MISS"
+            assert client.get(path).headers["x-cache"] == "HIT"
+        put = client.put("/items/1", json={"name": "renamed"})
+        assert put.status_code == 200 and put.headers["x-cache"] == "BYPASS"
+        one = client.get("/items/1")
+        assert (one.headers["x-cache"], one.json()["name"]) == ("MISS", "renamed")
+        listed = client.get("/items")
+        assert (listed.headers["x-cache"], listed.json()) == ("MISS", [{"id": 1, "name": "renamed"}])
+        assert client.put("/items/9", json={"name": "x"}).status_code == 404  # a 4xx clears nothing
+        assert client.get("/items/1").headers["x-cache"] == "HIT"
+
+
+def test_stale_entries_are_served_while_refreshing_and_on_errors() -> None:
+    """After ttl, /quotes answers STALE (the old body) and /weather answers STALE when the view fails."""
+    cacheframe.configure(url="memory://")
+    stale = load("stale")
+    with TestClient(stale.app) as client:
+        assert client.get("/quotes").json() == {"version": 1}
+        assert client.get("/weather").headers["x-cache"] == "MISS"
+        time.sleep(1.1)  # both entries are now past their 1 s ttl
+        quotes = client.get("/quotes")
+        assert (quotes.headers["x-cache"], quotes.json()) == ("STALE", {"version": 1})
+        stale.upstream["down"] = True
+        weather = client.get("/weather")
+        assert (weather.status_code, weather.headers["x-cache"]) == (200, "STALE")
+        assert weather.json() == {"sky": "clear"}
+
+
+def test_fastpath_answers_plain_routes_before_routing() -> None:
+    """Hits on /catalog come from the middleware; /tenant-catalog's hits take the full path."""
+    cacheframe.configure(url="memory://")
+    example = load("fastpath")
+    with TestClient(example.app) as client:
+        for path in ("/catalog", "/tenant-catalog"):
+            assert client.get(path).headers["x-cache"] == "MISS"
+            assert client.get(path).headers["x-cache"] == "HIT"
+    stats = cacheframe.get_cache().stats
+    assert (stats.fast_hits, stats.hits) == (1, 2)
+
+
+def test_several_caches_keep_their_own_entries() -> None:
+    """Each Cache has its own prefix and counters; the Cache object's get/set/delete/clear work."""
+    example = load("several_caches")
+    with TestClient(example.app) as client:
+        assert client.get("/").headers["x-cache"] == "MISS"
+        assert client.get("/").headers["x-cache"] == "HIT"
+        assert client.get("/rates").json() == {"EUR": 1.08}
+        assert client.portal.call(example.billing.get, "rates") == {"EUR": 1.08}  # type: ignore[union-attr]
+        assert client.post("/rates/refresh").status_code == 204
+        assert client.portal.call(example.billing.get, "rates") is None  # type: ignore[union-attr]
+        assert client.get("/").headers["x-cache"] == "MISS"
+    assert example.pages.stats.hits == 1  # the view hit, counted on its own cache only
+
+
+def test_gc_freeze_lifespan_freezes_after_startup() -> None:
+    """The lifespan starts the cache, freezes the collector's objects, and the app caches."""
+    cacheframe.configure(url="memory://")
+    example = load("gc_freeze")
+    try:
+        with TestClient(example.app) as client:
+            assert gc.get_freeze_count() > 0
+            assert client.get("/items/3").headers["x-cache"] == "MISS"
+            assert client.get("/items/3").headers["x-cache"] == "HIT"
+    finally:
+        gc.unfreeze()
+
+
+def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run pytest in a child process from the repository root, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_testing_recipe_runs_green() -> None:
+    """The recipe's test module (an app's own tests) passes as written."""
+    run = _pytest("examples/test_quickstart.py")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 passed" in run.stdout
+
+
+def test_store_conformance_recipe_runs_with_the_url_option() -> None:
+    """The conformance recipe runs the suite against --cacheframe-url, and fails without it."""
+    run = _pytest("examples/test_store.py", "--cacheframe-url", "memory://")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "passed" in run.stdout and "failed" not in run.stdout
+    assert _pytest("examples/test_store.py").returncode != 0
+
+
+def test_decorator_options_and_order() -> None:
+    """vary keys Accept-Language; @requires between route and @cache checks every request."""
+    cacheframe.configure(url="memory://")
+    example = load("decorator")
+    with TestClient(example.app) as client:
+        english = {"Accept-Language": "en"}
+        assert client.get("/items?n=2", headers=english).headers["x-cache"] == "MISS"
+        hit = client.get("/items?n=2", headers=english)
+        assert (hit.headers["x-cache"], len(hit.json())) == ("HIT", 2)
+        assert "accept-language" in hit.headers["vary"].lower()
+        assert client.get("/items?n=2", headers={"Accept-Language": "fr"}).headers["x-cache"] == "MISS"
+
+        member = {"X-Role": "member"}
+        assert client.get("/members", headers=member).headers["x-cache"] == "MISS"
+        assert client.get("/members", headers=member).headers["x-cache"] == "HIT"
+        assert client.get("/members", headers={"X-Role": "guest"}).status_code == 403
+        assert client.get("/members").status_code == 403
