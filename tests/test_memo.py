@@ -9,7 +9,7 @@ import pytest
 from cacheframe import _replies, keys
 from cacheframe._memo import BytesMemo
 from cacheframe.backends.memory import MemoryBackend
-from engines import new_binding, new_engine, response_entry
+from engines import new_binding, new_engine, policy, response_entry
 
 
 def test_holds_at_most_max_bytes() -> None:
@@ -196,3 +196,17 @@ def test_reply_headers_match_a_reply_built_without_the_memo() -> None:
     status, headers, body = _replies.reply(binding, entry, b"HIT", 2, None, False)
     assert (status, body) == (200, b"body")
     assert _replies.hit_headers(binding, "k", entry, 2) == headers
+
+
+def test_url_key_memo_is_one_budget_per_cache_and_keeps_namespaces_apart() -> None:
+    """Every binding of an engine shares its URL-key memo (one byte bound per cache, however
+    many functions are decorated), and the namespace is a field of the memo's key: two views
+    asked for the same URL get their own store keys."""
+    engine = new_engine(MemoryBackend())
+    first = engine.bind(policy(), "mod.first", "", True)
+    second = engine.bind(policy(), "mod.second", "", True)
+    assert first.url_keys is second.url_keys is engine.url_keys
+    assert first.replies is second.replies is engine.replies
+    key_one, _ = _url_key(first.url_keys, first.namespace, _BASE)
+    key_two, fresh = _url_key(second.url_keys, second.namespace, _BASE)
+    assert key_two == fresh and key_one != key_two and len(engine.url_keys) == 2

@@ -68,8 +68,8 @@ HIT, MISS, STALE_LABEL, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
 
 LOCK_SUFFIX = ":lock"
 _POLL = 0.025  # seconds between two looks at the store while another process fills
-URL_KEYS_MAX_BYTES = 4 * 1024 * 1024  # per binding: store keys of hot URLs
-REPLIES_MAX_BYTES = 4 * 1024 * 1024  # per binding: reply headers of hot entries
+URL_KEYS_MAX_BYTES = 8 * 1024 * 1024  # per cache: store keys of hot URLs
+REPLIES_MAX_BYTES = 8 * 1024 * 1024  # per cache: reply headers of hot entries
 
 
 class Producer(Protocol[R, A_co]):
@@ -133,6 +133,15 @@ class Engine:
         # Bumped by every invalidation: a fill started before one never writes back.
         self.epoch = 0
         self._prefix = keys.safe_segment(settings.prefix)
+        # Store keys of requests keyed by their URL alone, by (namespace, method, scheme, host,
+        # root path, path, query string); and a hit's reply headers by store key: (the entry,
+        # its age in seconds, the headers). Owned here, bounded in bytes for the whole cache.
+        self.url_keys: BytesMemo[tuple[str, str, str, str, str, str, bytes], str] = BytesMemo(
+            URL_KEYS_MAX_BYTES
+        )
+        self.replies: BytesMemo[str, tuple[Entry, int, list[tuple[bytes, bytes]]]] = BytesMemo(
+            REPLIES_MAX_BYTES
+        )
 
     # -- keys and bindings ----------------------------------------------------------------
 
@@ -158,6 +167,8 @@ class Engine:
             status_header=self.settings.cache_status_header.lower().encode("latin-1"),
             identity=identity,
             local_only=not shared,
+            url_keys=self.url_keys,
+            replies=self.replies,
         )
 
     def resolve_serializer(self, serializer: str | Serializer | None) -> Serializer:
@@ -414,20 +425,14 @@ class Binding:
     local_only: bool = False  # the identity holds a per-process token: entries are not shared
     # The one-time warnings already logged for this function (a few short names).
     warned: set[str] = field(default_factory=set, compare=False, hash=False)
-    # Store keys of requests keyed by their URL alone, by (method, scheme, host, root path,
-    # path, query string).
-    url_keys: BytesMemo[tuple[str, str, str, str, str, bytes], str] = field(
-        default_factory=lambda: BytesMemo(URL_KEYS_MAX_BYTES), compare=False, hash=False
+    # The engine's memos, shared by its bindings (one byte budget per cache, however many
+    # functions are decorated): store keys of URLs, and hits' reply headers.
+    url_keys: BytesMemo[tuple[str, str, str, str, str, str, bytes], str] = field(
+        compare=False, hash=False, kw_only=True
     )
-    # A hit's reply headers by store key: (the entry, its age in seconds, the headers).
     replies: BytesMemo[str, tuple[Entry, int, list[tuple[bytes, bytes]]]] = field(
-        default_factory=lambda: BytesMemo(REPLIES_MAX_BYTES), compare=False, hash=False
+        compare=False, hash=False, kw_only=True
     )
-
-    @property
-    def stale_window(self) -> float:
-        """Seconds an entry is kept past its ttl for stale serving."""
-        return self.policy.stale_window
 
 
 class Flights:

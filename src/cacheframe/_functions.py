@@ -93,7 +93,7 @@ class _Call:
         if payload is None:
             return None
         return ValueEntry(
-            binding.serializer.name, payload, time.time(), binding.ttl, binding.stale_window, cost
+            binding.serializer.name, payload, time.time(), binding.ttl, binding.policy.stale_window, cost
         )
 
 

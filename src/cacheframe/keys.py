@@ -370,9 +370,9 @@ def _qualname(cls: type) -> str:
 class KeyMemo(Protocol):
     """Where :func:`url_key` keeps the store keys of hot URLs (a binding's ``BytesMemo``)."""
 
-    def get(self, key: tuple[str, str, str, str, str, bytes]) -> str | None: ...
+    def get(self, key: tuple[str, str, str, str, str, str, bytes]) -> str | None: ...
 
-    def put(self, key: tuple[str, str, str, str, str, bytes], value: str, size: int) -> None: ...
+    def put(self, key: tuple[str, str, str, str, str, str, bytes], value: str, size: int) -> None: ...
 
 
 _URL_MEMO_MAX_URL = 512  # longer URLs are keyed each time, not kept
@@ -381,17 +381,17 @@ _URL_MEMO_OVERHEAD = 200  # bytes of a memo slot beyond its strings
 
 def url_key(memo: KeyMemo, namespace: str, scope: Any, host: str) -> str:
     """:func:`view_key` of a request keyed by its URL alone (the common case), kept in ``memo``
-    by (method, scheme, host, root path, path, query string): hot URLs repeat."""
+    by (namespace, method, scheme, host, root path, path, query string): hot URLs repeat."""
     query = scope.get("query_string", b"")
     path = scope["path"]
     root = scope.get("root_path", "")
-    fields = (scope["method"], scope.get("scheme", "http"), host, root, path, query)
+    fields = (namespace, scope["method"], scope.get("scheme", "http"), host, root, path, query)
     key = memo.get(fields)
     if key is None:
         key = view_key(namespace, scope, host)
         size = len(query) + len(host) + len(path) + len(root)
         if size <= _URL_MEMO_MAX_URL:
-            memo.put(fields, key, size + len(key) + _URL_MEMO_OVERHEAD)
+            memo.put(fields, key, size + len(namespace) + len(key) + _URL_MEMO_OVERHEAD)
     return key
 
 

@@ -585,7 +585,12 @@ def test_hit_headers_memo_is_per_view() -> None:
 
     engine = cacheframe.Cache(url="memory://")._engine
     entry = ResponseEntry(200, [(b"content-type", b"application/json")], b"[]", b'"e"', time.time(), 60.0)
-    public = _replies.hit_headers(engine.bind(policy(False), "mod.f", "", True), "k", entry, 3)
-    private = _replies.hit_headers(engine.bind(policy(True), "mod.g", "", True), "k", entry, 3)
+    public_view, private_view = (
+        engine.bind(policy(False), "mod.f", "", True),
+        engine.bind(policy(True), "mod.g", "", True),
+    )
+    # Each view's store keys start with its own namespace: the shared memo keeps them apart.
+    public = _replies.hit_headers(public_view, public_view.namespace + "k", entry, 3)
+    private = _replies.hit_headers(private_view, private_view.namespace + "k", entry, 3)
     assert (b"cache-control", b"public, max-age=60") in public
     assert (b"cache-control", b"private, max-age=60") in private
