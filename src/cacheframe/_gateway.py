@@ -161,18 +161,14 @@ class StoreGateway:
         get_nowait = self._get_nowait
         if get_nowait is None:
             return NEEDS_IO
-        breaker = self.breaker
-        healthy = breaker.opened_at is None  # closed: allow() and success() have nothing to do
-        if not healthy and not self._allowed():
+        if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
             return STORE_DOWN
         try:
             raw = get_nowait(key)
         except STORE_ERRORS as exc:
             self._failed("get", exc)
             return STORE_DOWN
-        if breaker.failures or not healthy:
-            breaker.success()
-        return self.decode(key, raw)
+        return self._got(key, raw)
 
     async def read(self, key: str) -> Read:
         """The entry under ``key``: ``None`` when absent or damaged, ``STORE_DOWN`` on failure.
@@ -194,9 +190,8 @@ class StoreGateway:
             return await future
         reading[key] = None
         entry: Read = None
-        try:  # read_once's body, kept here: one coroutine less on every network hit
-            breaker = self.breaker
-            if breaker.opened_at is not None and not self._allowed():  # closed: always allowed
+        try:  # the store call is awaited here, not through read_once: one coroutine less per hit
+            if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
                 entry = STORE_DOWN
                 return entry
             try:
@@ -205,9 +200,7 @@ class StoreGateway:
                 self._failed("get", exc)
                 entry = STORE_DOWN
                 return entry
-            if breaker.failures or breaker.opened_at is not None:
-                breaker.success()
-            entry = self.decode(key, raw)
+            entry = self._got(key, raw)
             return entry
         finally:  # followers get what the read found (STORE_DOWN when it failed open); a
             # cancelled read, or one raising (fail_open=False), hands them None: a miss for them
@@ -219,14 +212,19 @@ class StoreGateway:
         """``read``, without sharing the store call with concurrent readers."""
         if self._get_nowait is not None:
             return self.peek(key)  # never NEEDS_IO here
-        breaker = self.breaker
-        if breaker.opened_at is not None and not self._allowed():  # closed: always allowed
+        if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
             return STORE_DOWN
         try:
             raw = await self.backend.get(key)
         except STORE_ERRORS as exc:
             self._failed("get", exc)
             return STORE_DOWN
+        return self._got(key, raw)
+
+    def _got(self, key: str, raw: bytes | None) -> Entry | None:
+        """A read answered: the breaker hears of it (only when not already closed and clean),
+        and the stored bytes are decoded."""
+        breaker = self.breaker
         if breaker.failures or breaker.opened_at is not None:
             breaker.success()
         return self.decode(key, raw)
