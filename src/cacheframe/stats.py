@@ -222,9 +222,11 @@ class CacheStats:
         self.hits += 1
         if fast:
             self.fast_hits += 1
-        key = (namespace, HIT, tier)  # inlined _count: the hot path
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
+        key = (namespace, HIT, tier)  # the hot path: one subscript, no method call
+        try:
+            self.requests[key] += 1
+        except KeyError:
+            self.requests[key] = 1
 
     def on_collapsed(self, namespace: str) -> None:
         self.hits += 1
