@@ -181,7 +181,7 @@ def test_classify_fresh_counts_a_hit() -> None:
     engine = new_engine(MemoryBackend())
     binding = new_binding(engine, stale_while_revalidate=30)
     assert engine.classify(binding, KEY, value_entry(age=1, stale=30), ValueEntry) == FRESH
-    assert engine.stats.hits == 1
+    assert engine.observer.hits == 1
 
 
 def test_classify_stale_expired_missing_down_count_no_hit() -> None:
@@ -193,7 +193,7 @@ def test_classify_stale_expired_missing_down_count_no_hit() -> None:
     assert engine.classify(binding, KEY, value_entry(age=100, stale=30), ValueEntry) == EXPIRED
     assert engine.classify(binding, KEY, None, ValueEntry) == MISSING
     assert engine.classify(binding, KEY, STORE_DOWN, ValueEntry) == DOWN
-    assert engine.stats.hits == 0 and engine.stats.bad_entries == 0
+    assert engine.observer.hits == 0 and engine.observer.bad_entries == 0
 
 
 def test_classify_stale_needs_both_windows() -> None:
@@ -211,7 +211,7 @@ def test_classify_other_kind_counts_as_damaged() -> None:
     engine = new_engine(MemoryBackend())
     binding = new_binding(engine)
     assert engine.classify(binding, KEY, response_entry(), ValueEntry) == MISSING
-    assert engine.stats.bad_entries == 1 and engine.stats.hits == 0
+    assert engine.observer.bad_entries == 1 and engine.observer.hits == 0
 
 
 def test_classify_max_age_caps_the_age_and_rules_out_stale() -> None:
@@ -221,9 +221,9 @@ def test_classify_max_age_caps_the_age_and_rules_out_stale() -> None:
     binding = new_binding(engine, stale_while_revalidate=30)
     entry = value_entry(age=10, stale=30)
     assert engine.classify(binding, KEY, entry, ValueEntry, max_age=5) == EXPIRED
-    assert engine.stats.hits == 0
+    assert engine.observer.hits == 0
     assert engine.classify(binding, KEY, entry, ValueEntry, max_age=20) == FRESH
-    assert engine.stats.hits == 1
+    assert engine.observer.hits == 1
     stale = value_entry(age=70, stale=30)
     assert engine.classify(binding, KEY, stale, ValueEntry, max_age=1000) == EXPIRED
 
@@ -247,7 +247,7 @@ async def test_concurrent_fills_of_one_key_compute_once() -> None:
     answers = await _fill_together(engine, fake, 10)
     assert fake.calls == 1 and {a.value for a in answers} == {7}
     assert collections.Counter(a.label for a in answers) == {MISS: 1, HIT: 9}
-    stats = engine.stats
+    stats = engine.observer
     assert (stats.misses, stats.hits, stats.stores) == (1, 9, 1)
 
 
@@ -275,7 +275,7 @@ async def test_followers_that_cannot_use_the_shared_entry_compute_themselves() -
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, 7, hold=asyncio.Event(), usable=False)
     answers = await _fill_together(engine, fake, 3)
-    assert fake.calls == 3 and {a.value for a in answers} == {7} and engine.stats.hits == 0
+    assert fake.calls == 3 and {a.value for a in answers} == {7} and engine.observer.hits == 0
 
 
 async def test_follower_waiting_past_stampede_wait_computes_itself() -> None:
@@ -330,7 +330,7 @@ async def test_lock_held_elsewhere_waits_for_the_entry(store_class: type[Locking
     await store.set(KEY, envelope.encode(value_entry(b"9")), 60)  # the other process's entry
     answer = await fill
     assert (answer.label, answer.value) == (HIT, 9) and fake.calls == 0
-    assert engine.stats.hits == 1 and store.releases == [] and store.get_nowait(LOCK) == b"other"
+    assert engine.observer.hits == 1 and store.releases == [] and store.get_nowait(LOCK) == b"other"
 
 
 @pytest.mark.parametrize("store_class", LOCKING)
@@ -397,7 +397,7 @@ async def test_exception_serves_the_stale_entry() -> None:
     fake = Fake(engine, outcomes=[RuntimeError("boom")])
     answer = await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
     assert (answer.label, answer.value) == (STALE_LABEL, 3)
-    assert engine.stats.stale == 1 and engine.stats.stores == 0 and _stored(store) is None
+    assert engine.observer.stale == 1 and engine.observer.stores == 0 and _stored(store) is None
 
 
 @pytest.mark.parametrize(
@@ -410,7 +410,7 @@ async def test_exception_raises_when_stale_cannot_stand_in(stale_on_error: bool,
     fake = Fake(engine, outcomes=[RuntimeError("boom")], stale_on_error=stale_on_error, usable=usable)
     with pytest.raises(RuntimeError, match="boom"):
         await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert engine.stats.stale == 0
+    assert engine.observer.stale == 0
 
 
 async def test_exception_without_a_stale_entry_raises() -> None:
@@ -425,7 +425,7 @@ async def test_failed_result_serves_the_stale_entry() -> None:
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, outcomes=[503])
     answer = await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert (answer.label, answer.value) == (STALE_LABEL, 3) and engine.stats.stale == 1
+    assert (answer.label, answer.value) == (STALE_LABEL, 3) and engine.observer.stale == 1
 
 
 async def test_failed_result_without_a_stale_entry_is_answered() -> None:
@@ -433,7 +433,7 @@ async def test_failed_result_without_a_stale_entry_is_answered() -> None:
     engine = new_engine(MemoryBackend())
     answer = await engine.fill(new_binding(engine), KEY, Fake(engine, outcomes=[503]), None)
     assert (answer.label, answer.value, answer.entry) == (MISS, 503, None)
-    assert engine.stats.not_stored == 1
+    assert engine.observer.not_stored == 1
 
 
 async def test_unusable_stale_entry_leaves_a_failed_result_answered() -> None:
@@ -441,7 +441,7 @@ async def test_unusable_stale_entry_leaves_a_failed_result_answered() -> None:
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, outcomes=[503], usable=False)
     answer = await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert (answer.label, answer.value) == (MISS, 503) and engine.stats.stale == 0
+    assert (answer.label, answer.value) == (MISS, 503) and engine.observer.stale == 0
 
 
 def test_usable_on_error_is_bounded_by_stale_if_error() -> None:
@@ -470,7 +470,7 @@ async def test_invalidation_during_a_computation_is_not_overwritten() -> None:
     hold.set()
     answer = await fill
     assert (answer.label, answer.value) == (MISS, 7) and answer.entry is not None
-    assert engine.stats.not_stored == 1 and engine.stats.stores == 0 and _stored(store) is None
+    assert engine.observer.not_stored == 1 and engine.observer.stores == 0 and _stored(store) is None
 
 
 async def test_fill_started_after_an_invalidation_is_stored() -> None:
@@ -479,7 +479,7 @@ async def test_fill_started_after_an_invalidation_is_stored() -> None:
     engine = new_engine(store)
     engine.invalidated()
     await engine.fill(new_binding(engine), KEY, Fake(engine, 7), None)
-    assert _stored(store) == 7 and engine.stats.not_stored == 0
+    assert _stored(store) == 7 and engine.observer.not_stored == 0
 
 
 # -- stale serving and refresh claims ------------------------------------------------------------
@@ -508,7 +508,7 @@ def test_serve_stale_answers_and_claims_once() -> None:
     answer, refresh = engine.serve_stale(KEY, _stale(), fake)
     assert (answer.label, answer.value, refresh) == (STALE_LABEL, 3, True)
     assert engine.serve_stale(KEY, _stale(), fake)[1] is False
-    assert engine.stats.stale == 2 and fake.calls == 0
+    assert engine.observer.stale == 2 and fake.calls == 0
 
 
 async def test_refresh_stores_and_releases_its_claim() -> None:
@@ -544,7 +544,7 @@ async def test_use_store_false_writes_nothing_and_answers_bypass() -> None:
     answer = await engine.fill(new_binding(engine), KEY, fake, None, use_store=False)
     assert (answer.label, answer.value) == (BYPASS, 7) and fake.labels == [BYPASS]
     assert store.attempts == [] and _stored(store) is None
-    assert engine.stats.stores == 0 and engine.stats.misses == 0
+    assert engine.observer.stores == 0 and engine.observer.misses == 0
 
 
 async def test_use_store_false_still_shares_the_computation() -> None:
@@ -552,7 +552,7 @@ async def test_use_store_false_still_shares_the_computation() -> None:
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, 7, hold=asyncio.Event())
     answers = await _fill_together(engine, fake, 3, use_store=False)
-    assert fake.calls == 1 and [a.label for a in answers] == [BYPASS] * 3 and engine.stats.hits == 0
+    assert fake.calls == 1 and [a.label for a in answers] == [BYPASS] * 3 and engine.observer.hits == 0
 
 
 async def test_unstorable_result_is_answered_and_counted() -> None:
@@ -561,4 +561,4 @@ async def test_unstorable_result_is_answered_and_counted() -> None:
     engine = new_engine(store)
     answer = await engine.fill(new_binding(engine), KEY, Fake(engine, 7, storable=False), None)
     assert (answer.label, answer.value, answer.entry) == (MISS, 7, None)
-    assert engine.stats.not_stored == 1 and engine.stats.stores == 0 and _stored(store) is None
+    assert engine.observer.not_stored == 1 and engine.observer.stores == 0 and _stored(store) is None

@@ -84,10 +84,10 @@ async def test_breaker_opens_after_threshold_and_short_circuits() -> None:
     gateway = new_gateway(store, breaker_threshold=3)
     for _ in range(3):
         assert await gateway.read(KEY) is STORE_DOWN
-    assert store.gets == 3 and gateway.stats.backend_errors == 3 and gateway.breaker.state == "open"
+    assert store.gets == 3 and gateway.observer.backend_errors == 3 and gateway.breaker.state == "open"
     assert await gateway.read(KEY) is STORE_DOWN
     assert not await gateway.write(KEY, value_entry())
-    assert store.gets == 3 and gateway.stats.short_circuited == 2 and gateway.stats.backend_errors == 3
+    assert store.gets == 3 and gateway.observer.short_circuited == 2 and gateway.observer.backend_errors == 3
 
 
 async def test_peek_counts_failures_and_short_circuits_an_in_process_store() -> None:
@@ -96,7 +96,7 @@ async def test_peek_counts_failures_and_short_circuits_an_in_process_store() -> 
     gateway = new_gateway(store, breaker_threshold=2)
     assert gateway.peek(KEY) is STORE_DOWN and gateway.peek(KEY) is STORE_DOWN
     assert gateway.peek(KEY) is STORE_DOWN
-    assert store.reads == 2 and gateway.stats.short_circuited == 1
+    assert store.reads == 2 and gateway.observer.short_circuited == 1
 
 
 async def test_half_open_probe_closes_the_circuit() -> None:
@@ -136,7 +136,7 @@ async def test_fail_open_false_raises_backend_error() -> None:
         await gateway.read(KEY)
     with pytest.raises(BackendError, match="circuit open"):
         await gateway.read(KEY)
-    assert store.gets == 1 and gateway.stats.short_circuited == 1
+    assert store.gets == 1 and gateway.observer.short_circuited == 1
 
 
 async def test_fail_open_false_wraps_a_foreign_error() -> None:
@@ -259,7 +259,7 @@ async def test_failed_leader_read_hands_followers_store_down() -> None:
     await settle()
     store.hold_gets.set()
     assert await asyncio.gather(*reads) == [STORE_DOWN] * 4
-    assert store.gets == 1 and gateway.stats.backend_errors == 1
+    assert store.gets == 1 and gateway.observer.backend_errors == 1
 
 
 # -- peek and read -----------------------------------------------------------------------------
@@ -359,7 +359,7 @@ async def test_damaged_bytes_are_counted_and_not_kept() -> None:
     """Bytes that are no entry read as None, counted as bad, and leave no memo slot."""
     gateway = new_gateway(MemoryBackend())
     assert gateway.decode(KEY, b"not an entry") is None
-    assert gateway.stats.bad_entries == 1 and gateway.decoded.get(KEY) is None
+    assert gateway.observer.bad_entries == 1 and gateway.decoded.get(KEY) is None
 
 
 # -- writes ------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ async def test_write_counts_stores() -> None:
     gateway = new_gateway(MemoryBackend())
     entry = response_entry()
     assert await gateway.write(KEY, entry)
-    assert gateway.stats.stores == 1 and gateway.peek(KEY) == entry
+    assert gateway.observer.stores == 1 and gateway.peek(KEY) == entry
 
 
 async def test_write_of_an_oversized_header_is_not_stored() -> None:
@@ -381,7 +381,7 @@ async def test_write_of_an_oversized_header_is_not_stored() -> None:
     entry = response_entry()
     entry.headers.append((b"x-big", b"v" * 70_000))
     assert not await gateway.write(KEY, entry)
-    assert gateway.stats.not_stored == 1 and gateway.stats.stores == 0
+    assert gateway.observer.not_stored == 1 and gateway.observer.stores == 0
     assert store.get_nowait(KEY) is None and gateway.breaker.failures == 0
 
 
@@ -391,7 +391,7 @@ async def test_failed_write_fails_open() -> None:
     store.down = True
     gateway = new_gateway(store)
     assert not await gateway.write(KEY, value_entry())
-    assert gateway.stats.backend_errors == 1 and gateway.stats.stores == 0
+    assert gateway.observer.backend_errors == 1 and gateway.observer.stores == 0
 
 
 # -- path clears -------------------------------------------------------------------------------
@@ -468,7 +468,7 @@ async def test_store_error_in_a_clear_leaves_the_breaker_alone() -> None:
     gateway = new_gateway(store, breaker_threshold=1)
     store.failing_clears[NS + _segment(0)] = BackendError("scan timed out")
     await gateway.clear_path(NS, _segment(0))
-    assert gateway.stats.backend_errors == 1 and gateway.breaker.state == "closed"
+    assert gateway.observer.backend_errors == 1 and gateway.breaker.state == "closed"
 
 
 async def test_clear_is_skipped_while_the_circuit_is_open() -> None:
@@ -477,4 +477,4 @@ async def test_clear_is_skipped_while_the_circuit_is_open() -> None:
     gateway = new_gateway(store, breaker_threshold=1)
     gateway.breaker.failure()
     await gateway.clear_path(NS, _segment(0))
-    assert store.clears == [] and gateway.stats.short_circuited == 1
+    assert store.clears == [] and gateway.observer.short_circuited == 1

@@ -27,19 +27,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
-from . import keys
-from ._gateway import STORE_DOWN, Entry, Read, StoreGateway
+from . import keys, stats
+from ._gateway import CIRCUIT_OPEN, STORE_DOWN, Entry, Read, StoreGateway
 from ._memo import BytesMemo
 from .envelope import freshness
 from .exceptions import EntryError
 from .policy import Policy, ttl_seconds
 from .registry import load_serializer_factory
 from .settings import CacheSettings
-from .stats import CacheStats
+from .stats import Observer
 from .types import Serializer
 
 __all__ = [
     "BYPASS",
+    "COLLAPSED",
     "DOWN",
     "EXPIRED",
     "FRESH",
@@ -47,6 +48,7 @@ __all__ = [
     "MISS",
     "MISSING",
     "STALE",
+    "STALE_IF_ERROR",
     "STALE_LABEL",
     "Bindable",
     "Binding",
@@ -54,9 +56,10 @@ __all__ = [
     "Flights",
     "Producer",
     "StoreLock",
+    "X_CACHE",
 ]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.engine")
 R = TypeVar("R")
 A = TypeVar("A")
 A_co = TypeVar("A_co", covariant=True)
@@ -65,6 +68,17 @@ A_co = TypeVar("A_co", covariant=True)
 FRESH, STALE, EXPIRED, MISSING, DOWN = "fresh", "stale", "expired", "missing", "down"
 # How an answer came about (the X-Cache value of a view's reply).
 HIT, MISS, STALE_LABEL, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
+# Two more that producers tell apart (for Cache-Status), answered under an X-Cache value above.
+COLLAPSED = b"COLLAPSED"  # a miss answered by a computation another request led
+STALE_IF_ERROR = b"STALE-IF-ERROR"  # the computation failed: a stale entry stands in
+X_CACHE = {
+    HIT: HIT,
+    MISS: MISS,
+    STALE_LABEL: STALE_LABEL,
+    BYPASS: BYPASS,
+    COLLAPSED: HIT,
+    STALE_IF_ERROR: STALE_LABEL,
+}
 
 LOCK_SUFFIX = ":lock"
 _POLL = 0.025  # seconds between two looks at the store while another process fills
@@ -87,8 +101,9 @@ class Producer(Protocol[R, A_co]):
         """Whether ``result`` is a failure a stale entry should stand in for (a 5xx)."""
         ...
 
-    def to_entry(self, result: R, cost: float) -> Entry | None:
-        """The entry to store for ``result`` (which took ``cost`` seconds); None when unstorable."""
+    def to_entry(self, result: R, cost: float) -> Entry | str:
+        """The entry to store for ``result`` (which took ``cost`` seconds), or the not-stored
+        reason code (:data:`cacheframe.stats.NOT_STORED_REASONS`) when it may not be stored."""
         ...
 
     def answer(self, entry: Entry, label: bytes) -> A_co:
@@ -96,8 +111,9 @@ class Producer(Protocol[R, A_co]):
         ``EntryError`` when it cannot be used: then it counts as absent)."""
         ...
 
-    def answer_result(self, result: R, entry: Entry | None, label: bytes) -> A_co:
-        """A result just computed as the caller's answer (``entry``: what was made of it)."""
+    def answer_result(self, result: R, entry: Entry | None, label: bytes, not_stored: str | None) -> A_co:
+        """A result just computed as the caller's answer (``entry``: what was made of it;
+        ``not_stored``: why it was not stored, None when it was or the store was bypassed)."""
         ...
 
     def stale_on_error(self, exc: Exception) -> bool:
@@ -123,7 +139,7 @@ class Engine:
         self.gateway = gateway
         self.settings = settings
         self.serializer = serializer
-        self.stats: CacheStats = gateway.stats
+        self.observer: Observer = gateway.observer
         self.flights = Flights()  # computations in flight, by key
         self.refreshing: dict[str, float] = {}  # keys with a background refresh under way, since
         # The longest computation of each decorated function seen here (seconds, by qualified
@@ -162,9 +178,13 @@ class Engine:
             policy=policy,
             namespace=self.namespace_key(policy.namespace or qualname),
             qualname=qualname,
+            stats_name=policy.namespace or qualname,
             ttl=ttl_seconds(policy.ttl, self.settings.default_ttl),
             serializer=self.resolve_serializer(policy.serializer),
             status_header=self.settings.cache_status_header.lower().encode("latin-1"),
+            status_name=self.settings.cache_status_name.encode("ascii")
+            if self.settings.cache_status
+            else None,
             identity=identity,
             local_only=not shared,
             url_keys=self.url_keys,
@@ -205,17 +225,27 @@ class Engine:
     # -- lookup ---------------------------------------------------------------------------
 
     def classify(
-        self, binding: Binding, key: str, entry: Read, kind: type, max_age: int | None = None
+        self,
+        binding: Binding,
+        key: str,
+        entry: Read,
+        kind: type,
+        max_age: int | None = None,
+        *,
+        fast: bool = False,
+        count: bool = True,
     ) -> str:
-        """What ``entry`` (read for ``key``) is worth: ``FRESH`` (counted as a hit), ``STALE``,
-        ``EXPIRED``, ``MISSING`` (absent, or of another ``kind``: counted as damaged) or ``DOWN``.
+        """What ``entry`` (read for ``key``) is worth: ``FRESH`` (counted as a hit unless not
+        ``count``; ``fast``: on the fast path), ``STALE``, ``EXPIRED``, ``MISSING`` (absent, or
+        of another ``kind``: counted as damaged) or ``DOWN`` (see ``_gateway.down``).
 
         ``max_age`` (a request's ``Cache-Control: max-age``) caps the age and rules out stale."""
         if type(entry) is kind:
             now = time.time()
             policy = binding.policy
             if max_age is None and not policy.xfetch_beta and now - entry.created < entry.ttl:  # type: ignore[union-attr]
-                self.stats.hits += 1  # the hot path: no call beyond this one
+                if count:  # the hot path: no call beyond this one
+                    self.observer.on_hit(binding.stats_name, stats.TIER_STORE, fast)
                 return FRESH
             state = freshness(
                 entry,  # type: ignore[arg-type]
@@ -224,12 +254,12 @@ class Engine:
                 xfetch_beta=policy.xfetch_beta,
                 now=now,
             )
-            if state is FRESH:
-                self.stats.hits += 1
+            if state is FRESH and count:
+                self.observer.on_hit(binding.stats_name, stats.TIER_STORE, fast)
             return state
         if entry is None:
             return MISSING
-        if entry is STORE_DOWN:
+        if entry is STORE_DOWN or entry is CIRCUIT_OPEN:
             return DOWN
         self.gateway.bad_entry(
             key, EntryError(f"a {type(entry).__name__} where a {kind.__name__} was expected")
@@ -241,19 +271,28 @@ class Engine:
         """``entry`` if it may still stand in for a failed computation (stale-if-error)."""
         return entry if entry.age() < entry.ttl + min(entry.stale, binding.policy.stale_if_error) else None
 
-    def serve_stale(self, key: str, entry: Entry, producer: Producer[Any, A]) -> tuple[A, bool]:
+    def serve_stale(
+        self, binding: Binding, key: str, entry: Entry, producer: Producer[Any, A]
+    ) -> tuple[A, bool]:
         """A stale entry as the answer, and whether this caller should now start the one
         background refresh (:meth:`refresh`) of ``key``."""
         answer = producer.answer(entry, STALE_LABEL)
-        self.stats.stale += 1
+        self.observer.on_stale(binding.stats_name, stats.WHILE_REVALIDATE)
         return answer, self.claim_refresh(key)
 
     async def refresh(self, binding: Binding, key: str, producer: Producer[Any, Any]) -> None:
-        """The background refresh of a stale entry; a failure keeps the stale entry served."""
+        """The background refresh of a stale entry; a failure keeps the stale entry served.
+        Logged by the exception's type (its text, which may quote the arguments, at DEBUG)."""
         try:
             await self.fill(binding, key, producer, None)
         except Exception as exc:
-            log.warning("cacheframe: background refresh of %s failed: %s", key, exc)
+            log.warning(
+                "cacheframe: background refresh of %s (%s) failed with %s; the stale entry stays served",
+                binding.qualname,
+                keys.loggable(key),
+                type(exc).__name__,
+            )
+            log.debug("cacheframe: background refresh of %s failed", binding.qualname, exc_info=exc)
         finally:
             self.refreshing.pop(key, None)
 
@@ -282,11 +321,12 @@ class Engine:
             shared = await follow(pending, self.settings.stampede_wait)
             if shared is not None:
                 try:
-                    answer = producer.answer(shared, HIT if use_store else BYPASS)
+                    answer = producer.answer(shared, COLLAPSED if use_store else BYPASS)
                 except EntryError:
                     pass
                 else:
-                    self.stats.hits += use_store
+                    if use_store:
+                        self.observer.on_collapsed(binding.stats_name)
                     return answer
             return (await self._compute(binding, key, producer, stale, use_store))[0]
         future = flights.start(key, self.epoch)
@@ -301,16 +341,21 @@ class Engine:
             try:
                 held, current = await lock.acquire(reread)
                 entry = current if _fresh(current) else None
+                label = HIT  # found in the store on the re-read
                 if entry is None and not held:  # another process computes: wait for its entry
                     entry = await self._wait_for_entry(key)
+                    label = COLLAPSED
                 if entry is not None:
                     try:
-                        answer = producer.answer(entry, HIT)
+                        answer = producer.answer(entry, label)
                     except EntryError:
                         pass
                     else:
                         result = entry
-                        self.stats.hits += 1
+                        if label is HIT:
+                            self.observer.on_hit(binding.stats_name, stats.TIER_STORE)
+                        else:
+                            self.observer.on_collapsed(binding.stats_name)
                         return answer
                 answer, result = await self._compute(binding, key, producer, stale, use_store, lock)
                 return answer
@@ -340,8 +385,9 @@ class Engine:
         lock: StoreLock | None = None,
     ) -> tuple[A, Entry | None]:
         """Compute once, stand a stale entry in for a failure, store what may be stored."""
-        stats = self.stats
-        stats.misses += use_store
+        observer = self.observer
+        if use_store:
+            observer.on_miss(binding.stats_name)
         label = MISS if use_store else BYPASS
         epoch = self.epoch
         started = time.perf_counter()
@@ -360,38 +406,47 @@ class Engine:
                 return answer, None
         cost = time.perf_counter() - started
         entry = producer.to_entry(result, cost)
-        if entry is None:
-            stats.not_stored += 1
-            return producer.answer_result(result, None, label), None
+        if isinstance(entry, str):
+            observer.on_not_stored(binding.stats_name, entry)
+            return producer.answer_result(result, None, label, entry), None
         name = binding.qualname
         self.compute_cost[name] = max(cost, self.compute_cost.get(name, 0.0))
+        not_stored = None
         if use_store:
-            await self.store(key, entry, epoch, lock)
-        return producer.answer_result(result, entry, label), entry
+            not_stored = await self.store(binding, key, entry, epoch, lock)
+        return producer.answer_result(result, entry, label, not_stored), entry
 
     def stale_instead(
         self, binding: Binding, stale: Entry, producer: Producer[Any, A], exc: Exception | None
     ) -> A | None:
         """The stale entry as the answer to a failed computation, or None if it is unusable."""
         try:
-            answer = producer.answer(stale, STALE_LABEL)
+            answer = producer.answer(stale, STALE_IF_ERROR)
         except EntryError:
             return None
-        what = f"raised {type(exc).__name__}: {exc}" if exc is not None else "failed"
+        what = f"raised {type(exc).__name__}" if exc is not None else "failed"
         log.warning("cacheframe: %s %s; serving the stale entry (stale-if-error)", binding.qualname, what)
-        self.stats.stale += 1
+        if exc is not None:  # its text may quote the arguments: at DEBUG only
+            log.debug("cacheframe: %s raised", binding.qualname, exc_info=exc)
+        self.observer.on_stale(binding.stats_name, stats.IF_ERROR)
         return answer
 
-    async def store(self, key: str, entry: Entry, epoch: int, lock: StoreLock | None = None) -> None:
-        """Write ``entry`` unless something was invalidated since ``epoch`` (then it is only
-        counted): a value computed before an invalidation never lands after it."""
+    async def store(
+        self, binding: Binding, key: str, entry: Entry, epoch: int, lock: StoreLock | None = None
+    ) -> str | None:
+        """Write ``entry`` unless something was invalidated since ``epoch``: a value computed
+        before an invalidation never lands after it. None when written, else why not (a
+        not-stored reason, counted, or ``store-down``/``breaker-open``, counted by the gateway)."""
         if self.epoch != epoch:
-            self.stats.not_stored += 1
-            return
+            self.observer.on_not_stored(binding.stats_name, stats.NS_INVALIDATED)
+            return stats.NS_INVALIDATED
         if lock is not None:
-            await lock.write(entry)  # with the lock's release, where the backend can
+            why = await lock.write(entry)  # with the lock's release, where the backend can
         else:
-            await self.gateway.write(key, entry)
+            why = await self.gateway.write(key, entry)
+        if why == stats.NS_TOO_LARGE:
+            self.observer.on_not_stored(binding.stats_name, why)
+        return why
 
     async def _wait_for_entry(self, key: str) -> Entry | None:
         """Poll the store for a fresh entry under ``key`` until the lock lease has passed."""
@@ -406,7 +461,12 @@ class Engine:
 
 
 def _fresh(entry: Read) -> TypeGuard[Entry]:
-    return entry is not None and entry is not STORE_DOWN and entry.age() < entry.ttl  # type: ignore[union-attr]
+    return (
+        entry is not None
+        and entry is not STORE_DOWN
+        and entry is not CIRCUIT_OPEN
+        and entry.age() < entry.ttl  # type: ignore[union-attr]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,9 +478,11 @@ class Binding:
     policy: Policy
     namespace: str
     qualname: str  # module.qualname of the function
+    stats_name: str  # its namespace as counters name it: @cache(namespace=...), else the qualname
     ttl: float
     serializer: Serializer
     status_header: bytes
+    status_name: bytes | None  # the cache's name in Cache-Status; None: no Cache-Status
     identity: str = ""  # keys.function_identity: part of every plain-function key ("" = qualname)
     local_only: bool = False  # the identity holds a per-process token: entries are not shared
     # The one-time warnings already logged for this function (a few short names).
@@ -505,14 +567,16 @@ class StoreLock:
         self.held = held
         return held, entry
 
-    async def write(self, entry: Entry) -> None:
-        """Store ``entry``; release the lock in the same round trip when the backend can."""
+    async def write(self, entry: Entry) -> str | None:
+        """Store ``entry``; release the lock in the same round trip when the backend can.
+        None when stored, else why not (as ``StoreGateway.write``)."""
         gateway = self.gateway
         if self.held and gateway.lock_round_trips is not None:
-            if await gateway.write(self.key, entry, unlock=(self.lock_key, self.token)):
+            why = await gateway.write(self.key, entry, unlock=(self.lock_key, self.token))
+            if why is None:
                 self.held = False  # released with the write; otherwise release() tries again
-            return
-        await gateway.write(self.key, entry)
+            return why
+        return await gateway.write(self.key, entry)
 
     async def release(self) -> None:
         """Release the lock if still held (always tried, never raises when failing open)."""

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import keys
+from . import keys, stats
 from ._engine import DOWN, EXPIRED, FRESH, HIT, MISSING, STALE, Binding, Engine
-from ._gateway import NEEDS_IO, Entry, Read
+from ._gateway import NEEDS_IO, Entry, Read, down
 from ._sync import run_sync
 from .envelope import ValueEntry
 from .exceptions import EntryError
@@ -32,7 +32,7 @@ from .serializers import dumps_for, loads_for
 
 __all__ = ["call_async", "call_sync"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.functions")
 _background: set[asyncio.Task[Any]] = set()
 
 
@@ -76,10 +76,10 @@ class _Call:
             raise EntryError("entry of another kind or serializer")
         return loads_for(self.binding.serializer, entry.payload, self.key, self.return_type)
 
-    def answer_result(self, result: Any, entry: Entry | None, label: bytes) -> Any:
+    def answer_result(self, result: Any, entry: Entry | None, label: bytes, not_stored: str | None) -> Any:
         return result  # a stored entry decodes to an equal value: a hit returns the same
 
-    def to_entry(self, result: Any, cost: float) -> ValueEntry | None:
+    def to_entry(self, result: Any, cost: float) -> ValueEntry | str:
         binding = self.binding
         if binding.local_only and "local" not in binding.warned:
             binding.warned.add("local")
@@ -91,7 +91,7 @@ class _Call:
             )
         payload = _encode(binding, self.key, result, self.return_type)
         if payload is None:
-            return None
+            return stats.NS_UNSERIALIZABLE
         return ValueEntry(
             binding.serializer.name, payload, time.time(), binding.ttl, binding.policy.stale_window, cost
         )
@@ -103,14 +103,15 @@ def _lookup(engine: Engine, call: _Call, entry: Read) -> tuple[str, Any]:
     if type(entry) is ValueEntry and entry.serializer != binding.serializer.name:
         engine.gateway.bad_entry(key, EntryError("entry of another serializer"))
         entry = None
-    state = engine.classify(binding, key, entry, ValueEntry)
+    state = engine.classify(binding, key, entry, ValueEntry, count=False)
     if state == FRESH:
         try:
-            return FRESH, call.answer(entry, HIT)  # type: ignore[arg-type]
+            value = call.answer(entry, HIT)  # type: ignore[arg-type]
         except EntryError as exc:
-            engine.stats.hits -= 1  # counted by classify, but its value cannot be read
             engine.gateway.bad_entry(key, exc)
             return MISSING, None
+        engine.observer.on_hit(binding.stats_name, stats.TIER_STORE)  # once its value was read
+        return FRESH, value
     return state, entry
 
 
@@ -125,6 +126,7 @@ async def call_async(
     """Call a cached async function."""
     engine = binding.engine
     if not engine.settings.enabled:
+        engine.observer.on_bypass(binding.stats_name, stats.DISABLED)
         return await func(*args, **kwargs)
     custom = None
     if binding.policy.key_builder is not None:
@@ -139,11 +141,11 @@ async def call_async(
     if state == FRESH:
         return found
     if state == DOWN:
-        engine.stats.bypasses += 1
+        engine.observer.on_bypass(binding.stats_name, down(found) or stats.STORE_DOWN)
         return await engine.fill(binding, key, call, None, use_store=False)
     if state == STALE:
         try:
-            value, refresh = engine.serve_stale(key, found, call)
+            value, refresh = engine.serve_stale(binding, key, found, call)
         except EntryError as exc:
             engine.gateway.bad_entry(key, exc)
             return await engine.fill(binding, key, call, None, reread=True)
@@ -169,6 +171,7 @@ def call_sync(
     callers are not single-flighted (each thread computes)."""
     engine = binding.engine
     if not engine.settings.enabled:
+        engine.observer.on_bypass(binding.stats_name, stats.DISABLED)
         return func(*args, **kwargs)
     custom = None
     if binding.policy.key_builder is not None:
@@ -180,13 +183,13 @@ def call_sync(
     if state == FRESH:
         return found
     if state == DOWN:
-        engine.stats.bypasses += 1
+        engine.observer.on_bypass(binding.stats_name, down(found) or stats.STORE_DOWN)
         return func(*args, **kwargs)
     # A stale value is not served to a sync caller (no background refresh): it gets a fresh one.
     stale = (
         engine.usable_on_error(binding, found) if state in (STALE, EXPIRED) and found is not None else None
     )
-    engine.stats.misses += 1
+    engine.observer.on_miss(binding.stats_name)
     epoch, started = engine.epoch, time.perf_counter()
     try:
         value = func(*args, **kwargs)
@@ -198,10 +201,10 @@ def call_sync(
             raise
         return fallback
     entry = call.to_entry(value, time.perf_counter() - started)
-    if entry is None:
-        engine.stats.not_stored += 1
+    if isinstance(entry, str):
+        engine.observer.on_not_stored(binding.stats_name, entry)
     else:
-        run_sync(engine.store(key, entry, epoch))
+        run_sync(engine.store(binding, key, entry, epoch))
     return value
 
 

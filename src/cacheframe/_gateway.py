@@ -26,17 +26,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from . import envelope
+from . import envelope, stats
 from ._memo import BytesMemo
 from .breaker import CircuitBreaker
 from .exceptions import BackendError, CacheframeError, EntryError
+from .keys import loggable
 from .settings import CacheSettings
-from .stats import CacheStats
+from .stats import Observer
 from .types import Backend, SupportsGetNowait, SupportsLock, SupportsLockRoundTrips
 
-__all__ = ["NEEDS_IO", "STORE_DOWN", "STORE_ERRORS", "Entry", "Read", "StoreGateway"]
+__all__ = ["CIRCUIT_OPEN", "NEEDS_IO", "STORE_DOWN", "STORE_ERRORS", "Entry", "Read", "StoreGateway", "down"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.store")
 T = TypeVar("T")
 
 Entry = envelope.ResponseEntry | envelope.ValueEntry
@@ -47,13 +48,26 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (CacheframeError, OSError, Timeo
 
 
 class _Outcome(enum.Enum):
-    STORE_DOWN = "store down"  # the store failed, or the circuit is open
+    STORE_DOWN = "store down"  # the store failed
+    CIRCUIT_OPEN = "circuit open"  # the store was not asked: the circuit is open
     NEEDS_IO = "needs I/O"  # peek: the store is across the network; await read()
 
 
 STORE_DOWN = _Outcome.STORE_DOWN
+CIRCUIT_OPEN = _Outcome.CIRCUIT_OPEN
 NEEDS_IO = _Outcome.NEEDS_IO
-Read = Entry | _Outcome | None  # an entry, None (absent or damaged), or STORE_DOWN
+Read = Entry | _Outcome | None  # an entry, None (absent or damaged), STORE_DOWN or CIRCUIT_OPEN
+
+
+def down(read: object) -> str | None:
+    """The bypass reason of a read that found the store unusable (``STORE_DOWN``,
+    ``CIRCUIT_OPEN``), else None."""
+    if read is STORE_DOWN:
+        return stats.STORE_DOWN
+    if read is CIRCUIT_OPEN:
+        return stats.BREAKER_OPEN
+    return None
+
 
 _LOG_INTERVAL = 30.0  # seconds between two warnings of failing store calls
 _CLEAR_LOG_INTERVAL = 60.0  # seconds between two warnings of failing path clears
@@ -80,12 +94,14 @@ def _nowait_reader(backend: Backend) -> Callable[[str], bytes | None] | None:
 class StoreGateway:
     """The guarded door to one backend (one per ``Cache``)."""
 
-    def __init__(self, backend: Backend, settings: CacheSettings, stats: CacheStats, name: str) -> None:
+    def __init__(self, backend: Backend, settings: CacheSettings, observer: Observer, name: str) -> None:
         self.backend = backend
         self.settings = settings
-        self.stats = stats
+        self.observer = observer
         self.name = name  # how logs and errors name the cache
-        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
+        self.breaker = CircuitBreaker(
+            settings.breaker_threshold, settings.breaker_cooldown, on_change=observer.on_breaker
+        )
         self._get_nowait = _nowait_reader(backend)
         self.in_process = self._get_nowait is not None  # reads never suspend; no other process writes
         # The store lock of stampede protection, if the backend has one and it is enabled.
@@ -114,19 +130,19 @@ class StoreGateway:
     def _allowed(self) -> bool:
         if self.breaker.allow():
             return True
-        self.stats.short_circuited += 1
+        self.observer.on_short_circuit()
         if not self.settings.fail_open:
             raise BackendError(f"{self.name}: circuit open after repeated store failures")
         return False
 
     def _failed(self, action: str, exc: BaseException) -> None:
         self.breaker.failure()
-        self.stats.backend_errors += 1
+        self.observer.on_store_error(action, isinstance(exc, TimeoutError))
         now = time.monotonic()
         if now - self._last_logged >= _LOG_INTERVAL:
             self._last_logged = now
             log.warning(
-                "cacheframe: %s failed on %s, serving uncached (%s: %s); "
+                "cacheframe: store %s failed on %s, serving uncached (%s: %s); "
                 "further failures are logged at most every %.0f s",
                 action,
                 self.name,
@@ -162,7 +178,7 @@ class StoreGateway:
         if get_nowait is None:
             return NEEDS_IO
         if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
-            return STORE_DOWN
+            return CIRCUIT_OPEN
         try:
             raw = get_nowait(key)
         except STORE_ERRORS as exc:
@@ -192,7 +208,7 @@ class StoreGateway:
         entry: Read = None
         try:  # the store call is awaited here, not through read_once: one coroutine less per hit
             if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
-                entry = STORE_DOWN
+                entry = CIRCUIT_OPEN
                 return entry
             try:
                 raw = await self.backend.get(key)
@@ -213,7 +229,7 @@ class StoreGateway:
         if self._get_nowait is not None:
             return self.peek(key)  # never NEEDS_IO here
         if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
-            return STORE_DOWN
+            return CIRCUIT_OPEN
         try:
             raw = await self.backend.get(key)
         except STORE_ERRORS as exc:
@@ -248,26 +264,28 @@ class StoreGateway:
         return decoded
 
     def bad_entry(self, key: str, exc: Exception) -> None:
-        """Count and log an entry that could not be used (it will be overwritten)."""
-        self.stats.bad_entries += 1
-        log.warning("cacheframe: ignoring damaged entry %s: %s", key, exc)
+        """Count and log an entry that could not be used (it will be overwritten); the key is
+        logged with its user part hashed (:func:`~cacheframe.keys.loggable`)."""
+        self.observer.on_bad_entry()
+        log.warning("cacheframe: ignoring damaged entry %s: %s", loggable(key), exc)
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def write(self, key: str, entry: Entry, unlock: tuple[str, str] | None = None) -> bool:
+    async def write(self, key: str, entry: Entry, unlock: tuple[str, str] | None = None) -> str | None:
         """Encode and store an entry for its ttl plus stale window; errors are logged.
 
+        None when stored, else why not: ``too-large`` (the caller counts it as not stored),
+        ``store-down`` or ``breaker-open`` (counted here as a store error or a skipped call).
         ``unlock=(lock_key, token)`` releases the store lock in the same round trip
         (a backend with ``SupportsLockRoundTrips``).
         """
         try:
             data = envelope.encode(entry)
         except EntryError as exc:  # too large for the envelope (a 70 kB header): served, not stored
-            self.stats.not_stored += 1
-            log.info("cacheframe: not storing %s: %s", key, exc)
-            return False
+            log.info("cacheframe: not storing %s: %s", loggable(key), exc)
+            return stats.NS_TOO_LARGE
         if not self._allowed():  # after encoding: a half-open breaker's probe is not spent on it
-            return False
+            return stats.BREAKER_OPEN
         try:
             if unlock is not None and self.lock_round_trips is not None:
                 await self.lock_round_trips.set_and_release_lock(key, data, entry.ttl + entry.stale, *unlock)
@@ -275,10 +293,10 @@ class StoreGateway:
                 await self.backend.set(key, data, entry.ttl + entry.stale)
         except STORE_ERRORS as exc:
             self._failed("set", exc)
-            return False
+            return stats.STORE_DOWN
         self.breaker.success()
-        self.stats.stores += 1
-        return True
+        self.observer.on_stored()
+        return None
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; whether something was removed (always tried, even when open)."""
@@ -355,7 +373,7 @@ class StoreGateway:
                     await self._sweep(prefix)
                     done = True
                 except Exception as exc:  # its waiters clear their own paths, and see the error
-                    log.debug("cacheframe: shared clear of %s failed: %s", prefix, exc)
+                    log.debug("cacheframe: shared clear of %s failed: %s", loggable(prefix), exc)
                 finally:
                     future.set_result(done)
         finally:
@@ -369,20 +387,20 @@ class StoreGateway:
         and a flood of unsafe requests must not open the circuit and turn every read into a
         bypass. While the circuit is open (reads found the store down) the clear is skipped."""
         if self.breaker.opened_at is not None:
-            self.stats.short_circuited += 1
+            self.observer.on_short_circuit()
             if not self.settings.fail_open:
                 raise BackendError(f"{self.name}: circuit open after repeated store failures")
             return
         try:
             await self.backend.clear(prefix)
         except STORE_ERRORS as exc:
-            self.stats.backend_errors += 1
+            self.observer.on_store_error("clear", isinstance(exc, TimeoutError))
             now = time.monotonic()
             if now - self._last_clear_logged >= _CLEAR_LOG_INTERVAL:
                 self._last_clear_logged = now
                 log.warning(
                     "cacheframe: clearing %s failed (%s: %s); further failures not logged for %.0f s",
-                    prefix,
+                    loggable(prefix),
                     type(exc).__name__,
                     exc,
                     _CLEAR_LOG_INTERVAL,

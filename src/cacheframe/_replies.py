@@ -1,7 +1,8 @@
 """The reply to a request from a stored entry: one definition for the decorator and fast paths.
 
 A reply is the entry's status, headers and body, plus this reply's
-``Cache-Control``, ``ETag``, cache status and ``Age``; a matching
+``Cache-Control``, ``ETag``, cache status (``X-Cache`` and RFC 9211
+``Cache-Status``) and ``Age``; a matching
 ``If-None-Match`` makes it a 304 and HEAD drops the body. The decorator path
 wraps the triple in a response object, the fast path sends it over ASGI: the
 bytes are the same.
@@ -11,11 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import http
-from ._engine import Binding
+from . import http, stats
+from ._engine import STALE_LABEL, Binding
 from .envelope import ResponseEntry
 
-__all__ = ["CHECKED", "KEPT_ON_304", "Reply", "hit_headers", "reply", "reply_headers"]
+__all__ = [
+    "CHECKED",
+    "KEPT_ON_304",
+    "Reply",
+    "bypass_status",
+    "cache_status",
+    "hit_headers",
+    "remaining",
+    "reply",
+    "reply_headers",
+]
 
 # The scope key where the fast path leaves what it read for the full path:
 # (store key, what the gateway returned), so the store is not asked twice.
@@ -35,10 +46,12 @@ def reply(
     if_none_match: str | None,
     head: bool,
     extra: list[tuple[bytes, bytes]] | None = None,
+    cache_status: bytes | None = None,
 ) -> Reply:
-    """The reply to a request from ``entry``: ``status`` is the cache status (``HIT``, ...),
-    ``age`` None for a reply just computed; ``extra`` headers are added (per request)."""
-    headers = reply_headers(binding, entry, status, age)
+    """The reply to a request from ``entry``: ``status`` is the X-Cache value (``HIT``, ...),
+    ``age`` None for a reply just computed; ``extra`` headers are added (per request);
+    ``cache_status`` is the Cache-Status value when not a hit's (see :func:`reply_headers`)."""
+    headers = reply_headers(binding, entry, status, age, cache_status)
     if extra:
         headers += extra
     if if_none_match is not None and http.none_match(if_none_match, entry.etag):
@@ -60,10 +73,14 @@ def hit_headers(binding: Binding, key: str, entry: ResponseEntry, age: int) -> l
 
 
 def reply_headers(
-    binding: Binding, entry: ResponseEntry, status: bytes, age: int | None
+    binding: Binding, entry: ResponseEntry, status: bytes, age: int | None, cache_status: bytes | None = None
 ) -> list[tuple[bytes, bytes]]:
-    """Cache-Control (``max-age`` = the entry's lifetime), ETag, the cache status and, unless
-    the reply was just computed (``age`` None), Age.
+    """Cache-Control (``max-age`` = the entry's lifetime), ETag, the cache status (X-Cache
+    ``status``, and Cache-Status unless turned off) and, unless the reply was just computed
+    (``age`` None), Age.
+
+    Cache-Status is ``cache_status`` when given, else that of an entry served without
+    computing: ``hit`` with its remaining freshness, negative when stale.
 
     Age is counted once: a downstream cache keeps the reply ``max-age`` - ``Age`` seconds,
     exactly what is left here. An entry whose view set its own Cache-Control carries the
@@ -80,6 +97,57 @@ def reply_headers(
             stale_if_error=policy.stale_if_error,
         ).encode()
         headers = [(b"cache-control", cache_control), (b"etag", entry.etag), (binding.status_header, status)]
+    if binding.status_name is not None:
+        if cache_status is None:
+            cache_status = b"%s; hit; ttl=%d" % (binding.status_name, remaining(entry, age or 0, status))
+        headers.append((b"cache-status", cache_status))
     if age is not None:
         headers.append((b"age", b"%d" % age))
     return headers
+
+
+def remaining(entry: ResponseEntry, age: int, status: bytes) -> int:
+    """Cache-Status ``ttl``: the entry's freshness left at ``age`` (whole seconds, as
+    ``max-age`` - ``Age`` counts it downstream); negative, at least -1, when served stale."""
+    left = int(entry.ttl) - age
+    return min(left, -1) if status is STALE_LABEL else left
+
+
+def cache_status(
+    binding: Binding,
+    fwd: str,
+    *,
+    fwd_status: int | None = None,
+    ttl: int | None = None,
+    stored: bool = False,
+    collapsed: bool = False,
+    detail: str | None = None,
+) -> bytes | None:
+    """An RFC 9211 Cache-Status value for a request that went forward (to the view): ``fwd``
+    says why (``uri-miss``, ``stale``, ``request``, ``method``, ``bypass``), ``detail`` is a
+    reason code (a token); None when Cache-Status is off. A hit's value is
+    :func:`reply_headers`'s."""
+    if binding.status_name is None:
+        return None
+    value = b"%s; fwd=%s" % (binding.status_name, fwd.encode())
+    if fwd_status is not None:
+        value += b"; fwd-status=%d" % fwd_status
+    if ttl is not None:
+        value += b"; ttl=%d" % ttl
+    if stored:
+        value += b"; stored"
+    if collapsed:
+        value += b"; collapsed"
+    if detail is not None:
+        value += b"; detail=" + detail.encode()
+    return value
+
+
+def bypass_status(binding: Binding, reason: str) -> bytes | None:
+    """The Cache-Status of a request answered uncached for a bypass ``reason``: ``fwd=method``
+    for a method the cache does not serve, ``fwd=request; detail=no-store`` for the request's
+    own ``no-store``, else ``fwd=bypass``; the reason as ``detail``."""
+    if reason == stats.REQUEST_NO_STORE:
+        return cache_status(binding, "request", detail="no-store")
+    fwd = "method" if reason in (stats.METHOD, stats.UNSAFE_METHOD) else "bypass"
+    return cache_status(binding, fwd, detail=reason)

@@ -21,12 +21,25 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from . import _peruser, http, keys, unsafe
+from . import _peruser, http, keys, stats, unsafe
 from ._authority import request_authority
-from ._engine import BYPASS, DOWN, EXPIRED, FRESH, HIT, MISS, STALE, Binding
-from ._gateway import NEEDS_IO, Entry
+from ._engine import (
+    BYPASS,
+    COLLAPSED,
+    DOWN,
+    EXPIRED,
+    FRESH,
+    HIT,
+    MISS,
+    STALE,
+    STALE_IF_ERROR,
+    STALE_LABEL,
+    X_CACHE,
+    Binding,
+)
+from ._gateway import NEEDS_IO, Entry, down
 from ._render import render
-from ._replies import CHECKED, hit_headers, reply
+from ._replies import CHECKED, bypass_status, cache_status, hit_headers, remaining, reply
 from .envelope import ResponseEntry
 from .exceptions import BackendError, EntryError
 from .policy import Policy
@@ -34,7 +47,7 @@ from .routes import RouteInfo, effective_route, route_info
 
 __all__ = ["ReplayResponse", "serve"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.views")
 CallView = Callable[[], Awaitable[Any]]
 
 
@@ -93,10 +106,11 @@ async def serve(
             or (not policy.keys_auth and (info.has_security or authorization))
             or (policy.keys_auth and info.opaque_security)
         ):
-            if policy.keys_auth and info.opaque_security:
-                log.debug("cacheframe: not caching %s: %s", scope["path"], info.opaque_security)
+            reason = _bypass_reason(settings.enabled, scope["method"], host, info, policy, authorization)
+            if reason == stats.UNKEYABLE_CREDENTIALS:
+                log.debug("cacheframe: not caching %s: %s", binding.qualname, info.opaque_security)
             value = await _bypass(
-                binding, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+                binding, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub, reason
             )
             if scope["method"] in unsafe.METHODS and unsafe.succeeded(value, route, sub):
                 await unsafe.invalidate(scope)  # RFC 9111 §4.4, before the answer leaves
@@ -107,7 +121,10 @@ async def serve(
             directives = http.request_directives(cache_control, pragma)
             if directives.no_store:
                 return await _bypass(
-                    binding, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+                    binding,
+                    (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)),
+                    sub,
+                    stats.REQUEST_NO_STORE,
                 )
 
         if policy.key_builder is None and not (policy.vary or policy.private or info.keyed_by_request):
@@ -140,10 +157,13 @@ async def serve(
             if arguments is None:
                 log.debug(
                     "cacheframe: not caching %s: a stacked decorator passes unkeyable arguments",
-                    scope["path"],
+                    binding.qualname,
                 )
                 return await _bypass(
-                    binding, (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)), sub
+                    binding,
+                    (view := _ViewCall(call_view, func, args, kwargs, is_coroutine)),
+                    sub,
+                    stats.STACKED_ARGUMENTS,
                 )
             key += "~" + arguments
         state = EXPIRED  # request no-cache: look no further, fill (and store) anew
@@ -173,10 +193,14 @@ async def serve(
         view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
         fill = _ViewFill(binding, request, sub, view, route, info, is_coroutine, kwargs, if_none_match)
         if state == DOWN:  # fail open: compute (once per key here), never write
-            engine.stats.bypasses += 1
+            fill.fwd, fill.detail = "bypass", down(entry)
+            engine.observer.on_bypass(binding.stats_name, fill.detail or stats.STORE_DOWN)
             return await engine.fill(binding, key, fill, None, use_store=False)
+        if state == EXPIRED:  # forwarded with a stored response, or passed over by the request
+            fresh = entry is not None and directives.max_age is not None and entry.age() < entry.ttl
+            fill.fwd = "request" if entry is None or fresh else "stale"
         if state == STALE:
-            response, refresh = engine.serve_stale(key, entry, fill)
+            response, refresh = engine.serve_stale(binding, key, entry, fill)
             if refresh:  # after the reply is sent
                 response.background = BackgroundTask(engine.refresh, binding, key, fill)
             return response
@@ -194,19 +218,32 @@ async def serve(
             raise  # FastAPI's check of what the view returned: it raises the same uncached
         if isinstance(exc, BackendError) and not binding.engine.settings.fail_open:
             raise  # store errors were asked for (fail_open=False)
-        log.error("cacheframe: internal error serving %s; answering uncached", request.url.path, exc_info=exc)
+        log.error("cacheframe: internal error serving %s; answering uncached", binding.qualname, exc_info=exc)
         if view is None or view.state is _NOT_RUN:
             if view is None:
                 view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
-            return await _bypass(binding, view, sub)
-        binding.engine.stats.bypasses += 1
+            return await _bypass(binding, view, sub, stats.INTERNAL_ERROR)
+        binding.engine.observer.on_bypass(binding.stats_name, stats.INTERNAL_ERROR)
         value = view.value  # the view ran once already: FastAPI renders its value, uncached
-        header = binding.engine.settings.cache_status_header
-        if isinstance(value, Response):
-            value.headers[header] = "BYPASS"
-        elif sub is not None:
-            sub.headers[header] = "BYPASS"
+        _label(binding, value if isinstance(value, Response) else sub, stats.INTERNAL_ERROR)
         return value
+
+
+def _bypass_reason(
+    enabled: bool, method: str, host: str | None, info: RouteInfo, policy: Policy, authorization: bool
+) -> str:
+    """Why a request is answered uncached, once ``serve`` found that it is."""
+    if not enabled:
+        return stats.DISABLED
+    if method not in ("GET", "HEAD"):
+        return stats.UNSAFE_METHOD if method in unsafe.METHODS else stats.METHOD
+    if host is None:
+        return stats.SEVERAL_HOSTS
+    if info.uncacheable is not None:
+        return stats.UNCACHEABLE_ROUTE
+    if policy.keys_auth and info.opaque_security:
+        return stats.UNKEYABLE_CREDENTIALS
+    return stats.AUTHORIZATION
 
 
 _NOT_RUN, _RUNNING, _RETURNED = "not run", "running", "returned"
@@ -269,6 +306,9 @@ class _ViewFill:
         "binding",
         "call_view",
         "dep_headers",
+        "detail",
+        "fwd",
+        "fwd_status",
         "if_none_match",
         "info",
         "is_coroutine",
@@ -297,6 +337,17 @@ class _ViewFill:
         # Headers dependencies set on the shared Response before the view ran: per request,
         # never stored, added to every reply (hit or miss) of this request.
         self.dep_headers = _dep_headers(sub)
+        # Why the request went forward to the view (RFC 9211 ``fwd``), a bypass reason as its
+        # ``detail``, and the status the view answered (``fwd-status``, for stale-if-error).
+        self.fwd = "uri-miss"
+        self.detail: str | None = None
+        self.fwd_status: int | None = None
+
+    def _forwarded(self, label: bytes, not_stored: str | None) -> bytes | None:
+        """The Cache-Status of an answer the view computed for this request."""
+        if label is BYPASS:
+            return cache_status(self.binding, self.fwd, detail=self.detail)
+        return cache_status(self.binding, self.fwd, stored=not_stored is None, detail=not_stored)
 
     async def compute(self, label: bytes) -> tuple[Response, set[str]]:
         """Run the view (watching the per-user state it reads) and render its value."""
@@ -304,12 +355,14 @@ class _ViewFill:
             with _peruser.watch(self.request) as reads:
                 value = await self.call_view()
         except Exception as exc:
-            header = self.binding.engine.settings.cache_status_header
-            labelled = _labelled(exc, header, label.decode())
+            status = self._forwarded(label, stats.NS_STATUS)
+            labelled = _labelled(exc, self.binding, label, status)
             if labelled is exc:
                 raise
             raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
-        return await render(value, self.route, self.sub, self.is_coroutine), reads
+        response = await render(value, self.route, self.sub, self.is_coroutine)
+        self.fwd_status = response.status_code
+        return response, reads
 
     def failed(self, result: tuple[Response, set[str]]) -> bool:
         return result[0].status_code >= 500
@@ -320,33 +373,48 @@ class _ViewFill:
             isinstance(exc, HTTPException) and exc.status_code < 500
         )
 
-    def answer(self, entry: Entry, label: bytes) -> Response:
+    def answer(self, entry: Entry, label: bytes, status: bytes | None = None) -> Response:
         if type(entry) is not ResponseEntry:
             raise EntryError("a value entry where a response was expected")
         age = None if label in (MISS, BYPASS) else int(entry.age())
+        if label is COLLAPSED:
+            status = cache_status(self.binding, self.fwd, collapsed=True)
+        elif label is STALE_IF_ERROR:  # forwarded, failed, and the stale entry stood in
+            ttl = remaining(entry, int(entry.age()), STALE_LABEL)
+            status = cache_status(
+                self.binding, self.fwd, fwd_status=self.fwd_status, ttl=ttl, detail="stale-if-error"
+            )
         head = self.request.method == "HEAD"
         return ReplayResponse(
-            *reply(self.binding, entry, label, age, self.if_none_match, head, self.dep_headers)
+            *reply(
+                self.binding, entry, X_CACHE[label], age, self.if_none_match, head, self.dep_headers, status
+            )
         )
 
-    def answer_result(self, result: tuple[Response, set[str]], entry: Entry | None, label: bytes) -> Response:
+    def answer_result(
+        self, result: tuple[Response, set[str]], entry: Entry | None, label: bytes, not_stored: str | None
+    ) -> Response:
+        status = self._forwarded(label, not_stored)
         if entry is not None:
-            return self.answer(entry, label)
+            return self.answer(entry, label, status)
         response = result[0]
         response.headers[self.binding.engine.settings.cache_status_header] = label.decode()
+        if status is not None:
+            response.headers["cache-status"] = status.decode()
         return response
 
-    def to_entry(self, result: tuple[Response, set[str]], cost: float) -> ResponseEntry | None:
-        """The entry of a rendered response, or None (logged) when it may not be stored."""
+    def to_entry(self, result: tuple[Response, set[str]], cost: float) -> ResponseEntry | str:
+        """The entry of a rendered response, or why it may not be stored (a reason code; the
+        reason in words is logged at DEBUG)."""
         response, reads = result
         all_headers = [(n.lower(), v) for n, v in response.raw_headers]
         own_headers = _without(all_headers, self.dep_headers)
         # Storability looks at every header, dependencies' included (their no-store or cookie
         # counts); the entry keeps only the view's own.
-        reason = _unstorable(self, response, all_headers, reads)
-        if reason is not None:
-            log.debug("cacheframe: not storing %s: %s", self.request.url.path, reason)
-            return None
+        unstorable = _unstorable(self, response, all_headers, reads)
+        if unstorable is not None:
+            log.debug("cacheframe: not storing a response of %s: %s", self.binding.qualname, unstorable[1])
+            return unstorable[0]
         body = bytes(response.body)
         stored_headers = [h for h in http.replayable_headers(own_headers) if h[0] != b"vary"]
         info = self.info
@@ -420,24 +488,51 @@ def _without(
     return kept
 
 
-def _labelled(exc: Exception, header: str, label: str) -> Exception:
-    """A copy of an ``HTTPException`` carrying the cache status (the original stays untouched)."""
+def _labelled(exc: Exception, binding: Binding, label: bytes, status: bytes | None) -> Exception:
+    """A copy of an ``HTTPException`` carrying the cache status, X-Cache ``label`` and
+    Cache-Status ``status`` (the original stays untouched)."""
     if not isinstance(exc, HTTPException):
         return exc
     labelled = copy.copy(exc)
-    labelled.headers = {**(exc.headers or {}), header: label}
+    headers = {**(exc.headers or {}), binding.engine.settings.cache_status_header: label.decode()}
+    if status is not None:
+        headers["Cache-Status"] = status.decode()
+    labelled.headers = headers
     return labelled
+
+
+def _label(binding: Binding, response: Response | None, reason: str) -> None:
+    """Mark ``response`` (a view's own, or the injected one) as answered uncached for ``reason``."""
+    if response is None:
+        return
+    response.headers[binding.engine.settings.cache_status_header] = "BYPASS"
+    status = bypass_status(binding, reason)
+    if status is not None:
+        response.headers["cache-status"] = status.decode()
+
+
+# The not-stored code of each reason ``http.unstorable_reason`` gives, by its first word(s).
+_HTTP_REASONS = (
+    ("status", stats.NS_STATUS),
+    ("Set-Cookie", stats.NS_SET_COOKIE),
+    ("Cache-Control: no-store", stats.NS_NO_STORE),
+    ("Cache-Control: private", stats.NS_PRIVATE),
+    ("Cache-Control: no-cache", stats.NS_NO_CACHE),
+    ("Vary", stats.NS_VARY_UNKEYED),
+    ("no freshness lifetime", stats.NS_ZERO_LIFETIME),
+)
 
 
 def _unstorable(
     req: _ViewFill, response: Response, own_headers: list[tuple[bytes, bytes]], reads: set[str]
-) -> str | None:
+) -> tuple[str, str] | None:
+    """Why a rendered response may not be stored: (a not-stored code, the reason in words)."""
     if isinstance(response, StreamingResponse | FileResponse) or not hasattr(response, "body"):
-        return "streaming or file response"
+        return stats.NS_STREAMING, "streaming or file response"
     if response.background is not None or any(
         isinstance(v, BackgroundTasks) and v.tasks for v in req.kwargs.values()
     ):
-        return "background tasks"
+        return stats.NS_BACKGROUND_TASKS, "background tasks"
     if req.sub is not None and req.sub.raw_headers:
         # What dependencies and the view set on the injected Response counts even when the view
         # returns its own Response (FastAPI then drops those headers, a Set-Cookie included).
@@ -447,9 +542,10 @@ def _unstorable(
         ]
     reason = http.unstorable_reason(response.status_code, own_headers)
     if reason is not None:
-        return reason
+        return next(code for start, code in _HTTP_REASONS if reason.startswith(start)), reason
     if "method" in reads and req.request.method == "HEAD":  # HEAD shares GET's key
-        return "the view read request.method on a HEAD request (it may answer HEAD apart from GET)"
+        text = "the view read request.method on a HEAD request (it may answer HEAD apart from GET)"
+        return stats.NS_PER_USER_READ, text
     info = req.info
     private = req.binding.policy.private or info.has_security
     cookie_keyed = private or "cookie" in req.binding.policy.vary_lower
@@ -459,26 +555,23 @@ def _unstorable(
     scope = req.request.scope
     reason = _peruser.unkeyed_reason(scope, reads, info.reads_connection, cookie_keyed, keyed)
     if reason is not None:
-        return reason
+        return stats.NS_PER_USER_READ, reason
     unkeyed = [v for v in http.header_values(own_headers, b"vary") if v.lower() not in keyed]
     if unkeyed:
-        return f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"
+        text = f"Vary: {', '.join(unkeyed)} is not part of the key; add it to @cache(vary=...)"
+        return stats.NS_VARY_UNKEYED, text
     return None
 
 
-async def _bypass(binding: Binding, call_view: CallView, sub: Response | None) -> Any:
-    engine = binding.engine
-    engine.stats.bypasses += 1
-    header = engine.settings.cache_status_header
+async def _bypass(binding: Binding, call_view: CallView, sub: Response | None, reason: str) -> Any:
+    """Run the view uncached for a bypass ``reason`` (counted), its answer labelled so."""
+    binding.engine.observer.on_bypass(binding.stats_name, reason)
     try:
         value = await call_view()
     except Exception as exc:
-        labelled = _labelled(exc, header, "BYPASS")
+        labelled = _labelled(exc, binding, BYPASS, bypass_status(binding, reason))
         if labelled is exc:
             raise
         raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
-    if isinstance(value, Response):
-        value.headers[header] = "BYPASS"
-    elif sub is not None:
-        sub.headers[header] = "BYPASS"
+    _label(binding, value if isinstance(value, Response) else sub, reason)
     return value

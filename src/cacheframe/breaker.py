@@ -10,6 +10,7 @@ While open, calls are refused at once (no backend latency) and count as misses.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["CircuitBreaker"]
@@ -25,6 +26,8 @@ class CircuitBreaker:
     opened_at: float | None = None
     probe_started: float | None = None
     trips: int = field(default=0)
+    # Told of each change: True when the circuit opens, False when it closes again.
+    on_change: Callable[[bool], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def state(self) -> str:
@@ -51,14 +54,20 @@ class CircuitBreaker:
     def success(self) -> None:
         """A call succeeded: close the circuit."""
         self.failures = 0
+        was_open = self.opened_at is not None
         self.opened_at = None
         self.probe_started = None
+        if was_open and self.on_change is not None:
+            self.on_change(False)
 
     def failure(self) -> None:
         """A call failed: count it; open (again) at the threshold or when a probe fails."""
         self.failures += 1
         if self.probe_started is not None or self.failures >= self.threshold:
-            if self.opened_at is None:
+            opening = self.opened_at is None
+            if opening:
                 self.trips += 1
             self.opened_at = time.monotonic()
             self.probe_started = None
+            if opening and self.on_change is not None:
+                self.on_change(True)

@@ -24,7 +24,7 @@ from .registry import load_backend_factory, load_serializer_factory
 from .serializers import dumps_for, loads_for
 from .settings import CacheSettings, load_settings
 from .startup import check_store
-from .stats import CacheStats
+from .stats import NS_TOO_LARGE, CacheStats
 from .types import Backend
 
 __all__ = ["Cache", "CacheStats"]
@@ -59,7 +59,7 @@ class Cache:
             factory = load_backend_factory(self.settings.url)
             backend = factory.from_url(self.settings.url, self.settings)
         self.backend: Backend = backend
-        self.stats = CacheStats()
+        self.stats = CacheStats()  # the observer of everything this cache does (its counters)
         self._gateway = StoreGateway(backend, self.settings, self.stats, repr(self))
         self._engine = Engine(self._gateway, self.settings, serializer)
 
@@ -80,7 +80,7 @@ class Cache:
         try:
             return loads_for(serializer, entry.payload, full)
         except EntryError as exc:
-            self._gateway.bad_entry(key, exc)
+            self._gateway.bad_entry(full, exc)
             return default
 
     async def set(
@@ -92,16 +92,21 @@ class Cache:
         serializer = self._engine.serializer
         payload = dumps_for(serializer, value, full)
         entry = envelope.ValueEntry(serializer.name, payload, time.time(), seconds)
-        return await self._gateway.write(full, entry)
+        why = await self._gateway.write(full, entry)
+        if why == NS_TOO_LARGE:
+            self.stats.on_not_stored(namespace, why)
+        return why is None
 
     async def delete(self, key: str, *, namespace: str = KV_NAMESPACE) -> bool:
         """Remove ``key``; return whether something was removed (always tried, even when open)."""
         self._engine.invalidated()
+        self.stats.on_invalidation(namespace)
         return await self._gateway.delete(self._engine.key(namespace, key))
 
     async def clear(self, namespace: str | None = None) -> None:
         """Remove every entry of ``namespace`` (a decorated function's, or ``"kv"``), or all."""
         self._engine.invalidated()
+        self.stats.on_invalidation(namespace or "*")
         await self._gateway.clear(self._engine.namespace_key(namespace))
 
     async def close(self) -> None:

@@ -61,7 +61,7 @@ from .routes import route_info
 
 __all__ = ["CHECKED", "FastPath", "install"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.views")
 _SKIP_HEADERS = frozenset({b"authorization", b"cache-control", b"pragma"})
 _NOT_ELIGIBLE: Any = object()
 _NO_MATCH: Any = object()
@@ -105,6 +105,7 @@ class FastPath:
             if name in _SKIP_HEADERS:
                 await self.app(scope, receive, send)
                 return
+        found = None
         try:
             hit = None
             found = self._lookup(scope)
@@ -114,7 +115,8 @@ class FastPath:
                     entry = await binding.engine.gateway.read(key)
                 hit = _reply(scope, binding, key, if_none_match, entry)
         except Exception as exc:  # cacheframe's own failure: the full path answers instead
-            log.error("cacheframe: fast path failed on %s; passed on", scope["path"], exc_info=exc)
+            what = found[0].qualname if found is not None else "a request"
+            log.error("cacheframe: fast path failed on %s; passed on", what, exc_info=exc)
             scope.pop(CHECKED, None)
             hit = None
         if hit is None:
@@ -163,10 +165,12 @@ def _reply(scope: Scope, binding: Binding, key: str, if_none_match: str | None, 
     engine = binding.engine
     # Anything but a response entry (absent, store down, damaged) is the full path's to classify
     # and count: counted here too, a damaged entry would be reported twice.
-    if type(entry) is not ResponseEntry or engine.classify(binding, key, entry, ResponseEntry) != FRESH:
+    if (
+        type(entry) is not ResponseEntry
+        or engine.classify(binding, key, entry, ResponseEntry, fast=True) != FRESH
+    ):
         scope[CHECKED] = (key, entry)
         return None
-    engine.stats.fast_hits += 1
     age = int(entry.age())
     if if_none_match is None and scope["method"] == "GET":
         return entry.status, hit_headers(binding, key, entry, age), entry.body

@@ -34,6 +34,7 @@ __all__ = [
     "digest",
     "function_digest",
     "function_identity",
+    "loggable",
     "namespace_for",
     "safe_segment",
     "uri_segment",
@@ -313,6 +314,19 @@ def safe_segment(text: str) -> str:
     if len(out) > _MAX_SEGMENT or not out:
         return f"{out[:32]}~{digest(text.encode('utf-8', 'surrogatepass'))}"
     return out
+
+
+def loggable(key: str) -> str:
+    """A store key as logs show it: its prefix and namespace as they are (chosen in code), the
+    rest (which may hold user input: a key/value key, a path) as a short digest,
+    ``cacheframe:kv:#1f0c…``. The same key always logs the same, so log lines can be matched."""
+    parts = key.split(":", 2)
+    if len(parts) < 3:  # not a store key: all of it hashed
+        return "#" + digest(key.encode("utf-8", "surrogatepass"))[:16]
+    prefix, namespace, rest = parts
+    if not rest:  # a whole namespace
+        return key
+    return f"{prefix}:{namespace}:#{digest(rest.encode('utf-8', 'surrogatepass'))[:16]}"
 
 
 def _escape(ch: str) -> str:

@@ -38,7 +38,7 @@ from pydantic import AliasChoices, AliasPath, BaseModel, Json
 
 from .exceptions import ConfigurationError
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.views")
 
 __all__ = ["RouteInfo", "check_credentials", "effective_route", "route_info"]
 

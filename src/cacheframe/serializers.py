@@ -81,7 +81,8 @@ class JsonSerializer:
                 adapter = TypeAdapter(type_hint)
             return adapter.validate_json(data)
         except ValueError as exc:  # orjson.JSONDecodeError and ValidationError are ValueErrors
-            raise EntryError(f"cannot decode JSON value: {exc}") from exc
+            # Named by type only: a validation error quotes the stored value, which logs must not show.
+            raise EntryError(f"cannot decode JSON value ({type(exc).__name__})") from exc
 
 
 class PickleSerializer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import threading
 from typing import Any
 
@@ -15,7 +16,7 @@ from .exceptions import ConfigurationError
 
 __all__ = ["CacheSettings", "load_settings"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.startup")
 ENV_PREFIX = "CACHEFRAME_"
 # Unknown variables already warned about: a typo is reported once per process, not per Cache.
 _warned_unknown: set[str] = set()
@@ -51,6 +52,10 @@ class CacheSettings(BaseSettings):
     )
     lock_lease: float = Field(5.0, gt=0, description="Lease of that lock; waiters give up after it.")
     cache_status_header: str = Field("X-Cache", min_length=1, description="HIT/MISS header.")
+    cache_status: bool = Field(True, description="Send an RFC 9211 `Cache-Status` header on view replies.")
+    cache_status_name: str = Field(
+        "cacheframe", description="The cache's name in `Cache-Status` (a structured-field token)."
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -58,6 +63,19 @@ class CacheSettings(BaseSettings):
         if any(c.isspace() for c in value):
             raise ValueError("must not contain whitespace")
         return value
+
+    @field_validator("cache_status_name")
+    @classmethod
+    def _status_name_is_token(cls, value: str) -> str:
+        if not _SF_TOKEN.fullmatch(value):
+            raise ValueError(
+                "must be a structured-field token (RFC 8941 §3.3.4): a letter or *, then tchars, : or /"
+            )
+        return value
+
+
+# RFC 8941 §3.3.4: sf-token = ( ALPHA / "*" ) *( tchar / ":" / "/" ).
+_SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
 
 
 def warn_unknown_environment() -> None:

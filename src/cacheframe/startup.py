@@ -17,7 +17,7 @@ from .types import Backend
 
 __all__ = ["PROBE_KEY", "check_store", "redact"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.startup")
 
 # Read at startup: a key no entry ever has (entry keys are prefixed), so the read is a miss.
 PROBE_KEY = "cacheframe-startup-probe"

@@ -27,7 +27,7 @@ from .exceptions import CacheframeError
 
 __all__ = ["METHODS", "invalidate", "succeeded"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.unsafe")
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -50,10 +50,13 @@ async def invalidate(scope: Any) -> int:
     for decorator, func in _get_routes(scope):
         binding = decorator.bind(func)
         binding.engine.invalidated()  # before the clear: a miss running now must not write back
+        binding.engine.observer.on_invalidation(binding.stats_name)
         try:
             await binding.engine.gateway.clear_path(binding.namespace, segment)
         except CacheframeError as exc:  # fail_open=False raises; the request succeeded anyway
-            log.warning("cacheframe: %s %s: invalidation failed: %s", scope["method"], scope["path"], exc)
+            log.warning(
+                "cacheframe: invalidating %s after a %s failed: %s", binding.qualname, scope["method"], exc
+            )
         cleared += 1
     return cleared
 

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..exceptions import BackendError, BackendTimeoutError, ConfigurationError, MissingDriverError
+from ..keys import loggable
 from ._loops import PerLoop
 from .options import parse_options
 
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MemcachedBackend", "MemcachedOptions"]
 
-log = logging.getLogger("cacheframe")
+log = logging.getLogger("cacheframe.store")
 T = TypeVar("T")
 
 _DRIVER_ERRORS = (aiomcache.ClientException, OSError, EOFError, ValueError)
@@ -354,7 +355,7 @@ class MemcachedBackend:
     ) -> bool:
         """Count and log a value memcached cannot hold; a set also removes the older value."""
         self._oversized += 1
-        log.warning("cacheframe: memcached cannot hold %s (%d bytes); not cached", key, size)
+        log.warning("cacheframe: memcached cannot hold %s (%d bytes); not cached", loggable(key), size)
         if delete:
             await client.delete(bkey)
         return False
