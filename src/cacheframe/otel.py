@@ -36,8 +36,6 @@ __all__ = ["instrument"]
 # (instrument name, CacheStats attribute, unit, description)
 _COUNTERS = (
     ("cacheframe.stores", "stores", "{entry}", "Entries written to the store."),
-    ("cacheframe.store.errors", "store_errors", "{call}", "Store calls that failed (timeouts included)."),
-    ("cacheframe.store.timeouts", "store_timeouts", "{call}", "Store calls that ran out of time."),
     (
         "cacheframe.store.short_circuited",
         "short_circuited",
@@ -53,6 +51,17 @@ _COUNTERS = (
         "Deletes, clears and unsafe-request clears.",
     ),
 )
+# (instrument name, CacheStats attribute of labelled counts, attribute names, unit, description)
+_LABELLED = (
+    ("cacheframe.requests", "requests", ("namespace", "outcome", "reason"), "{request}",
+     "Requests and calls answered, by namespace, outcome and reason."),
+    ("cacheframe.not_stored", "not_stored_by", ("namespace", "reason"), "{result}",
+     "Computed results answered but not stored, by namespace and reason."),
+    ("cacheframe.store.errors", "store_errors", ("action",), "{call}",
+     "Store calls that failed (timeouts included), by action."),
+    ("cacheframe.store.timeouts", "store_timeouts", ("action",), "{call}",
+     "Store calls that ran out of time, by action."),
+)  # fmt: skip
 
 
 def instrument(
@@ -66,26 +75,10 @@ def instrument(
     def stats() -> Any:
         return (cache if cache is not None else get_cache()).stats
 
-    def requests(options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(
-                count,
-                {
-                    "cacheframe.cache": name,
-                    "cacheframe.namespace": namespace,
-                    "cacheframe.outcome": outcome,
-                    "cacheframe.reason": reason,
-                },
-            )
-            for (namespace, outcome, reason), count in sorted(stats().requests.items())
-        ]
-
-    meter.create_observable_counter(
-        "cacheframe.requests",
-        callbacks=[requests],
-        unit="{request}",
-        description="Requests and calls answered by a cache, by namespace, outcome and reason.",
-    )
+    for metric, attribute, labels, unit, text in _LABELLED:
+        meter.create_observable_counter(
+            metric, callbacks=[_labelled(stats, attribute, labels, name)], unit=unit, description=text
+        )
     for metric, attribute, unit, text in _COUNTERS:
         meter.create_observable_counter(
             metric, callbacks=[_reader(stats, attribute, name)], unit=unit, description=text
@@ -103,5 +96,22 @@ def _reader(
 ) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def read(options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(getattr(stats(), attribute), {"cacheframe.cache": name})]
+
+    return read
+
+
+def _labelled(
+    stats: Callable[[], Any], attribute: str, labels: tuple[str, ...], name: str
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def read(options: CallbackOptions) -> Iterable[Observation]:
+        observations = []
+        for key, count in sorted(getattr(stats(), attribute).items()):
+            values = key if isinstance(key, tuple) else (key,)
+            attributes = {"cacheframe.cache": name}
+            attributes.update(
+                {f"cacheframe.{label}": value for label, value in zip(labels, values, strict=True)}
+            )
+            observations.append(Observation(count, attributes))
+        return observations
 
     return read

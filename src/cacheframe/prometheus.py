@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CacheCollector", "register"]
 
-_LABELS = ["cache", "namespace", "outcome", "reason"]
-
 
 class CacheCollector(Collector):
     """Yields a cache's counters as metric families (``cache`` labels which cache it is)."""
@@ -62,15 +60,22 @@ class CacheCollector(Collector):
     def _families(self, cache: Cache | None = None) -> Iterator[Metric]:
         stats: Any = None if cache is None else cache.stats
         name = self.name
-        requests = CounterMetricFamily(
-            "cacheframe_requests",
-            "Requests and calls answered by a cache, by namespace, outcome and reason.",
-            labels=_LABELS,
-        )
-        if stats is not None:
-            for (namespace, outcome, reason), count in sorted(stats.requests.items()):
-                requests.add_metric([name, namespace, outcome, reason], count)
-        yield requests
+        labelled = (
+            ("cacheframe_requests", "requests", ["namespace", "outcome", "reason"],
+             "Requests and calls answered, by namespace, outcome and reason."),
+            ("cacheframe_not_stored", "not_stored_by", ["namespace", "reason"],
+             "Computed results answered but not stored, by namespace and reason."),
+            ("cacheframe_store_errors", "store_errors", ["action"],
+             "Store calls that failed (timeouts included), by action."),
+            ("cacheframe_store_timeouts", "store_timeouts", ["action"],
+             "Store calls that ran out of time, by action."),
+        )  # fmt: skip
+        for metric, attribute, labels, text in labelled:
+            family = CounterMetricFamily(metric, text, labels=["cache", *labels])
+            if stats is not None:
+                for key, count in sorted(getattr(stats, attribute).items()):
+                    family.add_metric([name, *(key if isinstance(key, tuple) else (key,))], count)
+            yield family
         for metric, attribute, text in _COUNTERS:
             family = CounterMetricFamily(metric, text, labels=["cache"])
             if stats is not None:
@@ -87,8 +92,6 @@ class CacheCollector(Collector):
 # (metric name without _total, CacheStats attribute, help text)
 _COUNTERS = (
     ("cacheframe_stores", "stores", "Entries written to the store."),
-    ("cacheframe_store_errors", "store_errors", "Store calls that failed (timeouts included)."),
-    ("cacheframe_store_timeouts", "store_timeouts", "Store calls that ran out of time."),
     ("cacheframe_short_circuited", "short_circuited", "Store calls the open circuit breaker skipped."),
     ("cacheframe_breaker_trips", "breaker_trips", "Times the circuit breaker opened."),
     ("cacheframe_bad_entries", "bad_entries", "Stored entries that could not be used (damaged, foreign)."),
