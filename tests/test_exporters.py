@@ -161,3 +161,75 @@ def test_store_errors_and_the_open_breaker_are_scraped() -> None:
         if name == "cacheframe_requests_total" and dict(labels)["outcome"] == "bypass"
     }
     assert reasons == {"store-down": 2, "breaker-open": 1}
+
+
+def test_timing_is_off_until_an_exporter_asks() -> None:
+    """By default the gateway holds the backend itself and the engine times nothing."""
+    cache = _cache()
+    prometheus.register(cache, registry=CollectorRegistry())
+    assert cache._engine.timing is None and cache._gateway.backend is cache.backend
+
+
+def test_prometheus_timing_records_store_calls_and_fills() -> None:
+    """timing=True: histograms of store-call and fill durations, by action and namespace."""
+    cache = _cache()
+    registry = CollectorRegistry()
+    prometheus.register(cache, name="main", registry=registry, timing=True)
+    _drive(cache)
+    samples = _samples(registry)
+    counts = {
+        (name, dict(labels).get("action") or dict(labels).get("namespace")): value
+        for (name, labels), value in samples.items()
+        if name.endswith("_count")
+    }
+    assert counts[("cacheframe_store_call_seconds_count", "get")] == 5  # the bypass never reads
+    assert counts[("cacheframe_store_call_seconds_count", "set")] == 2
+    fills = {key: value for key, value in counts.items() if key[0] == "cacheframe_fill_seconds_count"}
+    assert list(fills.values()) == [2]  # the two misses (a bypass is not a fill)
+
+
+def test_otel_timing_records_histograms_and_spans() -> None:
+    """timing=True: duration histograms and one span per store call and per fill."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    cache = _cache()
+    reader, spans = InMemoryMetricReader(), InMemorySpanExporter()
+    meters = MeterProvider(metric_readers=[reader])
+    tracers = TracerProvider()
+    tracers.add_span_processor(SimpleSpanProcessor(spans))
+    otel.instrument(cache, name="main", meter_provider=meters, timing=True, tracer_provider=tracers)
+    _drive(cache)
+    names = [span.name for span in spans.get_finished_spans()]
+    assert names.count("cacheframe.store get") == 5 and names.count("cacheframe.store set") == 2
+    assert names.count("cacheframe.fill") == 2
+    histograms: dict[str, int] = {}
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name.endswith(".duration"):
+                    histograms[metric.name] = sum(p.count for p in metric.data.data_points)
+    assert histograms == {"cacheframe.store.duration": 7, "cacheframe.fill.duration": 2}
+    meters.shutdown()
+    tracers.shutdown()
+
+
+def test_timing_keeps_every_backend_capability(cache_url: str) -> None:
+    """On every backend, timed store calls still take the store lock where there is one and
+    answer the same replies (the timed backend forwards what the gateway uses)."""
+    cache = Cache(url=cache_url, prefix=f"t{uuid.uuid4().hex[:8]}", stampede_lock_min_cost=0)
+    registry = CollectorRegistry()
+    prometheus.register(cache, name="main", registry=registry, timing=True)
+    app = _app(cache)
+    with TestClient(app) as client:
+        replies = [client.get("/items/7").headers["x-cache"] for _ in range(3)]
+    assert replies == ["MISS", "HIT", "HIT"]
+    actions = {
+        dict(labels)["action"]
+        for (name, labels), _ in _samples(registry).items()
+        if name == "cacheframe_store_call_seconds_count"
+    }
+    assert {"get", "set"} <= actions
+    assert ("lock" in actions) == (cache._gateway.lock is not None)

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeGuard, TypeVar
 from . import keys, stats
 from ._gateway import CIRCUIT_OPEN, STORE_DOWN, Entry, Read, StoreGateway
 from ._memo import BytesMemo
+from ._timing import Timing, Timings
 from .envelope import freshness
 from .exceptions import EntryError
 from .policy import Policy, ttl_seconds
@@ -149,6 +150,7 @@ class Engine:
         # Bumped by every invalidation: a fill started before one never writes back.
         self.epoch = 0
         self._prefix = keys.safe_segment(settings.prefix)
+        self.timing: Timing | None = None  # fill and store-call durations, when an exporter asks
         # Store keys of requests keyed by their URL alone, by (namespace, method, scheme, host,
         # root path, path, query string); and a hit's reply headers by store key: (the entry,
         # its age in seconds, the headers). Owned here, bounded in bytes for the whole cache.
@@ -190,6 +192,17 @@ class Engine:
             url_keys=self.url_keys,
             replies=self.replies,
         )
+
+    def add_timing(self, timing: Timing) -> None:
+        """Time fills and store calls for one more exporter (off until the first one asks)."""
+        current = self.timing
+        if current is None:
+            combined: Timing = timing
+        else:
+            parts = current.parts if isinstance(current, Timings) else [current]
+            combined = Timings([*parts, timing])
+        self.timing = combined
+        self.gateway.time_calls(combined)
 
     def resolve_serializer(self, serializer: str | Serializer | None) -> Serializer:
         """A decorator's serialiser: its own (by name or object) or the cache's."""
@@ -392,7 +405,11 @@ class Engine:
         epoch = self.epoch
         started = time.perf_counter()
         try:
-            result = await producer.compute(label)
+            if self.timing is None:
+                result = await producer.compute(label)
+            else:  # an exporter asked for fill durations
+                with self.timing.fill(binding.stats_name):
+                    result = await producer.compute(label)
         except Exception as exc:
             if stale is None or not producer.stale_on_error(exc):
                 raise

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from . import envelope, stats
 from ._memo import BytesMemo
+from ._timing import TimedBackend, Timing
 from .breaker import CircuitBreaker
 from .exceptions import BackendError, CacheframeError, EntryError
 from .keys import loggable
@@ -124,6 +125,19 @@ class StoreGateway:
 
     def __repr__(self) -> str:
         return self.name
+
+    def time_calls(self, timing: Timing) -> None:
+        """Time every store call from now on (an exporter asked for it): the backend is then
+        reached through a :class:`~cacheframe._timing.TimedBackend`."""
+        real = self.backend.backend if isinstance(self.backend, TimedBackend) else self.backend
+        timed = TimedBackend(real, timing)
+        self.backend = timed
+        if self._get_nowait is not None:
+            self._get_nowait = timed.get_nowait
+        if self.lock is not None:
+            self.lock = timed
+        if self.lock_round_trips is not None:
+            self.lock_round_trips = timed
 
     # -- the breaker ----------------------------------------------------------------------
 

@@ -14,15 +14,18 @@ OpenTelemetry semantic conventions for caches yet, so the names live under
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .default import get_cache
-from .exceptions import MissingDriverError
+from .exceptions import ConfigurationError, MissingDriverError
 
 try:
-    from opentelemetry import metrics
-    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+    from opentelemetry.trace import Tracer, TracerProvider
 except ImportError as exc:  # pragma: no cover - the extra is not installed
     raise MissingDriverError(
         "cacheframe.otel needs opentelemetry-api: pip install 'cacheframe[otel]'"
@@ -65,12 +68,27 @@ _LABELLED = (
 
 
 def instrument(
-    cache: Cache | None = None, *, name: str = "default", meter_provider: MeterProvider | None = None
+    cache: Cache | None = None,
+    *,
+    name: str = "default",
+    meter_provider: MeterProvider | None = None,
+    timing: bool = False,
+    tracer_provider: TracerProvider | None = None,
 ) -> None:
     """Create the observable instruments for ``cache`` (default: the process default cache,
-    looked up at each collection) on ``meter_provider`` (default: the global one)."""
+    looked up at each collection) on ``meter_provider`` (default: the global one).
+
+    ``timing=True`` also records, from now on, the duration of every store call and of every
+    computation of a miss as histograms (``cacheframe.store.duration``,
+    ``cacheframe.fill.duration``, in seconds) and as spans (``cacheframe.store <action>``,
+    ``cacheframe.fill``) on ``tracer_provider`` (default: the global one). It needs ``cache``."""
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     meter = provider.get_meter("cacheframe")
+    if timing:
+        if cache is None:
+            raise ConfigurationError("otel.instrument(timing=True) needs the cache to time: pass cache=")
+        tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("cacheframe")
+        cache._engine.add_timing(_Timing(name, meter, tracer))  # the package's own façade
 
     def stats() -> Any:
         return (cache if cache is not None else get_cache()).stats
@@ -115,3 +133,37 @@ def _labelled(
         return observations
 
     return read
+
+
+class _Timing:
+    """Store-call and fill durations as histograms, and spans around them."""
+
+    def __init__(self, name: str, meter: Meter, tracer: Tracer) -> None:
+        self.name = name
+        self.tracer = tracer
+        self.store_calls = meter.create_histogram(
+            "cacheframe.store.duration", unit="s", description="Duration of store calls, by action."
+        )
+        self.fills = meter.create_histogram(
+            "cacheframe.fill.duration", unit="s", description="Duration of the computation of a miss."
+        )
+
+    @contextmanager
+    def store_call(self, action: str) -> Iterator[None]:
+        attributes = {"cacheframe.cache": self.name, "cacheframe.action": action}
+        with self.tracer.start_as_current_span(f"cacheframe.store {action}", attributes=attributes):
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.store_calls.record(time.perf_counter() - started, attributes)
+
+    @contextmanager
+    def fill(self, namespace: str) -> Iterator[None]:
+        attributes = {"cacheframe.cache": self.name, "cacheframe.namespace": namespace}
+        with self.tracer.start_as_current_span("cacheframe.fill", attributes=attributes):
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.fills.record(time.perf_counter() - started, attributes)

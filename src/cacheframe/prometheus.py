@@ -17,13 +17,17 @@ workers' series in your queries.
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .default import get_cache
-from .exceptions import MissingDriverError
+from .exceptions import ConfigurationError, MissingDriverError
 
 try:
+    from prometheus_client import Histogram
     from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError as exc:  # pragma: no cover - the extra is not installed
@@ -100,10 +104,74 @@ _COUNTERS = (
 
 
 def register(
-    cache: Cache | None = None, *, name: str = "default", registry: CollectorRegistry | None = None
+    cache: Cache | None = None,
+    *,
+    name: str = "default",
+    registry: CollectorRegistry | None = None,
+    timing: bool = False,
 ) -> CacheCollector:
     """Register a collector for ``cache`` (default: the process default cache, looked up at
-    each scrape, so ``configure()`` later is followed) in ``registry`` (default: REGISTRY)."""
+    each scrape, so ``configure()`` later is followed) in ``registry`` (default: REGISTRY).
+
+    ``timing=True`` also records, from now on, the duration of every store call
+    (``cacheframe_store_call_seconds{cache,action}``) and of every computation of a miss
+    (``cacheframe_fill_seconds{cache,namespace}``), as histograms: a few microseconds per
+    store call. It needs ``cache`` (a default replaced later would not be timed)."""
+    target = registry if registry is not None else REGISTRY
     collector = CacheCollector(cache, name)
-    (registry if registry is not None else REGISTRY).register(collector)
+    target.register(collector)
+    if timing:
+        if cache is None:
+            raise ConfigurationError("prometheus.register(timing=True) needs the cache to time: pass cache=")
+        cache._engine.add_timing(_HistogramTiming(name, target))  # the package's own façade
     return collector
+
+
+class _HistogramTiming:
+    """Store-call and fill durations into prometheus_client histograms (shared per registry)."""
+
+    _made: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, tuple[Histogram, Histogram]]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, name: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        histograms = self._made.get(registry)
+        if histograms is None:
+            histograms = self._made[registry] = (
+                Histogram(
+                    "cacheframe_store_call_seconds",
+                    "Duration of store calls, by action.",
+                    ["cache", "action"],
+                    registry=registry,
+                    buckets=_BUCKETS,
+                ),
+                Histogram(
+                    "cacheframe_fill_seconds",
+                    "Duration of the computation of a miss (view or function, rendering included).",
+                    ["cache", "namespace"],
+                    registry=registry,
+                    buckets=_BUCKETS,
+                ),
+            )
+        self.store_calls, self.fills = histograms
+
+    @contextmanager
+    def store_call(self, action: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.store_calls.labels(self.name, action).observe(time.perf_counter() - started)
+
+    @contextmanager
+    def fill(self, namespace: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.fills.labels(self.name, namespace).observe(time.perf_counter() - started)
+
+
+# Seconds: store calls take 0.1-5 ms, fills from a millisecond to seconds.
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
