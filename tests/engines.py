@@ -16,10 +16,18 @@ from cacheframe.settings import load_settings
 from cacheframe.stats import CacheStats
 from cacheframe.types import Backend
 
+FUNC = "mod.f"  # the decorated function of new_binding: its namespace in the labelled counters
+
 
 def new_gateway(backend: Backend, **options: Any) -> StoreGateway:
     """A gateway to ``backend`` with settings ``options`` and counters of its own."""
     return StoreGateway(backend, load_settings(**options), CacheStats(), "test")
+
+
+def counts(of: Engine | StoreGateway) -> CacheStats:
+    """The counters kept by the CacheStats observer of an engine or gateway made here."""
+    assert isinstance(of.observer, CacheStats)
+    return of.observer
 
 
 def new_engine(backend: Backend, **options: Any) -> Engine:
@@ -47,8 +55,8 @@ def policy(**options: Any) -> Policy:
 
 
 def new_binding(of: Engine, **options: Any) -> Binding:
-    """The binding of a function ``mod.f`` to ``of`` under ``policy(**options)``."""
-    return of.bind(policy(**options), "mod.f", "", True)
+    """The binding of a function ``FUNC`` to ``of`` under ``policy(**options)``."""
+    return of.bind(policy(**options), FUNC, "", True)
 
 
 def value_entry(

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from cacheframe import envelope
+from cacheframe import envelope, stats
 from cacheframe._engine import (
     BYPASS,
+    COLLAPSED,
     DOWN,
     EXPIRED,
     FRESH,
@@ -28,14 +29,16 @@ from cacheframe._engine import (
     MISS,
     MISSING,
     STALE,
+    STALE_IF_ERROR,
     STALE_LABEL,
+    X_CACHE,
     Engine,
 )
-from cacheframe._gateway import STORE_DOWN, Entry
+from cacheframe._gateway import CIRCUIT_OPEN, STORE_DOWN, Entry
 from cacheframe.backends.memory import MemoryBackend
 from cacheframe.envelope import ValueEntry
-from cacheframe.exceptions import EntryError
-from engines import new_binding, new_engine, response_entry, settle, value_entry
+from cacheframe.exceptions import BackendError, EntryError
+from engines import FUNC, counts, new_binding, new_engine, response_entry, settle, value_entry
 
 KEY = "cf:mod.f:k"
 LOCK = KEY + LOCK_SUFFIX
@@ -43,17 +46,18 @@ LOCK = KEY + LOCK_SUFFIX
 
 @dataclass
 class Answer:
-    """What the fake producer answers: the label, the value, and the entry it came with."""
+    """What the fake producer answers: the label, the value, its entry, and why it was not stored."""
 
     label: bytes
     value: Any
     entry: Entry | None
+    not_stored: str | None = None
 
 
 class Fake:
     """A producer of numbers: ``compute`` counts its calls and returns ``value``, unless
     ``outcomes`` says otherwise for the first calls (a number, or an exception to raise);
-    a number of 500 or more is a failed result (a 5xx) and is not stored."""
+    a number of 500 or more is a failed result (a 5xx), not stored for its ``status``."""
 
     def __init__(
         self,
@@ -70,7 +74,7 @@ class Fake:
         self.value = value
         self.outcomes = list(outcomes)
         self.hold = hold  # the first computation waits for it
-        self.storable = storable  # to_entry gives an entry
+        self.storable = storable  # to_entry gives an entry, else the reason "unserializable"
         self.usable = usable  # answer can use an entry read, shared or kept as stale
         self.stale_ok = stale_on_error
         self.calls = 0
@@ -93,9 +97,11 @@ class Fake:
     def failed(self, result: int) -> bool:
         return result >= 500
 
-    def to_entry(self, result: int, cost: float) -> Entry | None:
-        if not self.storable or self.failed(result):
-            return None
+    def to_entry(self, result: int, cost: float) -> Entry | str:
+        if self.failed(result):
+            return stats.NS_STATUS
+        if not self.storable:
+            return stats.NS_UNSERIALIZABLE
         return ValueEntry(self.serializer.name, self.serializer.dumps(result), time.time(), 60.0, 30.0, cost)
 
     def answer(self, entry: Entry, label: bytes) -> Answer:
@@ -103,8 +109,8 @@ class Fake:
             raise EntryError("cannot use this entry")
         return Answer(label, self.serializer.loads(entry.payload), entry)
 
-    def answer_result(self, result: int, entry: Entry | None, label: bytes) -> Answer:
-        return Answer(label, result, entry)
+    def answer_result(self, result: int, entry: Entry | None, label: bytes, not_stored: str | None) -> Answer:
+        return Answer(label, result, entry, not_stored)
 
     def stale_on_error(self, exc: Exception) -> bool:
         return self.stale_ok
@@ -177,23 +183,35 @@ def _stored(store: MemoryBackend, key: str = KEY) -> Any:
 
 
 def test_classify_fresh_counts_a_hit() -> None:
-    """An entry younger than its ttl is fresh, and counted as a hit."""
+    """An entry younger than its ttl is fresh, and counted as a hit read from the store."""
     engine = new_engine(MemoryBackend())
     binding = new_binding(engine, stale_while_revalidate=30)
     assert engine.classify(binding, KEY, value_entry(age=1, stale=30), ValueEntry) == FRESH
-    assert engine.observer.hits == 1
+    assert counts(engine).hits == 1 and counts(engine).fast_hits == 0
+    assert counts(engine).requests == {(FUNC, stats.HIT, stats.TIER_STORE): 1}
+
+
+def test_classify_counts_fast_hits_and_leaves_uncounted_ones_out() -> None:
+    """A fresh entry classified with ``fast`` counts a fast hit too; with ``count=False`` nothing."""
+    engine = new_engine(MemoryBackend())
+    binding = new_binding(engine)
+    assert engine.classify(binding, KEY, value_entry(), ValueEntry, fast=True) == FRESH
+    assert engine.classify(binding, KEY, value_entry(), ValueEntry, count=False) == FRESH
+    assert (counts(engine).hits, counts(engine).fast_hits) == (1, 1)
+    assert counts(engine).requests == {(FUNC, stats.HIT, stats.TIER_STORE): 1}
 
 
 def test_classify_stale_expired_missing_down_count_no_hit() -> None:
-    """Past its ttl an entry is stale within the policy's window, then expired; None is missing
-    and STORE_DOWN down; none of these is a hit or a damaged entry."""
+    """Past its ttl an entry is stale within the policy's window, then expired; None is missing,
+    STORE_DOWN and CIRCUIT_OPEN down; none of these is a hit or a damaged entry."""
     engine = new_engine(MemoryBackend())
     binding = new_binding(engine, stale_while_revalidate=30)
     assert engine.classify(binding, KEY, value_entry(age=70, stale=30), ValueEntry) == STALE
     assert engine.classify(binding, KEY, value_entry(age=100, stale=30), ValueEntry) == EXPIRED
     assert engine.classify(binding, KEY, None, ValueEntry) == MISSING
     assert engine.classify(binding, KEY, STORE_DOWN, ValueEntry) == DOWN
-    assert engine.observer.hits == 0 and engine.observer.bad_entries == 0
+    assert engine.classify(binding, KEY, CIRCUIT_OPEN, ValueEntry) == DOWN
+    assert counts(engine).hits == 0 and counts(engine).bad_entries == 0 and counts(engine).requests == {}
 
 
 def test_classify_stale_needs_both_windows() -> None:
@@ -211,7 +229,7 @@ def test_classify_other_kind_counts_as_damaged() -> None:
     engine = new_engine(MemoryBackend())
     binding = new_binding(engine)
     assert engine.classify(binding, KEY, response_entry(), ValueEntry) == MISSING
-    assert engine.observer.bad_entries == 1 and engine.observer.hits == 0
+    assert counts(engine).bad_entries == 1 and counts(engine).hits == 0
 
 
 def test_classify_max_age_caps_the_age_and_rules_out_stale() -> None:
@@ -221,9 +239,9 @@ def test_classify_max_age_caps_the_age_and_rules_out_stale() -> None:
     binding = new_binding(engine, stale_while_revalidate=30)
     entry = value_entry(age=10, stale=30)
     assert engine.classify(binding, KEY, entry, ValueEntry, max_age=5) == EXPIRED
-    assert engine.observer.hits == 0
+    assert counts(engine).hits == 0
     assert engine.classify(binding, KEY, entry, ValueEntry, max_age=20) == FRESH
-    assert engine.observer.hits == 1
+    assert counts(engine).hits == 1
     stale = value_entry(age=70, stale=30)
     assert engine.classify(binding, KEY, stale, ValueEntry, max_age=1000) == EXPIRED
 
@@ -241,14 +259,16 @@ async def test_a_filled_entry_reads_back_fresh() -> None:
 
 
 async def test_concurrent_fills_of_one_key_compute_once() -> None:
-    """Ten concurrent misses of one key run one computation; the others answer its entry as a HIT."""
+    """Ten concurrent misses of one key run one computation; the others answer its entry COLLAPSED."""
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, 7, hold=asyncio.Event())
     answers = await _fill_together(engine, fake, 10)
     assert fake.calls == 1 and {a.value for a in answers} == {7}
-    assert collections.Counter(a.label for a in answers) == {MISS: 1, HIT: 9}
-    stats = engine.observer
-    assert (stats.misses, stats.hits, stats.stores) == (1, 9, 1)
+    assert collections.Counter(a.label for a in answers) == {MISS: 1, COLLAPSED: 9}
+    assert X_CACHE[COLLAPSED] == HIT
+    counted = counts(engine)
+    assert (counted.misses, counted.hits, counted.stores) == (1, 9, 1)
+    assert counted.requests == {(FUNC, stats.MISS, ""): 1, (FUNC, stats.COLLAPSED, ""): 9}
 
 
 async def test_followers_of_a_failed_leader_compute_themselves() -> None:
@@ -259,7 +279,7 @@ async def test_followers_of_a_failed_leader_compute_themselves() -> None:
     leader, *followers = await _fill_together(engine, fake, 4)
     assert isinstance(leader, RuntimeError)
     assert all(isinstance(a, Answer) and (a.label, a.value) == (MISS, 7) for a in followers)
-    assert fake.calls == 4
+    assert fake.calls == 4 and counts(engine).requests == {(FUNC, stats.MISS, ""): 4}
 
 
 async def test_followers_of_an_unstorable_result_compute_themselves() -> None:
@@ -268,6 +288,7 @@ async def test_followers_of_an_unstorable_result_compute_themselves() -> None:
     fake = Fake(engine, 7, hold=asyncio.Event(), storable=False)
     answers = await _fill_together(engine, fake, 3)
     assert fake.calls == 3 and [a.label for a in answers] == [MISS] * 3
+    assert counts(engine).not_stored_by == {(FUNC, stats.NS_UNSERIALIZABLE): 3}
 
 
 async def test_followers_that_cannot_use_the_shared_entry_compute_themselves() -> None:
@@ -275,7 +296,7 @@ async def test_followers_that_cannot_use_the_shared_entry_compute_themselves() -
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, 7, hold=asyncio.Event(), usable=False)
     answers = await _fill_together(engine, fake, 3)
-    assert fake.calls == 3 and {a.value for a in answers} == {7} and engine.observer.hits == 0
+    assert fake.calls == 3 and {a.value for a in answers} == {7} and counts(engine).hits == 0
 
 
 async def test_follower_waiting_past_stampede_wait_computes_itself() -> None:
@@ -319,7 +340,7 @@ async def test_a_miss_takes_and_releases_the_store_lock(store_class: type[Lockin
 @pytest.mark.parametrize("store_class", LOCKING)
 async def test_lock_held_elsewhere_waits_for_the_entry(store_class: type[LockingMemory]) -> None:
     """While another process holds the lock, a miss waits and answers the entry that process
-    writes, as a HIT, without computing and without touching that process's lock."""
+    writes, as COLLAPSED, without computing and without touching that process's lock."""
     store = store_class()
     engine = new_engine(store)
     await store.acquire_lock(LOCK, "other", 60)
@@ -329,8 +350,9 @@ async def test_lock_held_elsewhere_waits_for_the_entry(store_class: type[Locking
         await asyncio.sleep(0)
     await store.set(KEY, envelope.encode(value_entry(b"9")), 60)  # the other process's entry
     answer = await fill
-    assert (answer.label, answer.value) == (HIT, 9) and fake.calls == 0
-    assert engine.observer.hits == 1 and store.releases == [] and store.get_nowait(LOCK) == b"other"
+    assert (answer.label, answer.value) == (COLLAPSED, 9) and fake.calls == 0
+    assert counts(engine).hits == 1 and counts(engine).requests == {(FUNC, stats.COLLAPSED, ""): 1}
+    assert store.releases == [] and store.get_nowait(LOCK) == b"other"
 
 
 @pytest.mark.parametrize("store_class", LOCKING)
@@ -353,6 +375,7 @@ async def test_lock_then_reread_finds_the_entry_of_another_process(store_class: 
     fake = Fake(engine, 7)
     answer = await engine.fill(new_binding(engine), KEY, fake, None, reread=True)
     assert (answer.label, answer.value) == (HIT, 9) and fake.calls == 0
+    assert counts(engine).requests == {(FUNC, stats.HIT, stats.TIER_STORE): 1}
     assert store.releases == [LOCK] and store.get_nowait(LOCK) is None
 
 
@@ -396,8 +419,9 @@ async def test_exception_serves_the_stale_entry() -> None:
     engine = new_engine(store)
     fake = Fake(engine, outcomes=[RuntimeError("boom")])
     answer = await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert (answer.label, answer.value) == (STALE_LABEL, 3)
-    assert engine.observer.stale == 1 and engine.observer.stores == 0 and _stored(store) is None
+    assert (answer.label, answer.value) == (STALE_IF_ERROR, 3) and X_CACHE[STALE_IF_ERROR] == STALE_LABEL
+    assert counts(engine).stale == 1 and counts(engine).stores == 0 and _stored(store) is None
+    assert counts(engine).requests == {(FUNC, stats.MISS, ""): 1, (FUNC, stats.STALE, stats.IF_ERROR): 1}
 
 
 @pytest.mark.parametrize(
@@ -410,7 +434,7 @@ async def test_exception_raises_when_stale_cannot_stand_in(stale_on_error: bool,
     fake = Fake(engine, outcomes=[RuntimeError("boom")], stale_on_error=stale_on_error, usable=usable)
     with pytest.raises(RuntimeError, match="boom"):
         await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert engine.observer.stale == 0
+    assert counts(engine).stale == 0
 
 
 async def test_exception_without_a_stale_entry_raises() -> None:
@@ -425,15 +449,15 @@ async def test_failed_result_serves_the_stale_entry() -> None:
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, outcomes=[503])
     answer = await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert (answer.label, answer.value) == (STALE_LABEL, 3) and engine.observer.stale == 1
+    assert (answer.label, answer.value) == (STALE_IF_ERROR, 3) and counts(engine).stale == 1
 
 
 async def test_failed_result_without_a_stale_entry_is_answered() -> None:
-    """With no stale entry a failed result is the answer (not stored: it makes no entry)."""
+    """With no stale entry a failed result is the answer, not stored for its status."""
     engine = new_engine(MemoryBackend())
     answer = await engine.fill(new_binding(engine), KEY, Fake(engine, outcomes=[503]), None)
-    assert (answer.label, answer.value, answer.entry) == (MISS, 503, None)
-    assert engine.observer.not_stored == 1
+    assert (answer.label, answer.value, answer.entry, answer.not_stored) == (MISS, 503, None, stats.NS_STATUS)
+    assert counts(engine).not_stored == 1 and counts(engine).not_stored_by == {(FUNC, stats.NS_STATUS): 1}
 
 
 async def test_unusable_stale_entry_leaves_a_failed_result_answered() -> None:
@@ -441,7 +465,7 @@ async def test_unusable_stale_entry_leaves_a_failed_result_answered() -> None:
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, outcomes=[503], usable=False)
     answer = await engine.fill(new_binding(engine, stale_if_error=30), KEY, fake, _stale())
-    assert (answer.label, answer.value) == (MISS, 503) and engine.observer.stale == 0
+    assert (answer.label, answer.value) == (MISS, 503) and counts(engine).stale == 0
 
 
 def test_usable_on_error_is_bounded_by_stale_if_error() -> None:
@@ -470,7 +494,9 @@ async def test_invalidation_during_a_computation_is_not_overwritten() -> None:
     hold.set()
     answer = await fill
     assert (answer.label, answer.value) == (MISS, 7) and answer.entry is not None
-    assert engine.observer.not_stored == 1 and engine.observer.stores == 0 and _stored(store) is None
+    assert answer.not_stored == stats.NS_INVALIDATED
+    assert counts(engine).not_stored_by == {(FUNC, stats.NS_INVALIDATED): 1}
+    assert counts(engine).stores == 0 and _stored(store) is None
 
 
 async def test_fill_started_after_an_invalidation_is_stored() -> None:
@@ -478,8 +504,31 @@ async def test_fill_started_after_an_invalidation_is_stored() -> None:
     store = MemoryBackend()
     engine = new_engine(store)
     engine.invalidated()
-    await engine.fill(new_binding(engine), KEY, Fake(engine, 7), None)
-    assert _stored(store) == 7 and engine.observer.not_stored == 0
+    answer = await engine.fill(new_binding(engine), KEY, Fake(engine, 7), None)
+    assert _stored(store) == 7 and answer.not_stored is None and counts(engine).not_stored == 0
+
+
+# -- writes that do not land ----------------------------------------------------------------------
+
+
+class RefusingMemory(MemoryBackend):
+    """The memory store refusing every write, as a store that is down would."""
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        raise BackendError("store down")
+
+
+async def test_an_entry_not_written_is_answered_with_why() -> None:
+    """A write the store refuses answers store-down (a store error); one too large, too-large (not stored)."""
+    engine = new_engine(RefusingMemory())
+    binding = new_binding(engine)
+    answer = await engine.fill(binding, KEY, Fake(engine, 7), None)
+    assert (answer.label, answer.value, answer.not_stored) == (MISS, 7, stats.STORE_DOWN)
+    assert counts(engine).store_errors == {"set": 1} and counts(engine).not_stored == 0
+    large = response_entry()
+    large.headers.append((b"x-big", b"v" * 70_000))  # over the envelope's 64 KiB field
+    assert await engine.store(binding, KEY, large, engine.epoch) == stats.NS_TOO_LARGE
+    assert counts(engine).not_stored_by == {(FUNC, stats.NS_TOO_LARGE): 1}
 
 
 # -- stale serving and refresh claims ------------------------------------------------------------
@@ -501,14 +550,16 @@ def test_lost_refresh_claim_is_taken_over_after_the_lease() -> None:
 
 
 def test_serve_stale_answers_and_claims_once() -> None:
-    """Serving stale answers the entry labelled STALE, counts it, and asks the first caller alone
-    to refresh."""
+    """Serving stale answers the entry labelled STALE, counts it (while-revalidate), and asks the
+    first caller alone to refresh."""
     engine = new_engine(MemoryBackend())
+    binding = new_binding(engine)
     fake = Fake(engine)
-    answer, refresh = engine.serve_stale(KEY, _stale(), fake)
+    answer, refresh = engine.serve_stale(binding, KEY, _stale(), fake)
     assert (answer.label, answer.value, refresh) == (STALE_LABEL, 3, True)
-    assert engine.serve_stale(KEY, _stale(), fake)[1] is False
-    assert engine.observer.stale == 2 and fake.calls == 0
+    assert engine.serve_stale(binding, KEY, _stale(), fake)[1] is False
+    assert counts(engine).stale == 2 and fake.calls == 0
+    assert counts(engine).requests == {(FUNC, stats.STALE, stats.WHILE_REVALIDATE): 2}
 
 
 async def test_refresh_stores_and_releases_its_claim() -> None:
@@ -537,14 +588,14 @@ async def test_failed_refresh_releases_its_claim(caplog: pytest.LogCaptureFixtur
 
 async def test_use_store_false_writes_nothing_and_answers_bypass() -> None:
     """A fill told the store failed computes and answers BYPASS, takes no lock, writes nothing,
-    and counts no miss."""
+    and counts no request (the adapter counts the bypass)."""
     store = LockingMemory()
     engine = new_engine(store)
     fake = Fake(engine, 7)
     answer = await engine.fill(new_binding(engine), KEY, fake, None, use_store=False)
     assert (answer.label, answer.value) == (BYPASS, 7) and fake.labels == [BYPASS]
     assert store.attempts == [] and _stored(store) is None
-    assert engine.observer.stores == 0 and engine.observer.misses == 0
+    assert counts(engine).stores == 0 and counts(engine).misses == 0 and counts(engine).requests == {}
 
 
 async def test_use_store_false_still_shares_the_computation() -> None:
@@ -552,7 +603,8 @@ async def test_use_store_false_still_shares_the_computation() -> None:
     engine = new_engine(MemoryBackend())
     fake = Fake(engine, 7, hold=asyncio.Event())
     answers = await _fill_together(engine, fake, 3, use_store=False)
-    assert fake.calls == 1 and [a.label for a in answers] == [BYPASS] * 3 and engine.observer.hits == 0
+    assert fake.calls == 1 and [a.label for a in answers] == [BYPASS] * 3
+    assert counts(engine).hits == 0 and counts(engine).requests == {}
 
 
 async def test_unstorable_result_is_answered_and_counted() -> None:
@@ -561,4 +613,6 @@ async def test_unstorable_result_is_answered_and_counted() -> None:
     engine = new_engine(store)
     answer = await engine.fill(new_binding(engine), KEY, Fake(engine, 7, storable=False), None)
     assert (answer.label, answer.value, answer.entry) == (MISS, 7, None)
-    assert engine.observer.not_stored == 1 and engine.observer.stores == 0 and _stored(store) is None
+    assert answer.not_stored == stats.NS_UNSERIALIZABLE
+    assert counts(engine).not_stored_by == {(FUNC, stats.NS_UNSERIALIZABLE): 1}
+    assert counts(engine).stores == 0 and _stored(store) is None

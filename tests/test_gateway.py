@@ -8,11 +8,11 @@ import inspect
 
 import pytest
 
-from cacheframe import envelope, keys
-from cacheframe._gateway import DECODED_MAX_ITEM, NEEDS_IO, STORE_DOWN, StoreGateway
+from cacheframe import envelope, keys, stats
+from cacheframe._gateway import CIRCUIT_OPEN, DECODED_MAX_ITEM, NEEDS_IO, STORE_DOWN, StoreGateway, down
 from cacheframe.backends.memory import MemoryBackend
 from cacheframe.exceptions import BackendError
-from engines import new_gateway, response_entry, settle, value_entry
+from engines import counts, new_gateway, response_entry, settle, value_entry
 
 NS = "cf:ns:"
 KEY = NS + "k"
@@ -70,24 +70,31 @@ class BrokenMemory(MemoryBackend):
 
 
 async def _put(gateway: StoreGateway, key: str, entry: envelope.ValueEntry) -> None:
-    assert await gateway.write(key, entry)
+    assert await gateway.write(key, entry) is None
 
 
 # -- the breaker and fail-open ---------------------------------------------------------------
 
 
 async def test_breaker_opens_after_threshold_and_short_circuits() -> None:
-    """After ``breaker_threshold`` failed reads the store is not called: reads answer STORE_DOWN
-    at once and writes are skipped, each counted as short-circuited."""
+    """After ``breaker_threshold`` failed reads the store is not called: reads answer CIRCUIT_OPEN
+    at once and writes are skipped (breaker-open), each counted as short-circuited."""
     store = NetworkStore()
     store.down = True
     gateway = new_gateway(store, breaker_threshold=3)
     for _ in range(3):
         assert await gateway.read(KEY) is STORE_DOWN
-    assert store.gets == 3 and gateway.observer.backend_errors == 3 and gateway.breaker.state == "open"
-    assert await gateway.read(KEY) is STORE_DOWN
-    assert not await gateway.write(KEY, value_entry())
-    assert store.gets == 3 and gateway.observer.short_circuited == 2 and gateway.observer.backend_errors == 3
+    assert store.gets == 3 and counts(gateway).store_errors == {"get": 3} and gateway.breaker.state == "open"
+    assert await gateway.read(KEY) is CIRCUIT_OPEN
+    assert await gateway.write(KEY, value_entry()) == stats.BREAKER_OPEN
+    assert store.gets == 3 and counts(gateway).short_circuited == 2 and counts(gateway).backend_errors == 3
+    assert (counts(gateway).breaker_open, counts(gateway).breaker_trips) == (1, 1)
+
+
+def test_down_names_the_bypass_reason() -> None:
+    """A failed read bypasses as store-down, a short-circuited one as breaker-open; others as nothing."""
+    assert down(STORE_DOWN) == stats.STORE_DOWN and down(CIRCUIT_OPEN) == stats.BREAKER_OPEN
+    assert down(None) is None and down(value_entry()) is None
 
 
 async def test_peek_counts_failures_and_short_circuits_an_in_process_store() -> None:
@@ -95,8 +102,8 @@ async def test_peek_counts_failures_and_short_circuits_an_in_process_store() -> 
     store = BrokenMemory()
     gateway = new_gateway(store, breaker_threshold=2)
     assert gateway.peek(KEY) is STORE_DOWN and gateway.peek(KEY) is STORE_DOWN
-    assert gateway.peek(KEY) is STORE_DOWN
-    assert store.reads == 2 and gateway.observer.short_circuited == 1
+    assert gateway.peek(KEY) is CIRCUIT_OPEN
+    assert store.reads == 2 and counts(gateway).short_circuited == 1
 
 
 async def test_half_open_probe_closes_the_circuit() -> None:
@@ -124,7 +131,8 @@ async def test_failed_probe_opens_the_circuit_again() -> None:
     assert gateway.breaker.opened_at is not None
     gateway.breaker.opened_at -= gateway.settings.breaker_cooldown
     assert await gateway.read(KEY) is STORE_DOWN and store.gets == 3
-    assert await gateway.read(KEY) is STORE_DOWN and store.gets == 3  # open again: not called
+    assert await gateway.read(KEY) is CIRCUIT_OPEN and store.gets == 3  # open again: not called
+    assert (counts(gateway).breaker_open, counts(gateway).breaker_trips) == (1, 1)  # never closed between
 
 
 async def test_fail_open_false_raises_backend_error() -> None:
@@ -136,7 +144,7 @@ async def test_fail_open_false_raises_backend_error() -> None:
         await gateway.read(KEY)
     with pytest.raises(BackendError, match="circuit open"):
         await gateway.read(KEY)
-    assert store.gets == 1 and gateway.observer.short_circuited == 1
+    assert store.gets == 1 and counts(gateway).short_circuited == 1
 
 
 async def test_fail_open_false_wraps_a_foreign_error() -> None:
@@ -259,7 +267,7 @@ async def test_failed_leader_read_hands_followers_store_down() -> None:
     await settle()
     store.hold_gets.set()
     assert await asyncio.gather(*reads) == [STORE_DOWN] * 4
-    assert store.gets == 1 and gateway.observer.backend_errors == 1
+    assert store.gets == 1 and counts(gateway).backend_errors == 1
 
 
 # -- peek and read -----------------------------------------------------------------------------
@@ -359,7 +367,7 @@ async def test_damaged_bytes_are_counted_and_not_kept() -> None:
     """Bytes that are no entry read as None, counted as bad, and leave no memo slot."""
     gateway = new_gateway(MemoryBackend())
     assert gateway.decode(KEY, b"not an entry") is None
-    assert gateway.observer.bad_entries == 1 and gateway.decoded.get(KEY) is None
+    assert counts(gateway).bad_entries == 1 and gateway.decoded.get(KEY) is None
 
 
 # -- writes ------------------------------------------------------------------------------------
@@ -369,29 +377,29 @@ async def test_write_counts_stores() -> None:
     """A written entry is counted as stored and read back equal."""
     gateway = new_gateway(MemoryBackend())
     entry = response_entry()
-    assert await gateway.write(KEY, entry)
-    assert gateway.observer.stores == 1 and gateway.peek(KEY) == entry
+    assert await gateway.write(KEY, entry) is None
+    assert counts(gateway).stores == 1 and gateway.peek(KEY) == entry
 
 
 async def test_write_of_an_oversized_header_is_not_stored() -> None:
-    """An entry with a header over the envelope's 64 KiB field is not written, counted not_stored,
-    and costs the store nothing (not even a breaker probe)."""
+    """An entry with a header over the envelope's 64 KiB field is not written, answered too-large
+    (its caller counts it), and costs the store nothing (not even a breaker probe)."""
     store = NetworkStore()
     gateway = new_gateway(store)
     entry = response_entry()
     entry.headers.append((b"x-big", b"v" * 70_000))
-    assert not await gateway.write(KEY, entry)
-    assert gateway.observer.not_stored == 1 and gateway.observer.stores == 0
+    assert await gateway.write(KEY, entry) == stats.NS_TOO_LARGE
+    assert counts(gateway).not_stored == 0 and counts(gateway).stores == 0
     assert store.get_nowait(KEY) is None and gateway.breaker.failures == 0
 
 
 async def test_failed_write_fails_open() -> None:
-    """A write the store refuses is logged and counted, not raised."""
+    """A write the store refuses is logged and counted, not raised: it answers store-down."""
     store = NetworkStore()
     store.down = True
     gateway = new_gateway(store)
-    assert not await gateway.write(KEY, value_entry())
-    assert gateway.observer.backend_errors == 1 and gateway.observer.stores == 0
+    assert await gateway.write(KEY, value_entry()) == stats.STORE_DOWN
+    assert counts(gateway).store_errors == {"set": 1} and counts(gateway).stores == 0
 
 
 # -- path clears -------------------------------------------------------------------------------
@@ -468,7 +476,7 @@ async def test_store_error_in_a_clear_leaves_the_breaker_alone() -> None:
     gateway = new_gateway(store, breaker_threshold=1)
     store.failing_clears[NS + _segment(0)] = BackendError("scan timed out")
     await gateway.clear_path(NS, _segment(0))
-    assert gateway.observer.backend_errors == 1 and gateway.breaker.state == "closed"
+    assert counts(gateway).store_errors == {"clear": 1} and gateway.breaker.state == "closed"
 
 
 async def test_clear_is_skipped_while_the_circuit_is_open() -> None:
@@ -477,4 +485,4 @@ async def test_clear_is_skipped_while_the_circuit_is_open() -> None:
     gateway = new_gateway(store, breaker_threshold=1)
     gateway.breaker.failure()
     await gateway.clear_path(NS, _segment(0))
-    assert store.clears == [] and gateway.observer.short_circuited == 1
+    assert store.clears == [] and counts(gateway).short_circuited == 1
