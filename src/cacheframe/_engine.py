@@ -424,6 +424,8 @@ class Engine:
         cost = time.perf_counter() - started
         entry = producer.to_entry(result, cost)
         if isinstance(entry, str):
+            if not use_store:  # a bypass (counted as one by the caller): nothing was to be stored
+                return producer.answer_result(result, None, label, None), None
             observer.on_not_stored(binding.stats_name, entry)
             return producer.answer_result(result, None, label, entry), None
         name = binding.qualname

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .default import get_cache
@@ -155,22 +154,37 @@ class _HistogramTiming:
                 ),
             )
         self.store_calls, self.fills = histograms
+        # The labelled children, by action and namespace (labels() takes a lock and a lookup).
+        self._store_children: dict[str, Any] = {}
+        self._fill_children: dict[str, Any] = {}
 
-    @contextmanager
-    def store_call(self, action: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.store_calls.labels(self.name, action).observe(time.perf_counter() - started)
+    def store_call(self, action: str) -> _Timer:
+        child = self._store_children.get(action)
+        if child is None:
+            child = self._store_children[action] = self.store_calls.labels(self.name, action)
+        return _Timer(child.observe)
 
-    @contextmanager
-    def fill(self, namespace: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.fills.labels(self.name, namespace).observe(time.perf_counter() - started)
+    def fill(self, namespace: str) -> _Timer:
+        child = self._fill_children.get(namespace)
+        if child is None:
+            child = self._fill_children[namespace] = self.fills.labels(self.name, namespace)
+        return _Timer(child.observe)
+
+
+class _Timer:
+    """Times one call into a histogram child (a fresh one per call: calls overlap)."""
+
+    __slots__ = ("observe", "started")
+
+    def __init__(self, observe: Callable[[float], None]) -> None:
+        self.observe = observe
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.observe(time.perf_counter() - self.started)
 
 
 # Seconds: store calls take 0.1-5 ms, fills from a millisecond to seconds.
