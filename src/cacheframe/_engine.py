@@ -398,12 +398,8 @@ class Engine:
         lock: StoreLock | None = None,
     ) -> tuple[A, Entry | None]:
         """Compute once, stand a stale entry in for a failure, store what may be stored."""
-        observer = self.observer
-        if use_store:
-            observer.on_miss(binding.stats_name)
         label = MISS if use_store else BYPASS
-        epoch = self.epoch
-        started = time.perf_counter()
+        epoch, started = self.begin(binding, use_store)
         try:
             if self.timing is None:
                 result = await producer.compute(label)
@@ -411,9 +407,7 @@ class Engine:
                 with self.timing.fill(binding.stats_name):
                     result = await producer.compute(label)
         except Exception as exc:
-            if stale is None or not producer.stale_on_error(exc):
-                raise
-            answer = self.stale_instead(binding, stale, producer, exc)
+            answer = self.instead_of_error(binding, stale, producer, exc)
             if answer is None:
                 raise
             return answer, None
@@ -421,19 +415,47 @@ class Engine:
             answer = self.stale_instead(binding, stale, producer, None)
             if answer is not None:
                 return answer, None
-        cost = time.perf_counter() - started
-        entry = producer.to_entry(result, cost)
+        entry = self.made(binding, producer, result, started, use_store)
         if isinstance(entry, str):
-            if not use_store:  # a bypass (counted as one by the caller): nothing was to be stored
-                return producer.answer_result(result, None, label, None), None
-            observer.on_not_stored(binding.stats_name, entry)
-            return producer.answer_result(result, None, label, entry), None
-        name = binding.qualname
-        self.compute_cost[name] = max(cost, self.compute_cost.get(name, 0.0))
+            return producer.answer_result(result, None, label, entry if use_store else None), None
         not_stored = None
         if use_store:
             not_stored = await self.store(binding, key, entry, epoch, lock)
         return producer.answer_result(result, entry, label, not_stored), entry
+
+    # The steps of a computation, shared by _compute and the sync shell of plain functions
+    # (which runs the function in its caller's thread and only sequences these steps).
+
+    def begin(self, binding: Binding, use_store: bool = True) -> tuple[int, float]:
+        """A computation starts: counted as a miss (unless the store is bypassed); the
+        invalidation epoch it must still be in to write back, and its start time."""
+        if use_store:
+            self.observer.on_miss(binding.stats_name)
+        return self.epoch, time.perf_counter()
+
+    def instead_of_error(
+        self, binding: Binding, stale: Entry | None, producer: Producer[Any, A], exc: Exception
+    ) -> A | None:
+        """The stale entry standing in for a computation that raised ``exc``, or None (then
+        the exception propagates)."""
+        if stale is None or not producer.stale_on_error(exc):
+            return None
+        return self.stale_instead(binding, stale, producer, exc)
+
+    def made(
+        self, binding: Binding, producer: Producer[R, Any], result: R, started: float, use_store: bool = True
+    ) -> Entry | str:
+        """The entry of a computed result, or why it may not be stored (counted when the
+        store was not bypassed); its cost is recorded for the store lock's rule."""
+        cost = time.perf_counter() - started
+        entry = producer.to_entry(result, cost)
+        if isinstance(entry, str):
+            if use_store:
+                self.observer.on_not_stored(binding.stats_name, entry)
+            return entry
+        name = binding.qualname
+        self.compute_cost[name] = max(cost, self.compute_cost.get(name, 0.0))
+        return entry
 
     def stale_instead(
         self, binding: Binding, stale: Entry, producer: Producer[Any, A], exc: Exception | None

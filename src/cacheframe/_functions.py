@@ -189,21 +189,16 @@ def call_sync(
     stale = (
         engine.usable_on_error(binding, found) if state in (STALE, EXPIRED) and found is not None else None
     )
-    engine.observer.on_miss(binding.stats_name)
-    epoch, started = engine.epoch, time.perf_counter()
+    epoch, started = engine.begin(binding)
     try:
-        value = func(*args, **kwargs)
+        value = func(*args, **kwargs)  # in the caller's thread; only the store calls take the portal
     except Exception as exc:
-        if stale is None:
-            raise
-        fallback = engine.stale_instead(binding, stale, call, exc)
+        fallback = engine.instead_of_error(binding, stale, call, exc)
         if fallback is None:
             raise
         return fallback
-    entry = call.to_entry(value, time.perf_counter() - started)
-    if isinstance(entry, str):
-        engine.observer.on_not_stored(binding.stats_name, entry)
-    else:
+    entry = engine.made(binding, call, value, started)
+    if not isinstance(entry, str):
         run_sync(engine.store(binding, key, entry, epoch))
     return value
 
