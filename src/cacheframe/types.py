@@ -15,7 +15,7 @@ know nothing of HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ __all__ = [
     "SupportsKeyedEntries",
     "SupportsLock",
     "SupportsLockRoundTrips",
+    "SupportsStamps",
+    "SupportsStampsNowait",
     "SupportsStats",
     "SupportsTTL",
 ]
@@ -123,6 +125,39 @@ class SupportsLockRoundTrips(SupportsLock, Protocol):
         self, key: str, value: bytes, ttl: float | None, lock_key: str, token: str
     ) -> bool:
         """``set(key, ...)``, then ``release_lock(lock_key, token)``, together; the release's result."""
+        ...
+
+
+@runtime_checkable
+class SupportsStamps(Protocol):
+    """Capability: an entry and its validation stamps read in one round trip.
+
+    A stamp is a small random token under a key of its own. Invalidating replaces
+    a stamp; an entry records the stamps it was computed under and is valid only
+    while they are all still there, unchanged (a stamp that is missing, evicted or
+    replaced makes its entries misses). Without this capability the core reads the
+    entry and each stamp with ``get`` (one round trip each, concurrently) and
+    writes stamps with ``set``: correct, only slower.
+    """
+
+    async def read_stamped(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        """``[entry, *stamp values]`` under ``key`` and ``stamps`` (None when absent), in one
+        round trip where the store allows it."""
+        ...
+
+    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        """Store every stamp (replacing it), each for ``ttl`` seconds; return only once the
+        store acknowledged all of them, raise :class:`~cacheframe.exceptions.BackendError`
+        otherwise (an invalidation never fails silently)."""
+        ...
+
+
+@runtime_checkable
+class SupportsStampsNowait(Protocol):
+    """Capability: :class:`SupportsStamps`'s read answered in-process, without I/O."""
+
+    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        """What ``read_stamped`` returns, synchronously."""
         ...
 
 
