@@ -27,11 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
-from . import keys, stats
+from . import _stamps, keys, stats
 from ._gateway import CIRCUIT_OPEN, STORE_DOWN, Entry, Read, StoreGateway
 from ._memo import BytesMemo
+from ._stamps import Deps, StampKeys
 from ._timing import Timing, Timings
-from .envelope import freshness
+from .envelope import NO_SEAL, Seal, freshness
 from .exceptions import EntryError
 from .policy import Policy, ttl_seconds
 from .registry import load_serializer_factory
@@ -45,11 +46,13 @@ __all__ = [
     "DOWN",
     "EXPIRED",
     "FRESH",
+    "INVALID",
     "HIT",
     "MISS",
     "MISSING",
     "STALE",
     "STALE_IF_ERROR",
+    "SOFT",
     "STALE_LABEL",
     "Bindable",
     "Binding",
@@ -64,9 +67,11 @@ log = logging.getLogger("cacheframe.engine")
 R = TypeVar("R")
 A = TypeVar("A")
 A_co = TypeVar("A_co", covariant=True)
+Sealing = tuple[Deps, list[bytes | None]]  # the stamps a lookup read, and their tokens
 
 # What a lookup found.
 FRESH, STALE, EXPIRED, MISSING, DOWN = "fresh", "stale", "expired", "missing", "down"
+INVALID, SOFT = "invalid", "soft"  # sealed with stamps replaced since: hard, or soft only
 # How an answer came about (the X-Cache value of a view's reply).
 HIT, MISS, STALE_LABEL, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
 # Two more that producers tell apart (for Cache-Status), answered under an X-Cache value above.
@@ -83,6 +88,7 @@ X_CACHE = {
 
 LOCK_SUFFIX = ":lock"
 _POLL = 0.025  # seconds between two looks at the store while another process fills
+KEY_DEPS_MAX_BYTES = 4 * 1024 * 1024  # per cache: the stamps of hot store keys
 URL_KEYS_MAX_BYTES = 8 * 1024 * 1024  # per cache: store keys of hot URLs
 REPLIES_MAX_BYTES = 8 * 1024 * 1024  # per cache: reply headers of hot entries
 
@@ -150,6 +156,10 @@ class Engine:
         # Bumped by every invalidation: a fill started before one never writes back.
         self.epoch = 0
         self._prefix = keys.safe_segment(settings.prefix)
+        self.stamps = StampKeys(self._prefix)
+        # The stamps of each store key's entries, as the full path found them: the fast path,
+        # which sees no arguments, reads them from here (and passes a key not known yet on).
+        self.key_deps: BytesMemo[str, Deps] = BytesMemo(KEY_DEPS_MAX_BYTES)
         self.timing: Timing | None = None  # fill and store-call durations, when an exporter asks
         # Store keys of requests keyed by their URL alone, by (namespace, method, scheme, host,
         # root path, path, query string); and a hit's reply headers by store key: (the entry,
@@ -218,9 +228,24 @@ class Engine:
 
     # -- invalidation and refresh claims ----------------------------------------------------
 
+    def remember_deps(self, key: str, deps: Deps) -> None:
+        """Keep ``deps`` as the stamps of ``key``'s entries (for the fast path)."""
+        if self.key_deps.get(key) is not deps:
+            self.key_deps.put(key, deps, len(key) + 64)
+
     def invalidated(self) -> None:
         """Something was invalidated: fills running now must not write back."""
         self.epoch += 1
+
+    async def invalidate(self, stamps: list[str], label: str, *, fail_open: bool = False) -> bool:
+        """Replace ``stamps`` with fresh tokens: every entry sealed with them, in every process
+        sharing the store, is invalid from the moment this returns. The write is durable
+        before it returns; a store that cannot take it raises :class:`BackendError` (unless
+        ``fail_open``: then False), however ``fail_open`` is set for reads."""
+        self.invalidated()
+        self.observer.on_invalidation(label)
+        fresh = dict(zip(stamps, _stamps.new_tokens(len(stamps)), strict=True))
+        return await self.gateway.write_stamps(fresh, _stamps.STAMP_TTL, fail_open=fail_open)
 
     def claim_refresh(self, key: str) -> bool:
         """Whether the caller should start the one background refresh of ``key`` now.
@@ -247,13 +272,29 @@ class Engine:
         *,
         fast: bool = False,
         count: bool = True,
+        sealing: Sealing | None = None,
     ) -> str:
         """What ``entry`` (read for ``key``) is worth: ``FRESH`` (counted as a hit unless not
         ``count``; ``fast``: on the fast path), ``STALE``, ``EXPIRED``, ``MISSING`` (absent, or
         of another ``kind``: counted as damaged) or ``DOWN`` (see ``_gateway.down``).
 
-        ``max_age`` (a request's ``Cache-Control: max-age``) caps the age and rules out stale."""
+        ``max_age`` (a request's ``Cache-Control: max-age``) caps the age and rules out stale.
+        With ``sealing`` (the stamps read with the entry), an entry not sealed with their
+        tokens is ``INVALID`` (invalidated since: a miss, never stale), and one whose soft
+        tokens alone changed is ``SOFT`` (invalidated softly: served stale while one refresh
+        runs)."""
         if type(entry) is kind:
+            if sealing is not None:
+                deps, tokens = sealing
+                seal = entry.seal  # type: ignore[union-attr]
+                hard = len(deps.hard)
+                try:
+                    if seal.deps != deps.digest or seal.hard != b"".join(tokens[:hard]):  # type: ignore[arg-type]
+                        return INVALID
+                    if hard != len(tokens) and seal.soft != b"".join(tokens[hard:]):  # type: ignore[arg-type]
+                        return SOFT if entry.age() < entry.ttl + entry.stale else INVALID  # type: ignore[union-attr]
+                except TypeError:  # a stamp is missing: nothing sealed under it is valid
+                    return INVALID
             now = time.time()
             policy = binding.policy
             if max_age is None and not policy.xfetch_beta and now - entry.created < entry.ttl:  # type: ignore[union-attr]
@@ -285,19 +326,27 @@ class Engine:
         return entry if entry.age() < entry.ttl + min(entry.stale, binding.policy.stale_if_error) else None
 
     def serve_stale(
-        self, binding: Binding, key: str, entry: Entry, producer: Producer[Any, A]
+        self,
+        binding: Binding,
+        key: str,
+        entry: Entry,
+        producer: Producer[Any, A],
+        reason: str = stats.WHILE_REVALIDATE,
     ) -> tuple[A, bool]:
         """A stale entry as the answer, and whether this caller should now start the one
-        background refresh (:meth:`refresh`) of ``key``."""
+        background refresh (:meth:`refresh`) of ``key``; ``reason``: why it is stale
+        (``while-revalidate``, or ``soft-invalidation``)."""
         answer = producer.answer(entry, STALE_LABEL)
-        self.observer.on_stale(binding.stats_name, stats.WHILE_REVALIDATE)
+        self.observer.on_stale(binding.stats_name, reason)
         return answer, self.claim_refresh(key)
 
-    async def refresh(self, binding: Binding, key: str, producer: Producer[Any, Any]) -> None:
+    async def refresh(
+        self, binding: Binding, key: str, producer: Producer[Any, Any], sealing: Sealing | None = None
+    ) -> None:
         """The background refresh of a stale entry; a failure keeps the stale entry served.
         Logged by the exception's type (its text, which may quote the arguments, at DEBUG)."""
         try:
-            await self.fill(binding, key, producer, None)
+            await self.fill(binding, key, producer, None, sealing=sealing)
         except Exception as exc:
             log.warning(
                 "cacheframe: background refresh of %s (%s) failed with %s; the stale entry stays served",
@@ -320,8 +369,13 @@ class Engine:
         *,
         use_store: bool = True,
         reread: bool = False,
+        sealing: Sealing | None = None,
     ) -> A:
         """A miss: share a computation already in flight, or lead one (under the store lock).
+
+        ``sealing``: the stamps the lookup read with the entry and their tokens; the entry
+        computed is sealed with them (see :mod:`cacheframe._stamps`), and an entry found
+        meanwhile is used only if it was sealed with them too.
 
         The leader first looks at the store once more (``reread``): another request or
         process may have filled the entry since this caller's read. With ``use_store=False``
@@ -341,22 +395,25 @@ class Engine:
                     if use_store:
                         self.observer.on_collapsed(binding.stats_name)
                     return answer
-            return (await self._compute(binding, key, producer, stale, use_store))[0]
+            seal = await self.seal(sealing) if use_store else NO_SEAL
+            return (await self._compute(binding, key, producer, stale, use_store, None, seal))[0]
         future = flights.start(key, self.epoch)
         result: Entry | None = None
         try:
+            # The tokens to seal with, read before computing (missing stamps created now).
+            seal = await self.seal(sealing) if use_store else NO_SEAL
             if not use_store or not self._worth_locking(binding, stale):
                 # In this process single-flight makes this the one computation; across
                 # processes a duplicate run of a cheap one costs less than the lock would.
-                answer, result = await self._compute(binding, key, producer, stale, use_store)
+                answer, result = await self._compute(binding, key, producer, stale, use_store, None, seal)
                 return answer
             lock = StoreLock(self.gateway, key)
             try:
                 held, current = await lock.acquire(reread)
-                entry = current if _fresh(current) else None
+                entry = current if _fresh(current) and _sealed_with(current, seal) else None
                 label = HIT  # found in the store on the re-read
                 if entry is None and not held:  # another process computes: wait for its entry
-                    entry = await self._wait_for_entry(key)
+                    entry = await self._wait_for_entry(key, seal)
                     label = COLLAPSED
                 if entry is not None:
                     try:
@@ -370,7 +427,7 @@ class Engine:
                         else:
                             self.observer.on_collapsed(binding.stats_name)
                         return answer
-                answer, result = await self._compute(binding, key, producer, stale, use_store, lock)
+                answer, result = await self._compute(binding, key, producer, stale, use_store, lock, seal)
                 return answer
             finally:
                 await lock.release()
@@ -396,8 +453,10 @@ class Engine:
         stale: Entry | None,
         use_store: bool,
         lock: StoreLock | None = None,
+        seal: Seal | None = NO_SEAL,
     ) -> tuple[A, Entry | None]:
-        """Compute once, stand a stale entry in for a failure, store what may be stored."""
+        """Compute once, stand a stale entry in for a failure, store what may be stored
+        (sealed with ``seal``, the tokens read before; None: its stamps could not be made)."""
         label = MISS if use_store else BYPASS
         epoch, started = self.begin(binding, use_store)
         try:
@@ -420,8 +479,30 @@ class Engine:
             return producer.answer_result(result, None, label, entry if use_store else None), None
         not_stored = None
         if use_store:
-            not_stored = await self.store(binding, key, entry, epoch, lock)
+            if seal is None:  # its stamps could not be written: it would never read as valid
+                not_stored = stats.STORE_DOWN
+            else:
+                entry.seal = seal
+                not_stored = await self.store(binding, key, entry, epoch, lock)
         return producer.answer_result(result, entry, label, not_stored), entry
+
+    async def seal(self, sealing: Sealing | None) -> Seal | None:
+        """The seal of an entry computed from now on: the tokens its lookup read, a fresh one
+        written first for each stamp that was missing. None when that write failed."""
+        if sealing is None:
+            return NO_SEAL
+        deps, tokens = sealing
+        missing = [i for i, token in enumerate(tokens) if token is None]
+        if missing:
+            tokens = list(tokens)
+            fresh = dict(zip((deps.keys[i] for i in missing), _stamps.new_tokens(len(missing)), strict=True))
+            held = await self.gateway.create_stamps(fresh, _stamps.STAMP_TTL)
+            if held is None:
+                return None
+            for i in missing:
+                tokens[i] = held[deps.keys[i]]
+        hard = len(deps.hard)
+        return Seal(deps.digest, b"".join(tokens[:hard]), b"".join(tokens[hard:]))  # type: ignore[arg-type]
 
     # The steps of a computation, shared by _compute and the sync shell of plain functions
     # (which runs the function in its caller's thread and only sequences these steps).
@@ -489,16 +570,24 @@ class Engine:
             self.observer.on_not_stored(binding.stats_name, why)
         return why
 
-    async def _wait_for_entry(self, key: str) -> Entry | None:
-        """Poll the store for a fresh entry under ``key`` until the lock lease has passed."""
+    async def _wait_for_entry(self, key: str, seal: Seal | None) -> Entry | None:
+        """Poll the store for a fresh entry under ``key`` (sealed with ``seal``) until the lock
+        lease has passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.lock_lease
         while loop.time() < deadline:
             await asyncio.sleep(_POLL)
             entry = await self.gateway.read_once(key)
-            if _fresh(entry):
+            if _fresh(entry) and _sealed_with(entry, seal):
                 return entry
         return None
+
+
+def _sealed_with(entry: Entry, seal: Seal | None) -> bool:
+    """Whether ``entry`` was sealed as this caller would seal its own (None: never)."""
+    if seal is None:
+        return False
+    return entry.seal == seal
 
 
 def _fresh(entry: Read) -> TypeGuard[Entry]:

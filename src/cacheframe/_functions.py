@@ -23,8 +23,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import keys, stats
-from ._engine import DOWN, EXPIRED, FRESH, HIT, MISSING, STALE, Binding, Engine
-from ._gateway import NEEDS_IO, Entry, Read, down
+from ._engine import DOWN, EXPIRED, FRESH, HIT, INVALID, MISSING, SOFT, STALE, Binding, Engine
+from ._gateway import NEEDS_IO, Entry, Stamped, down
+from ._stamps import Deps
 from ._sync import run_sync
 from .envelope import ValueEntry
 from .exceptions import EntryError
@@ -97,13 +98,28 @@ class _Call:
         )
 
 
-def _lookup(engine: Engine, call: _Call, entry: Read) -> tuple[str, Any]:
+def deps(binding: Binding, key: str, signature: inspect.Signature, args: Any, kwargs: Any) -> Deps:
+    """The stamps an entry of this call depends on: the cache's and the function's, this
+    call's own (its store key: what ``func.invalidate(*args)`` replaces) and its tags (the
+    function's templates, filled from its arguments)."""
+    tags: tuple[str, ...] = ()
+    if binding.policy.tags:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        tags = tuple(template.format_map(bound.arguments) for template in binding.policy.tags)
+    return binding.engine.stamps.deps(binding.namespace, key.encode("utf-8", "surrogatepass"), tags)
+
+
+def _lookup(engine: Engine, call: _Call, found: Stamped, deps: Deps) -> tuple[str, Any]:
     """What the store's entry is worth to this call: (state, the value or the entry)."""
     key, binding = call.key, call.binding
+    entry, tokens = found
     if type(entry) is ValueEntry and entry.serializer != binding.serializer.name:
         engine.gateway.bad_entry(key, EntryError("entry of another serializer"))
         entry = None
-    state = engine.classify(binding, key, entry, ValueEntry, count=False)
+    state = engine.classify(binding, key, entry, ValueEntry, count=False, sealing=(deps, tokens))
+    if state == INVALID:  # invalidated: a miss, and never a stand-in for a failure
+        return EXPIRED, None
     if state == FRESH:
         try:
             value = call.answer(entry, HIT)  # type: ignore[arg-type]
@@ -133,29 +149,32 @@ async def call_async(
         custom = await keys.custom_key(binding.policy.key_builder, func, None, args, kwargs)
     key = _key(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
+    stamps = deps(binding, key, signature, args, kwargs)
     gateway = engine.gateway
-    read = gateway.peek(key)
+    read = gateway.peek_stamped(key, stamps.keys)
     if read is NEEDS_IO:
-        read = await gateway.read(key)
-    state, found = _lookup(engine, call, read)
+        read = await gateway.read_stamped(key, stamps.keys)
+    state, found = _lookup(engine, call, read, stamps)  # type: ignore[arg-type]
+    sealing = (stamps, read[1])  # type: ignore[index]
     if state == FRESH:
         return found
     if state == DOWN:
         engine.observer.on_bypass(binding.stats_name, down(found) or stats.STORE_DOWN)
         return await engine.fill(binding, key, call, None, use_store=False)
-    if state == STALE:
+    if state in (STALE, SOFT):
+        reason = stats.WHILE_REVALIDATE if state == STALE else stats.SOFT_INVALIDATION
         try:
-            value, refresh = engine.serve_stale(binding, key, found, call)
+            value, refresh = engine.serve_stale(binding, key, found, call, reason)
         except EntryError as exc:
             engine.gateway.bad_entry(key, exc)
-            return await engine.fill(binding, key, call, None, reread=True)
+            return await engine.fill(binding, key, call, None, reread=True, sealing=sealing)
         if refresh:
-            task = asyncio.create_task(engine.refresh(binding, key, call))
+            task = asyncio.create_task(engine.refresh(binding, key, call, sealing))
             _background.add(task)
             task.add_done_callback(_background.discard)
         return value
     stale = engine.usable_on_error(binding, found) if state == EXPIRED and found is not None else None
-    return await engine.fill(binding, key, call, stale, reread=True)
+    return await engine.fill(binding, key, call, stale, reread=True, sealing=sealing)
 
 
 def call_sync(
@@ -178,8 +197,9 @@ def call_sync(
         custom = run_sync(keys.custom_key(binding.policy.key_builder, func, None, args, kwargs))
     key = _key(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
-    read = run_sync(engine.gateway.read(key))  # on the portal loop, as every store call here
-    state, found = _lookup(engine, call, read)
+    stamps = deps(binding, key, signature, args, kwargs)
+    read = run_sync(engine.gateway.read_stamped(key, stamps.keys))  # on the portal loop, as every store call
+    state, found = _lookup(engine, call, read, stamps)
     if state == FRESH:
         return found
     if state == DOWN:
@@ -189,6 +209,7 @@ def call_sync(
     stale = (
         engine.usable_on_error(binding, found) if state in (STALE, EXPIRED) and found is not None else None
     )
+    seal = run_sync(engine.seal((stamps, read[1])))  # the tokens read before computing
     epoch, started = engine.begin(binding)
     try:
         value = func(*args, **kwargs)  # in the caller's thread; only the store calls take the portal
@@ -198,7 +219,8 @@ def call_sync(
             raise
         return fallback
     entry = engine.made(binding, call, value, started)
-    if not isinstance(entry, str):
+    if not isinstance(entry, str) and seal is not None:
+        entry.seal = seal
         run_sync(engine.store(binding, key, entry, epoch))
     return value
 

@@ -23,18 +23,26 @@ import enum
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from . import envelope, stats
 from ._memo import BytesMemo
 from ._timing import TimedBackend, Timing
 from .breaker import CircuitBreaker
-from .exceptions import BackendError, CacheframeError, EntryError
+from .exceptions import BackendError, BackendTimeoutError, CacheframeError, EntryError
 from .keys import loggable
 from .settings import CacheSettings
 from .stats import Observer
-from .types import Backend, SupportsGetNowait, SupportsLock, SupportsLockRoundTrips
+from .types import (
+    Backend,
+    SupportsAdd,
+    SupportsGetNowait,
+    SupportsLock,
+    SupportsLockRoundTrips,
+    SupportsStamps,
+    SupportsStampsNowait,
+)
 
 __all__ = ["CIRCUIT_OPEN", "NEEDS_IO", "STORE_DOWN", "STORE_ERRORS", "Entry", "Read", "StoreGateway", "down"]
 
@@ -58,6 +66,8 @@ STORE_DOWN = _Outcome.STORE_DOWN
 CIRCUIT_OPEN = _Outcome.CIRCUIT_OPEN
 NEEDS_IO = _Outcome.NEEDS_IO
 Read = Entry | _Outcome | None  # an entry, None (absent or damaged), STORE_DOWN or CIRCUIT_OPEN
+Stamped = tuple[Read, list[bytes | None]]  # an entry and the tokens of its stamps
+_NO_TOKENS: list[bytes | None] = []
 
 
 def down(read: object) -> str | None:
@@ -92,6 +102,15 @@ def _nowait_reader(backend: Backend) -> Callable[[str], bytes | None] | None:
     return backend.get_nowait if issubclass(nowait_owner, get_owner) else None
 
 
+def _own(backend: Backend, method: str, base: str) -> bool:
+    """Whether ``backend``'s ``method`` is defined at or below the class defining ``base`` (a
+    subclass overriding ``get`` to instrument or fail reads keeps its reads going through it)."""
+    mro = type(backend).__mro__
+    base_owner = next((c for c in mro if base in vars(c)), None)
+    owner = next((c for c in mro if method in vars(c)), None)
+    return base_owner is not None and owner is not None and issubclass(owner, base_owner)
+
+
 class StoreGateway:
     """The guarded door to one backend (one per ``Cache``)."""
 
@@ -105,6 +124,17 @@ class StoreGateway:
         )
         self._get_nowait = _nowait_reader(backend)
         self.in_process = self._get_nowait is not None  # reads never suspend; no other process writes
+        # Stamped reads: the backend's own (one round trip), else get() of each key.
+        self._stamped: SupportsStamps | None = (
+            backend if isinstance(backend, SupportsStamps) and _own(backend, "read_stamped", "get") else None
+        )
+        self._stamped_nowait: Callable[[str, Sequence[str]], list[bytes | None]] | None = None
+        self._plain_get_nowait = self._get_nowait  # never timed: the fallback below times itself
+        if self._get_nowait is not None:  # in-process: its own stamped read, else get_nowait() of each
+            if isinstance(backend, SupportsStampsNowait) and _own(backend, "read_stamped_nowait", "get"):
+                self._stamped_nowait = backend.read_stamped_nowait
+            else:
+                self._stamped_nowait = self._each_nowait
         # The store lock of stampede protection, if the backend has one and it is enabled.
         # (A runtime Protocol check costs ~10 µs: done once here, not per miss.)
         self.lock: SupportsLock | None = (
@@ -116,6 +146,9 @@ class StoreGateway:
         # Store reads in flight, per loop and key: concurrent lookups share one. The value is the
         # list of waiting followers, created only when one turns up (most reads have none).
         self._reading: dict[asyncio.AbstractEventLoop, dict[str, list[asyncio.Future[Read]] | None]] = {}
+        self._reading_stamped: dict[
+            asyncio.AbstractEventLoop, dict[tuple[str, tuple[str, ...]], list[asyncio.Future[Stamped]] | None]
+        ] = {}
         # Decoded entries by store key, with the stored bytes they came from.
         self.decoded: BytesMemo[str, tuple[bytes, Entry]] = BytesMemo(DECODED_MAX_BYTES, DECODED_MAX_ITEM)
         # Path clears of unsafe requests under way, per loop and namespace.
@@ -132,6 +165,19 @@ class StoreGateway:
         real = self.backend.backend if isinstance(self.backend, TimedBackend) else self.backend
         timed = TimedBackend(real, timing)
         self.backend = timed
+        if self._stamped is not None:
+            self._stamped = timed
+        if self._stamped_nowait is not None:
+            if self._stamped_nowait == self._each_nowait:  # the fallback: one timed read in all
+                each = self._each_nowait
+
+                def read_each(key: str, stamps: Sequence[str]) -> list[bytes | None]:
+                    with timing.store_call("get"):
+                        return each(key, stamps)
+
+                self._stamped_nowait = read_each
+            else:
+                self._stamped_nowait = timed.read_stamped_nowait
         if self._get_nowait is not None:
             self._get_nowait = timed.get_nowait
         if self.lock is not None:
@@ -250,6 +296,128 @@ class StoreGateway:
             self._failed("get", exc)
             return STORE_DOWN
         return self._got(key, raw)
+
+    # -- stamped reads: an entry with the stamps it depends on ---------------------------------
+
+    def peek_stamped(self, key: str, stamps: tuple[str, ...]) -> Stamped | _Outcome:
+        """:meth:`peek` with the stamps' tokens: ``(entry, tokens)`` from an in-process store,
+        ``NEEDS_IO`` when the store is across the network (then ``await read_stamped``)."""
+        read = self._stamped_nowait
+        if read is None:
+            return NEEDS_IO
+        if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
+            return CIRCUIT_OPEN, _NO_TOKENS
+        try:
+            values = read(key, stamps)
+        except STORE_ERRORS as exc:
+            self._failed("get", exc)
+            return STORE_DOWN, _NO_TOKENS
+        return self._got(key, values[0]), values[1:]
+
+    async def read_stamped(self, key: str, stamps: tuple[str, ...]) -> Stamped:
+        """The entry under ``key`` and the tokens of ``stamps`` (None when absent), read together
+        (one round trip on a store with ``SupportsStamps``); concurrent identical reads in this
+        loop share one store call. ``(STORE_DOWN | CIRCUIT_OPEN, [])`` when the store failed."""
+        if self._stamped_nowait is not None:
+            return self.peek_stamped(key, stamps)  # type: ignore[return-value]  # never NEEDS_IO here
+        loop = asyncio.get_running_loop()
+        reading = self._reading_stamped.get(loop)
+        if reading is None:
+            for closed in [lp for lp in self._reading_stamped if lp.is_closed()]:
+                del self._reading_stamped[closed]
+            reading = self._reading_stamped[loop] = {}
+        slot = (key, stamps)
+        if slot in reading:  # follow the read in flight
+            waiters = reading[slot]
+            if waiters is None:
+                waiters = reading[slot] = []
+            future: asyncio.Future[Stamped] = loop.create_future()
+            waiters.append(future)
+            return await future
+        reading[slot] = None
+        found: Stamped = (None, [None] * len(stamps))
+        try:
+            if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
+                found = (CIRCUIT_OPEN, _NO_TOKENS)
+                return found
+            try:
+                if self._stamped is not None:
+                    values = await self._stamped.read_stamped(key, stamps)
+                else:
+                    values = list(await asyncio.gather(*(self.backend.get(k) for k in (key, *stamps))))
+            except STORE_ERRORS as exc:
+                self._failed("get", exc)
+                found = (STORE_DOWN, _NO_TOKENS)
+                return found
+            found = (self._got(key, values[0]), values[1:])
+            return found
+        finally:  # followers get what the read found; a cancelled or raising read hands them a miss
+            for waiter in reading.pop(slot, None) or ():
+                if not waiter.done():
+                    waiter.set_result(found)
+
+    def _each_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        get = self._plain_get_nowait
+        assert get is not None
+        return [get(key), *(get(stamp) for stamp in stamps)]
+
+    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float, *, fail_open: bool) -> bool:
+        """Replace each stamp with its new token, durably. A failure is counted and logged; it
+        raises :class:`BackendError` unless ``fail_open`` (an invalidation always raises: it
+        never fails silently; a miss creating missing stamps only gives up storing)."""
+        if not stamps:
+            return True
+        try:
+            if self._stamped is not None:
+                await self._stamped.write_stamps(stamps, ttl)
+            else:
+                await asyncio.gather(*(self.backend.set(k, v, ttl) for k, v in stamps.items()))
+        except STORE_ERRORS as exc:
+            self.breaker.failure()
+            self.observer.on_store_error("set", isinstance(exc, BackendTimeoutError))
+            log.warning(
+                "cacheframe: writing %d stamp(s) failed on %s (%s: %s)",
+                len(stamps),
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
+            if fail_open:
+                return False
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(f"writing stamps failed: {exc}") from exc
+        self.breaker.success()
+        return True
+
+    async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float) -> dict[str, bytes] | None:
+        """Create each missing stamp with its token unless another process just did: the token
+        each stamp now holds (so processes missing together seal alike), or None when the
+        store failed (counted, logged; the caller then stores nothing)."""
+        backend = self.backend
+        if not isinstance(backend, SupportsAdd):  # no create-if-absent: the last writer wins
+            done = await self.write_stamps(stamps, ttl, fail_open=True)
+            return dict(stamps) if done else None
+
+        async def create(key: str, token: bytes) -> bytes | None:
+            if await backend.add(key, token, ttl):
+                return token
+            return await backend.get(key)  # another process created it first: its token
+
+        try:
+            held = await asyncio.gather(*(create(k, v) for k, v in stamps.items()))
+        except STORE_ERRORS as exc:
+            self._failed_quietly("add", exc)
+            return None
+        if None in held:  # created, then evicted at once: nothing to seal with
+            return None
+        return dict(zip(stamps, held, strict=True))  # type: ignore[arg-type]
+
+    def _failed_quietly(self, action: str, exc: BaseException) -> None:
+        """A store call failed where the caller fails open whatever the settings say."""
+        self.breaker.failure()
+        self.observer.on_store_error(action, isinstance(exc, BackendTimeoutError))
+        log.warning("cacheframe: %s failed on %s (%s: %s)", action, self.name, type(exc).__name__, exc)
 
     def _got(self, key: str, raw: bytes | None) -> Entry | None:
         """A read answered: the breaker hears of it (only when not already closed and clean),

@@ -10,7 +10,7 @@ one attribute per miss: hits pay nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Protocol
 
@@ -85,6 +85,18 @@ class TimedBackend:
 
     async def close(self) -> None:
         await self.backend.close()
+
+    async def read_stamped(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        with self.timing.store_call("get"):
+            return await self._real.read_stamped(key, stamps)  # type: ignore[no-any-return]
+
+    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        with self.timing.store_call("get"):
+            return self._real.read_stamped_nowait(key, stamps)  # type: ignore[no-any-return]
+
+    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        with self.timing.store_call("set"):
+            await self._real.write_stamps(stamps, ttl)
 
     async def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         with self.timing.store_call("lock"):

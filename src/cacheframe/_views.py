@@ -30,7 +30,9 @@ from ._engine import (
     EXPIRED,
     FRESH,
     HIT,
+    INVALID,
     MISS,
+    SOFT,
     STALE,
     STALE_IF_ERROR,
     STALE_LABEL,
@@ -40,6 +42,7 @@ from ._engine import (
 from ._gateway import NEEDS_IO, Entry, down
 from ._render import render
 from ._replies import CHECKED, bypass_status, cache_status, hit_headers, remaining, reply
+from ._stamps import Deps
 from .envelope import ResponseEntry
 from .exceptions import BackendError, EntryError
 from .policy import Policy
@@ -166,18 +169,26 @@ async def serve(
                     stats.STACKED_ARGUMENTS,
                 )
             key += "~" + arguments
+        deps = _deps(binding, scope, kwargs, key)
         state = EXPIRED  # request no-cache: look no further, fill (and store) anew
         entry: Any = None
-        if not directives.no_cache:
-            checked = scope.get(CHECKED)
-            if checked is not None and checked[0] == key:
-                entry = checked[1]
+        checked = scope.get(CHECKED)
+        if checked is not None and checked[0] == key and checked[3] == deps:
+            entry, tokens = checked[1], checked[2]  # what the fast path read
+        else:
+            gateway = engine.gateway
+            found = gateway.peek_stamped(key, deps.keys)
+            if found is NEEDS_IO:
+                found = await gateway.read_stamped(key, deps.keys)
+            entry, tokens = found  # type: ignore[misc]
+        sealing = (deps, tokens)
+        if directives.no_cache:  # read for the stamps' tokens only: the entry is passed over
+            if down(entry) is not None:
+                state = DOWN
             else:
-                gateway = engine.gateway
-                entry = gateway.peek(key)
-                if entry is NEEDS_IO:
-                    entry = await gateway.read(key)
-            state = engine.classify(binding, key, entry, ResponseEntry, directives.max_age)
+                entry = None
+        else:
+            state = engine.classify(binding, key, entry, ResponseEntry, directives.max_age, sealing=sealing)
             if state == FRESH:  # the hot path: no per-request state beyond the reply
                 age = int(entry.age())
                 if (
@@ -196,13 +207,16 @@ async def serve(
             fill.fwd, fill.detail = "bypass", down(entry)
             engine.observer.on_bypass(binding.stats_name, fill.detail or stats.STORE_DOWN)
             return await engine.fill(binding, key, fill, None, use_store=False)
+        if state == INVALID:  # invalidated: a miss, and never a stand-in for a failure
+            state, entry = EXPIRED, None
         if state == EXPIRED:  # forwarded with a stored response, or passed over by the request
             fresh = entry is not None and directives.max_age is not None and entry.age() < entry.ttl
             fill.fwd = "request" if entry is None or fresh else "stale"
-        if state == STALE:
-            response, refresh = engine.serve_stale(binding, key, entry, fill)
+        if state in (STALE, SOFT):
+            reason = stats.WHILE_REVALIDATE if state == STALE else stats.SOFT_INVALIDATION
+            response, refresh = engine.serve_stale(binding, key, entry, fill, reason)
             if refresh:  # after the reply is sent
-                response.background = BackgroundTask(engine.refresh, binding, key, fill)
+                response.background = BackgroundTask(engine.refresh, binding, key, fill, sealing)
             return response
         stale = None
         reread = not directives.no_cache  # a plain miss re-checks the store once it leads
@@ -210,7 +224,7 @@ async def serve(
             if entry.age() < entry.ttl:  # fresh but picked for early refresh (XFetch)
                 reread = False
             stale = engine.usable_on_error(binding, entry)
-        return await engine.fill(binding, key, fill, stale, reread=reread)
+        return await engine.fill(binding, key, fill, stale, reread=reread, sealing=sealing)
     except Exception as exc:
         if view is not None and view.state is not _RETURNED and view.state is not _NOT_RUN:
             raise  # the view's own exception (or its labelled copy): the app's, not ours
@@ -247,6 +261,22 @@ def _bypass_reason(
 
 
 _NOT_RUN, _RUNNING, _RETURNED = "not run", "running", "returned"
+
+
+def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str) -> Deps:
+    """The stamps an entry of this request depends on: the cache's and the view's, its resource
+    (the path parameters, by the values the view receives) and its tags (the view's
+    templates, filled from its arguments). Kept by store key for the fast path."""
+    engine = binding.engine
+    path_params = scope.get("path_params")
+    resource = None
+    if path_params:
+        params = {name: kwargs.get(name, raw) for name, raw in path_params.items()}
+        resource = engine.stamps.params_identity(params)
+    tags = [template.format_map(kwargs) for template in binding.policy.tags]
+    deps = engine.stamps.deps(binding.namespace, resource, tags)
+    engine.remember_deps(key, deps)
+    return deps
 
 
 class _ViewCall:

@@ -51,9 +51,10 @@ from starlette.websockets import WebSocket
 from . import _functions, _views, keys, routes
 from ._engine import Binding, Engine
 from ._signature import CONNECTION_PARAM, inject
+from ._stamps import MAX_TAGS, check_tag
 from ._sync import serve_from_worker
 from .exceptions import ConfigurationError
-from .policy import DecoratorOptions, Policy, non_negative_seconds, ttl_seconds
+from .policy import DecoratorOptions, Policy, non_negative_seconds, tag_fields, ttl_seconds
 from .types import KeyBuilder, Serializer
 
 __all__ = ["Decorator", "DecoratorOptions", "Policy"]
@@ -79,9 +80,17 @@ class Decorator:
         stale_while_revalidate: float | timedelta = 0,
         stale_if_error: float | timedelta = 0,
         xfetch_beta: float = 0,
+        tags: Sequence[str] = (),
     ) -> None:
         if isinstance(vary, str):
             raise ConfigurationError(f"vary takes a list of header names, got the string {vary!r}")
+        if isinstance(tags, str):
+            raise ConfigurationError(f"tags takes a list of tag templates, got the string {tags!r}")
+        if len(tags) > MAX_TAGS:
+            raise ConfigurationError(f"at most {MAX_TAGS} tags per entry, got {len(tags)}")
+        for template in tags:
+            check_tag(template)
+            tag_fields(template)
         if isinstance(exclude, str):
             raise ConfigurationError(f"exclude takes a list of parameter names, got the string {exclude!r}")
         if ttl is not None:
@@ -98,6 +107,7 @@ class Decorator:
             stale_while_revalidate=non_negative_seconds("stale_while_revalidate", stale_while_revalidate),
             stale_if_error=non_negative_seconds("stale_if_error", stale_if_error),
             xfetch_beta=non_negative_seconds("xfetch_beta", xfetch_beta),
+            tags=tuple(dict.fromkeys(tags)),
         )
         self._bound: dict[Callable[..., Any], Binding] = {}
 

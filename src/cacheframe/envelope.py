@@ -5,6 +5,8 @@ Layout (network byte order)::
     magic  b"\\xcfF"  version u8  kind u8 ("R" response | "V" value)
     created f64 (Unix time)  ttl f64  stale f64 (seconds kept past ttl)
     delta f64 (seconds the value took to compute, for early refresh)
+    seal (version 2): deps u16-len, hard u16-len, soft u16-len, tag count u8,
+       (u8-len utf-8 tag)*, tag_hard u16-len, tag_soft u16-len
     R: status u16, etag u8-len bytes, header count u16, (u16-len name, u16-len value)*,
        body u32-len bytes
     V: serializer u8-len ascii, payload u32-len bytes
@@ -26,15 +28,37 @@ from dataclasses import dataclass
 
 from .exceptions import EntryError
 
-__all__ = ["ResponseEntry", "ValueEntry", "decode", "encode", "freshness"]
+__all__ = ["NO_SEAL", "ResponseEntry", "Seal", "ValueEntry", "decode", "encode", "freshness"]
 
 MAGIC = b"\xcfF"
-VERSION = 1
+VERSION = 2  # 2: the seal block follows the head (1: none, read as NO_SEAL)
 _HEAD = struct.Struct("!2sBcdddd")
 _U8 = struct.Struct("!B")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U16_MAX = 0xFFFF
+_NO_SEAL_BYTES = b"\x00\x00" * 3 + b"\x00" + b"\x00\x00" * 2
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """The stamps an entry was computed under (see :mod:`cacheframe._stamps`): it is valid only
+    while each stamp still holds the token sealed here.
+
+    ``deps`` names the request-derived dependencies (a digest of their stamp keys), ``hard``
+    and ``soft`` are their tokens in order; ``tags`` are the tags taken from the result, with
+    their tokens in ``tag_hard`` and ``tag_soft``. An entry with no dependencies has
+    ``NO_SEAL``."""
+
+    deps: bytes = b""
+    hard: bytes = b""
+    soft: bytes = b""
+    tags: tuple[str, ...] = ()
+    tag_hard: bytes = b""
+    tag_soft: bytes = b""
+
+
+NO_SEAL = Seal()
 
 
 @dataclass(slots=True)
@@ -49,6 +73,7 @@ class ResponseEntry:
     ttl: float
     stale: float = 0.0
     delta: float = 0.0
+    seal: Seal = NO_SEAL
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the entry was stored (never negative)."""
@@ -65,6 +90,7 @@ class ValueEntry:
     ttl: float
     stale: float = 0.0
     delta: float = 0.0
+    seal: Seal = NO_SEAL
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the entry was stored (never negative)."""
@@ -98,6 +124,7 @@ def _encode(entry: ResponseEntry | ValueEntry) -> bytes:
     if isinstance(entry, ResponseEntry):
         parts = [
             _HEAD.pack(MAGIC, VERSION, b"R", entry.created, entry.ttl, entry.stale, entry.delta),
+            _seal_bytes(entry.seal),
             _U16.pack(entry.status),
             _U8.pack(len(entry.etag)),
             entry.etag,
@@ -111,12 +138,39 @@ def _encode(entry: ResponseEntry | ValueEntry) -> bytes:
     return b"".join(
         (
             _HEAD.pack(MAGIC, VERSION, b"V", entry.created, entry.ttl, entry.stale, entry.delta),
+            _seal_bytes(entry.seal),
             _U8.pack(len(name)),
             name,
             _U32.pack(len(entry.payload)),
             entry.payload,
         )
     )
+
+
+def _seal_bytes(seal: Seal) -> bytes:
+    if seal is NO_SEAL:
+        return _NO_SEAL_BYTES
+    parts = [_U16.pack(len(seal.deps)), seal.deps, _U16.pack(len(seal.hard)), seal.hard]
+    parts += [_U16.pack(len(seal.soft)), seal.soft, _U8.pack(len(seal.tags))]
+    for tag in seal.tags:
+        name = tag.encode("utf-8", "surrogatepass")
+        parts += [_U8.pack(len(name)), name]
+    parts += [_U16.pack(len(seal.tag_hard)), seal.tag_hard, _U16.pack(len(seal.tag_soft)), seal.tag_soft]
+    return b"".join(parts)
+
+
+def _read_seal(reader: _Reader) -> Seal:
+    deps = reader.take(reader.unpack(_U16))
+    hard = reader.take(reader.unpack(_U16))
+    soft = reader.take(reader.unpack(_U16))
+    tags = tuple(
+        reader.take(reader.unpack(_U8)).decode("utf-8", "surrogatepass") for _ in range(reader.unpack(_U8))
+    )
+    tag_hard = reader.take(reader.unpack(_U16))
+    tag_soft = reader.take(reader.unpack(_U16))
+    if not (deps or hard or soft or tags or tag_hard or tag_soft):
+        return NO_SEAL
+    return Seal(deps, hard, soft, tags, tag_hard, tag_soft)
 
 
 def decode(data: bytes) -> ResponseEntry | ValueEntry:
@@ -127,10 +181,11 @@ def decode(data: bytes) -> ResponseEntry | ValueEntry:
         raise EntryError(f"entry too short ({len(data)} bytes)") from exc
     if magic != MAGIC:
         raise EntryError("not a cacheframe entry (bad magic)")
-    if version != VERSION:
+    if version not in (1, VERSION):
         raise EntryError(f"unknown entry version {version}")
     reader = _Reader(data, _HEAD.size)
     try:
+        seal = _read_seal(reader) if version == VERSION else NO_SEAL
         if kind == b"R":
             status = reader.unpack(_U16)
             etag = reader.take(reader.unpack(_U8))
@@ -140,12 +195,12 @@ def decode(data: bytes) -> ResponseEntry | ValueEntry:
                 headers.append((name, reader.take(reader.unpack(_U16))))
             body = reader.take(reader.unpack(_U32))
             reader.finish()
-            return ResponseEntry(status, headers, body, etag, created, ttl, stale, delta)
+            return ResponseEntry(status, headers, body, etag, created, ttl, stale, delta, seal)
         if kind == b"V":
             serializer = reader.take(reader.unpack(_U8)).decode("ascii")
             payload = reader.take(reader.unpack(_U32))
             reader.finish()
-            return ValueEntry(serializer, payload, created, ttl, stale, delta)
+            return ValueEntry(serializer, payload, created, ttl, stale, delta, seal)
     except (struct.error, UnicodeDecodeError) as exc:
         raise EntryError(f"damaged entry: {exc}") from exc
     raise EntryError(f"unknown entry kind {kind!r}")

@@ -56,6 +56,7 @@ from ._authority import request_authority
 from ._engine import FRESH, HIT, Bindable, Binding
 from ._gateway import NEEDS_IO
 from ._replies import CHECKED, Reply, hit_headers, reply
+from ._stamps import Deps
 from .envelope import ResponseEntry
 from .routes import route_info
 
@@ -110,10 +111,10 @@ class FastPath:
             hit = None
             found = self._lookup(scope)
             if found is not None:
-                binding, key, if_none_match, entry = found
-                if entry is NEEDS_IO:  # a network store: the one await of a hit
-                    entry = await binding.engine.gateway.read(key)
-                hit = _reply(scope, binding, key, if_none_match, entry)
+                binding, key, if_none_match, deps, read = found
+                if read is NEEDS_IO:  # a network store: the one await of a hit
+                    read = await binding.engine.gateway.read_stamped(key, deps.keys)
+                hit = _reply(scope, binding, key, if_none_match, deps, read)
         except Exception as exc:  # cacheframe's own failure: the full path answers instead
             what = found[0].qualname if found is not None else "a request"
             log.error("cacheframe: fast path failed on %s; passed on", what, exc_info=exc)
@@ -127,8 +128,9 @@ class FastPath:
         await send({"type": "http.response.body", "body": body})
 
     def _lookup(self, scope: Scope) -> Any:
-        """(binding, key, If-None-Match, entry or ``NEEDS_IO``) for an eligible request, else
-        None. An in-process store is read here, without a coroutine."""
+        """(binding, key, If-None-Match, stamps, (entry, tokens) or ``NEEDS_IO``) for an eligible
+        request whose entries' stamps the full path already made known, else None. An
+        in-process store is read here, without a coroutine."""
         target = self._eligible(scope)
         if target is _NOT_ELIGIBLE:
             return None
@@ -141,7 +143,10 @@ class FastPath:
         if host is None:  # several Host headers: the full path answers BYPASS
             return None
         key = keys.url_key(binding.url_keys, binding.namespace, scope, request_authority(host, scope))
-        return binding, key, if_none_match, engine.gateway.peek(key)
+        deps = engine.key_deps.get(key)
+        if deps is None:  # the stamps are those of the view's arguments: the full path knows them
+            return None
+        return binding, key, if_none_match, deps, engine.gateway.peek_stamped(key, deps.keys)
 
     def _eligible(self, scope: Scope) -> Any:
         """(decorator, function) of the route this request reaches, if it may take the fast path."""
@@ -159,17 +164,20 @@ class FastPath:
         return _NOT_ELIGIBLE if found is _NO_MATCH else found
 
 
-def _reply(scope: Scope, binding: Binding, key: str, if_none_match: str | None, entry: Any) -> Reply | None:
+def _reply(
+    scope: Scope, binding: Binding, key: str, if_none_match: str | None, deps: Deps, read: Any
+) -> Reply | None:
     """The reply to a fresh hit (status, headers, body), as the decorator path makes it; else
     None, telling the full path what was read so the store is not asked twice."""
     engine = binding.engine
+    entry, tokens = read
     # Anything but a response entry (absent, store down, damaged) is the full path's to classify
     # and count: counted here too, a damaged entry would be reported twice.
     if (
         type(entry) is not ResponseEntry
-        or engine.classify(binding, key, entry, ResponseEntry, fast=True) != FRESH
+        or engine.classify(binding, key, entry, ResponseEntry, fast=True, sealing=(deps, tokens)) != FRESH
     ):
-        scope[CHECKED] = (key, entry)
+        scope[CHECKED] = (key, entry, tokens, deps)
         return None
     age = int(entry.age())
     if if_none_match is None and scope["method"] == "GET":

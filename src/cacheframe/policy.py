@@ -7,6 +7,7 @@ without depending on the glue above them.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,7 +16,7 @@ from typing import TypedDict
 from .exceptions import ConfigurationError
 from .types import KeyBuilder, Serializer
 
-__all__ = ["DecoratorOptions", "Policy", "non_negative_seconds", "ttl_seconds"]
+__all__ = ["DecoratorOptions", "Policy", "non_negative_seconds", "tag_fields", "ttl_seconds"]
 
 
 class DecoratorOptions(TypedDict, total=False):
@@ -30,6 +31,7 @@ class DecoratorOptions(TypedDict, total=False):
     stale_while_revalidate: float | timedelta
     stale_if_error: float | timedelta
     xfetch_beta: float
+    tags: Sequence[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class Policy:
     stale_while_revalidate: float
     stale_if_error: float
     xfetch_beta: float
+    tags: tuple[str, ...] = ()  # templates over the function's parameters: "item:{item_id}"
 
     vary_lower: tuple[str, ...] = field(init=False)
     keys_auth: bool = field(init=False)  # the key includes Authorization: such requests may be cached
@@ -77,3 +80,22 @@ def non_negative_seconds(name: str, value: float | timedelta) -> float:
     if seconds < 0:
         raise ConfigurationError(f"{name} must not be negative, got {value!r}")
     return seconds
+
+
+def tag_fields(template: str) -> list[str]:
+    """The parameter names a tag template refers to (``"item:{item_id}"`` → ``["item_id"]``);
+    ConfigurationError for anything but plain ``{name}`` placeholders."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigurationError(f"tag template {template!r} is malformed: {exc}") from exc
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ConfigurationError(
+                f"tag template {template!r}: use plain {{parameter}} placeholders, got {{{name}...}}"
+            )
+        names.append(name)
+    return names

@@ -243,7 +243,8 @@ async def _keys(port: int) -> list[str]:
 
     raw = aioredis.Redis(port=port)
     try:
-        return [k.decode() for k in await raw.keys("*")]  # test inspection only
+        # Entries only (test inspection): stamps live under "<prefix>:!s:".
+        return [k.decode() for k in await raw.keys("*") if b":!s:" not in k]
     finally:
         await raw.aclose()
 

@@ -1,0 +1,128 @@
+"""Stamps: what makes an invalidation exact, O(1) and race-safe across processes.
+
+Every entry depends on a few *stamps*, each a random token under a key of its own:
+the cache's prefix (``g``), the decorated function's namespace (``n``), its
+*resource* (``r``: a view's path parameters, or a function's arguments) and each
+tag (``t``, with a soft twin ``u``). An entry seals the tokens it was computed
+under (:class:`~cacheframe.envelope.Seal`) and is valid only while every stamp
+still holds its token. Invalidating replaces a stamp: one write, whatever the
+number of entries.
+
+- **Race-safe.** The tokens sealed into an entry are those read with the lookup,
+  *before* the computation starts. An invalidation made while it runs replaces a
+  token the entry sealed, so the entry reads as invalid when it lands, in every
+  process sharing the store.
+- **Eviction-safe.** A stamp that is missing (evicted, expired, a restarted
+  store) never validates anything: its entries are misses. A miss that finds a
+  stamp missing writes a fresh token before computing.
+- **Soft.** A soft invalidation replaces a tag's soft token only: its entries
+  are then stale, served while one refresh runs.
+- **Exact.** Stamp keys are digests of the tag or parameters, so ``item:1``
+  never reaches ``item:10``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from . import keys
+from ._memo import BytesMemo
+from .exceptions import ConfigurationError
+
+__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "Deps", "StampKeys", "check_tag", "new_tokens"]
+
+TOKEN_BYTES = 8
+STAMP_TTL = 7 * 24 * 3600.0  # a stamp outlives its entries; an expired one only causes misses
+MAX_TAGS = 32  # per entry
+MAX_TAG_BYTES = 200  # per tag name, UTF-8
+_DEPS_MEMO_BYTES = 4 * 1024 * 1024
+
+
+class Deps(NamedTuple):
+    """The stamps one lookup depends on: ``hard`` keys (prefix, namespace, resource, tags),
+    then the tags' ``soft`` keys; ``digest`` names the set (sealed into the entry)."""
+
+    hard: tuple[str, ...]
+    soft: tuple[str, ...]
+    digest: bytes
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every stamp key, hard then soft: the order of a stamped read's tokens."""
+        return self.hard + self.soft
+
+
+def new_tokens(n: int) -> list[bytes]:
+    """``n`` fresh random tokens."""
+    return [secrets.token_bytes(TOKEN_BYTES) for _ in range(n)]
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` if it is a usable tag name, else ConfigurationError saying why."""
+    if not isinstance(tag, str) or not tag:
+        raise ConfigurationError(f"a tag is a non-empty string, got {tag!r}")
+    if len(tag.encode("utf-8", "surrogatepass")) > MAX_TAG_BYTES:
+        raise ConfigurationError(f"tag {tag[:40]!r}... is longer than {MAX_TAG_BYTES} bytes")
+    return tag
+
+
+class StampKeys:
+    """The stamp keys of one cache (its prefix), and the memo of the dependency sets it built."""
+
+    def __init__(self, prefix: str) -> None:
+        self._base = f"{prefix}:!s:"
+        self.global_key = self._key("g", b"")
+        self._deps: BytesMemo[tuple[Any, ...], Deps] = BytesMemo(_DEPS_MEMO_BYTES)
+
+    def _key(self, kind: str, identity: bytes) -> str:
+        return f"{self._base}{kind}:{hashlib.blake2b(identity, digest_size=16).hexdigest()}"
+
+    def namespace(self, namespace: str) -> str:
+        """The stamp of every entry under the store namespace ``namespace``."""
+        return self._key("n", namespace.encode("utf-8", "surrogatepass"))
+
+    def resource(self, namespace: str, identity: bytes) -> str:
+        """The stamp of one resource of a namespace (a view's path parameters, a function's
+        arguments, as canonical bytes)."""
+        return self._key("r", namespace.encode("utf-8", "surrogatepass") + b"\0" + identity)
+
+    def tag(self, tag: str) -> tuple[str, str]:
+        """The hard and soft stamps of ``tag``."""
+        name = tag.encode("utf-8", "surrogatepass")
+        return self._key("t", name), self._key("u", name)
+
+    def params_identity(self, params: Mapping[str, Any]) -> bytes:
+        """Canonical bytes of named parameters (sorted by name)."""
+        return keys.canonical(sorted(params.items()))
+
+    def deps(self, namespace: str, resource: bytes | None, tags: Iterable[str]) -> Deps:
+        """The stamps of an entry of ``namespace`` for ``resource`` (None: none beyond the
+        namespace) and ``tags``; memoised, since hot keys repeat."""
+        tag_names = tuple(tags)
+        memo_key = (namespace, resource, tag_names)
+        known = self._deps.get(memo_key)
+        if known is not None:
+            return known
+        hard = [self.global_key, self.namespace(namespace)]
+        if resource is not None:
+            hard.append(self.resource(namespace, resource))
+        soft = []
+        for tag in tag_names:
+            tag_hard, tag_soft = self.tag(tag)
+            hard.append(tag_hard)
+            soft.append(tag_soft)
+        digest = hashlib.blake2b("\n".join(hard).encode(), digest_size=8).digest()
+        made = Deps(tuple(hard), tuple(soft), digest)
+        size = sum(len(k) for k in hard) * 2 + len(namespace) + len(resource or b"") + 200
+        self._deps.put(memo_key, made, size)
+        return made
+
+
+def sealed(tokens: Sequence[bytes | None]) -> bytes | None:
+    """The tokens joined as an entry seals them; None when one is missing (nothing valid)."""
+    if None in tokens:
+        return None
+    return b"".join(tokens)  # type: ignore[arg-type]
