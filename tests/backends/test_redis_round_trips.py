@@ -8,11 +8,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
+from redis.crc import key_slot
 
 import cacheframe
 from cacheframe.backends.redis import _RELEASE_LOCK, RedisBackend, RedisClusterBackend, RedisSentinelBackend
-from redis.crc import key_slot
-
 from servers.redis import RedisClusterServers, RedisSentinelServers, RedisServer
 
 from .redis_support import SUITE, commands_on, count_commands, raw_client, unique_ns
