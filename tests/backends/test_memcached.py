@@ -377,6 +377,14 @@ async def test_a_stamp_lost_on_one_server_reads_as_absent_there(
         await backend.close()
 
 
+def test_declares_stamps() -> None:
+    """Memcached offers stamps (its conformance checks must run, not be skipped)."""
+    from cacheframe.types import SupportsStamps, SupportsStampsNowait
+
+    backend = MemcachedBackend.from_url("memcached://127.0.0.1:1")
+    assert isinstance(backend, SupportsStamps) and not isinstance(backend, SupportsStampsNowait)
+
+
 # -- interrupted calls (aio-libs/aiomcache#489) -------------------------------------------
 
 

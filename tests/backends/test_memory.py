@@ -114,3 +114,12 @@ async def test_stamps_leave_with_clear_and_delete() -> None:
     assert await b.delete("q:!s:g:1") is True
     assert b.read_stamped_nowait("p:k", ["q:!s:g:1"]) == [None, None]
     assert (await b.stats())["stamps"] == 0
+
+
+def test_declares_stamps() -> None:
+    """The memory backend offers stamps, read without a coroutine (the conformance checks
+    of a capability are skipped, not failed, for a backend that does not declare it)."""
+    from cacheframe.types import SupportsStamps, SupportsStampsNowait
+
+    assert isinstance(MemoryBackend(), SupportsStamps)
+    assert isinstance(MemoryBackend(), SupportsStampsNowait)

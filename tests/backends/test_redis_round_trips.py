@@ -61,6 +61,18 @@ async def test_stamped_read_is_one_mget(redis_server: RedisServer) -> None:
         await raw.aclose()
 
 
+def test_every_deployment_declares_stamps() -> None:
+    """Single, Sentinel and Cluster offer stamps (their conformance checks run, not skip)."""
+    from cacheframe.types import SupportsStamps
+
+    for backend in (
+        RedisBackend.from_url("redis://127.0.0.1:1"),
+        RedisSentinelBackend.from_url("redis+sentinel://127.0.0.1:1/mymaster"),
+        RedisClusterBackend.from_url("redis+cluster://127.0.0.1:1"),
+    ):
+        assert isinstance(backend, SupportsStamps), backend
+
+
 async def test_fractional_ttl_uses_px(redis_server: RedisServer) -> None:
     """A fractional ttl is sent as SET ... PX <ms> (seen with MONITOR); whole seconds as EX."""
     backend = RedisBackend.from_url(redis_server.url)
