@@ -100,7 +100,8 @@ def stored_many(values: Any, where: str) -> list[bytes | None]:
     if not isinstance(values, list):
         raise BackendError(f"redis MGET on {where} returned {type(values).__name__}, not a list")
     for value in values:
-        stored(value, where, "MGET")
+        if value is not None and not isinstance(value, bytes):
+            stored(value, where, "MGET")  # raises, naming the type
     return values
 
 
