@@ -316,6 +316,75 @@ async def test_hit_is_one_command(memcached_server: MemcachedServer, ns: str) ->
         await proxy.stop()
 
 
+@pytest.mark.parametrize("servers", ["memcached_server", "memcached_pair"])
+async def test_stamped_read_is_one_command_to_one_server(
+    request: pytest.FixtureRequest, servers: str, ns: str
+) -> None:
+    """write_stamps sets each stamp on every server; a stamped read is then one `gets` to the
+    entry's server only (entry, generation tokens and stamps), with one server or two."""
+    fixture = request.getfixturevalue(servers)
+    ports = [fixture.port] if servers == "memcached_server" else [p.port for p in fixture.processes]
+    proxies = [CountingProxy(port) for port in ports]
+    fronts = [await proxy.start() for proxy in proxies]
+    backend = MemcachedBackend.from_url("memcached://" + ",".join(f"127.0.0.1:{p}" for p in fronts))
+    stamps = [f"{ns}!s:{kind}:{i:064x}" for i, kind in enumerate("gnr")]
+    keys = [f"{ns}v:k{i}" for i in range(8)]  # spread over both servers of the pair
+    try:
+        for key in keys:
+            await backend.set(key, b"value", 60)
+        sent = [len(proxy.lines) for proxy in proxies]
+        await backend.write_stamps(dict.fromkeys(stamps, b"token-01"), 60)
+        for proxy, start in zip(proxies, sent, strict=True):  # every server, every stamp
+            assert sorted(c.split()[1] for c in proxy.lines[start:] if c.startswith(b"set ")) == sorted(
+                mc.stamp_key(s).encode() for s in stamps
+            )
+        assert len({backend._server(mc.entry_key(key)) for key in keys}) == len(ports)
+        for key in keys:
+            sent = [len(proxy.lines) for proxy in proxies]
+            assert await backend.read_stamped(key, stamps) == [b"value"] + [b"token-01"] * 3
+            new = [proxy.lines[start:] for proxy, start in zip(proxies, sent, strict=True)]
+            assert [len(lines) for lines in new].count(1) == 1 and sum(map(len, new)) == 1, new
+            (command,) = new[backend._server(mc.entry_key(key))]  # on the entry's own server
+            assert command.startswith(b"gets ")
+            assert len(command.split()) == 1 + 1 + len(mc.namespaces(key)) + len(stamps)
+    finally:
+        await backend.close()
+        for proxy in proxies:
+            await proxy.stop()
+
+
+async def test_a_stamp_lost_on_one_server_reads_as_absent_there(
+    memcached_pair: MemcachedServers, ns: str
+) -> None:
+    """A stamp evicted from one server (here deleted) is absent for the entries that server holds,
+    while the other server's entries still see it: a loss can only turn entries into misses."""
+    backend = MemcachedBackend.from_url(memcached_pair.url)
+    stamp = ns + "!s:g:1"
+    keys = [f"{ns}k{i}" for i in range(8)]
+    try:
+        await backend.write_stamps({stamp: b"token-01"}, None)
+        lost_on = backend._server(mc.entry_key(keys[0]))
+        port = memcached_pair.processes[lost_on].port
+        raw = aiomcache.Client("127.0.0.1", port)
+        try:
+            assert await raw.delete(mc.stamp_key(stamp).encode())
+        finally:
+            await raw.close()
+        for key in keys:
+            expected = None if backend._server(mc.entry_key(key)) == lost_on else b"token-01"
+            assert await backend.read_stamped(key, [stamp]) == [None, expected]
+    finally:
+        await backend.close()
+
+
+def test_declares_stamps() -> None:
+    """Memcached offers stamps (its conformance checks must run, not be skipped)."""
+    from cacheframe.types import SupportsStamps, SupportsStampsNowait
+
+    backend = MemcachedBackend.from_url("memcached://127.0.0.1:1")
+    assert isinstance(backend, SupportsStamps) and not isinstance(backend, SupportsStampsNowait)
+
+
 # -- interrupted calls (aio-libs/aiomcache#489) -------------------------------------------
 
 

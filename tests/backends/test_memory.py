@@ -80,3 +80,46 @@ async def test_expired_entries_make_room_before_live_ones_under_a_byte_bound() -
     await b.set("new1", b"N" * 200, 60)
     assert await b.get("live") == b"L" * 100
     assert len(b) == 3
+
+
+async def test_stamps_are_bounded_and_keep_the_ones_read() -> None:
+    """Past max_entries stamps, a write evicts an unread stamp; one read since (the prefix's,
+    read on every hit) gets a second chance and stays."""
+    b = MemoryBackend(max_entries=3)
+    await b.write_stamps({"g": b"G", "r1": b"1", "r2": b"2"}, None)
+    assert b.read_stamped_nowait("entry", ["g"]) == [None, b"G"]
+    await b.write_stamps({"r3": b"3"}, None)
+    assert await b.read_stamped("entry", ["g", "r1", "r2", "r3"]) == [None, b"G", None, b"2", b"3"]
+    assert len(b._stamps) == 3
+
+
+async def test_replacing_a_stamp_never_evicts_it() -> None:
+    """Replacing stamps in a full table evicts nothing; a new stamp is never its own victim."""
+    b = MemoryBackend(max_entries=2)
+    await b.write_stamps({"a": b"1", "b": b"1"}, None)
+    b.read_stamped_nowait("e", ["a", "b"])  # both flagged as read
+    await b.write_stamps({"a": b"2"}, None)
+    assert {k: v[0] for k, v in b._stamps.items()} == {"b": b"1", "a": b"2"}  # nothing evicted
+    await b.write_stamps({"c": b"1"}, None)  # b was read; a, replaced since, was not: a goes
+    assert b.read_stamped_nowait("e", ["a", "b", "c"]) == [None, None, b"1", b"1"]
+    assert len(b._stamps) == 2
+
+
+async def test_stamps_leave_with_clear_and_delete() -> None:
+    """Stamps are ordinary keys: clear(ns) and delete(key) remove them as they remove entries."""
+    b = MemoryBackend()
+    await b.write_stamps({"p:!s:g:1": b"1", "q:!s:g:1": b"1"}, 60)
+    await b.clear("p:")
+    assert b.read_stamped_nowait("p:k", ["p:!s:g:1", "q:!s:g:1"]) == [None, None, b"1"]
+    assert await b.delete("q:!s:g:1") is True
+    assert b.read_stamped_nowait("p:k", ["q:!s:g:1"]) == [None, None]
+    assert (await b.stats())["stamps"] == 0
+
+
+def test_declares_stamps() -> None:
+    """The memory backend offers stamps, read without a coroutine (the conformance checks
+    of a capability are skipped, not failed, for a backend that does not declare it)."""
+    from cacheframe.types import SupportsStamps, SupportsStampsNowait
+
+    assert isinstance(MemoryBackend(), SupportsStamps)
+    assert isinstance(MemoryBackend(), SupportsStampsNowait)

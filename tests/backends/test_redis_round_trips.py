@@ -1,4 +1,5 @@
-"""Store commands per call (INFO commandstats, MONITOR): a hit is one GET on every deployment."""
+"""Store commands per call (INFO commandstats, MONITOR): a hit is one GET on every deployment,
+a stamped hit one MGET (one per slot involved on a cluster)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
+from redis.crc import key_slot
 
 import cacheframe
 from cacheframe.backends.redis import _RELEASE_LOCK, RedisBackend, RedisClusterBackend, RedisSentinelBackend
@@ -28,6 +30,47 @@ async def test_one_command_per_call(redis_server: RedisServer) -> None:
     finally:
         await backend.close()
         await raw.aclose()
+
+
+def _stamps(ns: str, n: int) -> list[str]:
+    return [f"{ns}!s:{kind}:{i:064x}" for i, kind in zip(range(n), "gnrt", strict=False)]
+
+
+async def test_stamped_read_is_one_mget(redis_server: RedisServer) -> None:
+    """A stamped read (the entry and three stamps) is exactly one MGET; writing two stamps is
+    two SETs with their expiry, pipelined (MONITOR sees them in order)."""
+    backend = RedisBackend.from_url(redis_server.url)
+    raw = raw_client(redis_server)
+    ns = unique_ns()
+    stamps = _stamps(ns, 3)
+    try:
+        await backend.set(ns + "k", b"warm", 60)
+        assert await count_commands(
+            raw, lambda: backend.write_stamps(dict.fromkeys(stamps[:2], b"t"), 1.5)
+        ) == {"cmdstat_set": 2}
+        assert await count_commands(raw, lambda: backend.read_stamped(ns + "k", stamps)) == {
+            "cmdstat_mget": 1
+        }
+        async with raw.monitor() as monitor:
+            await backend.write_stamps({stamps[2]: b"u", stamps[0]: b"v"}, 7)
+            seen = [(await monitor.next_command())["command"] for _ in range(2)]
+        assert seen == [f"SET {stamps[2]} u EX 7", f"SET {stamps[0]} v EX 7"]
+        assert await backend.read_stamped(ns + "k", stamps) == [b"warm", b"v", b"t", b"u"]
+    finally:
+        await backend.close()
+        await raw.aclose()
+
+
+def test_every_deployment_declares_stamps() -> None:
+    """Single, Sentinel and Cluster offer stamps (their conformance checks run, not skip)."""
+    from cacheframe.types import SupportsStamps
+
+    for backend in (
+        RedisBackend.from_url("redis://127.0.0.1:1"),
+        RedisSentinelBackend.from_url("redis+sentinel://127.0.0.1:1/mymaster"),
+        RedisClusterBackend.from_url("redis+cluster://127.0.0.1:1"),
+    ):
+        assert isinstance(backend, SupportsStamps), backend
 
 
 async def test_fractional_ttl_uses_px(redis_server: RedisServer) -> None:
@@ -90,6 +133,41 @@ async def test_cluster_hit_is_one_command(redis_cluster: RedisClusterServers) ->
         await backend.set(key, b"v", 60)
         ports = [node.port for node in redis_cluster.nodes]
         assert await commands_on(ports, lambda: backend.get(key)) == {"cmdstat_get": 1}
+    finally:
+        await backend.close()
+
+
+async def test_cluster_stamped_read_is_one_mget_per_slot(redis_cluster: RedisClusterServers) -> None:
+    """On a cluster a stamped read sends one MGET per slot its keys live in, all at once (the
+    keys are hash-tagged by their own CRC-32, so here one per key); stamps are one SET each."""
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + SUITE)
+    ns = unique_ns()
+    stamps = _stamps(ns, 3)
+    ports = [node.port for node in redis_cluster.nodes]
+    slots = {key_slot(backend._key(k).encode()) for k in (ns + "k", *stamps)}
+    try:
+        await backend.set(ns + "k", b"v", 60)
+        write = backend.write_stamps(dict.fromkeys(stamps, b"t"), 60)
+        assert await commands_on(ports, lambda: write) == {"cmdstat_set": 3}
+        read = backend.read_stamped(ns + "k", stamps)
+        assert await commands_on(ports, lambda: read) == {"cmdstat_mget": len(slots)}
+        assert await backend.read_stamped(ns + "k", stamps) == [b"v", b"t", b"t", b"t"]
+        assert await commands_on(ports, lambda: backend.read_stamped(ns + "k", [])) == {"cmdstat_mget": 1}
+    finally:
+        await backend.close()
+
+
+async def test_sentinel_stamped_read_is_one_mget(redis_sentinel: RedisSentinelServers) -> None:
+    """Behind Sentinel a stamped read is one MGET on the master."""
+    backend = RedisSentinelBackend.from_url(redis_sentinel.url + "?" + SUITE)
+    ns = unique_ns()
+    stamps = _stamps(ns, 3)
+    try:
+        await backend.set(ns + "k", b"v", 60)
+        await backend.write_stamps(dict.fromkeys(stamps, b"t"), 60)
+        ports = [redis_sentinel.master.port, redis_sentinel.sentinel.port]
+        read = backend.read_stamped(ns + "k", stamps)
+        assert await commands_on(ports, lambda: read) == {"cmdstat_mget": 1}
     finally:
         await backend.close()
 

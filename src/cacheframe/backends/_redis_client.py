@@ -25,6 +25,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import NoBackoff
+    from redis.crc import key_slot
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise MissingDriverError(
         f"the Redis backends need the redis package ({exc}): pip install 'cacheframe[redis]'"
@@ -38,6 +39,7 @@ __all__ = [
     "ClusterOptions",
     "driver_error",
     "DRIVER_ERRORS",
+    "key_slot",
     "parse_target",
     "prepare_cluster",
     "Redis",

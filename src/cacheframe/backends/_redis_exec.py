@@ -14,7 +14,8 @@ through an :class:`Executor`:
 Both bound each call by the backend's ``timeout``, connecting included, and raise
 cacheframe's errors (``from`` the driver's). Both re-send an ``EVALSHA`` answered
 ``NOSCRIPT`` as ``EVAL`` of its script. A hit is :meth:`Executor.read`: each executor
-specialises it so that a hit runs in one coroutine of its own over the I/O.
+specialises it so that a hit runs in one coroutine of its own over the I/O, and so
+does :meth:`Executor.read_many` (``MGET``), a stamped hit's one command.
 
 Calls of several round trips that need the client's reply parsing or cluster routing
 (SCAN, INFO) take :meth:`Executor.client` inside :func:`whole_call`, whose deadline
@@ -43,6 +44,7 @@ __all__ = [
     "answered",
     "lanes_like",
     "stored",
+    "stored_many",
     "whole_call",
 ]
 
@@ -59,6 +61,10 @@ class Executor(Protocol):
 
     def read(self, key: str) -> Coroutine[Any, Any, bytes | None]:
         """``GET key``: the stored bytes or ``None``."""
+        ...
+
+    def read_many(self, keys: Sequence[str]) -> Coroutine[Any, Any, list[bytes | None]]:
+        """``MGET key...`` (keys of one slot on a cluster): the stored bytes or ``None`` each."""
         ...
 
     async def call(self, action: str, *command: Any) -> Any:
@@ -82,11 +88,21 @@ class Executor(Protocol):
         ...
 
 
-def stored(value: Any, where: str) -> bytes | None:
+def stored(value: Any, where: str, action: str = "GET") -> bytes | None:
     """A GET reply as ``get`` returns it: bytes or ``None`` (anything else is an error)."""
     if value is None or isinstance(value, bytes):
         return value
-    raise BackendError(f"redis GET on {where} returned {type(value).__name__}, not bytes")
+    raise BackendError(f"redis {action} on {where} returned {type(value).__name__}, not bytes")
+
+
+def stored_many(values: Any, where: str) -> list[bytes | None]:
+    """An MGET reply as ``read_stamped`` returns it: a list of bytes or ``None``."""
+    if not isinstance(values, list):
+        raise BackendError(f"redis MGET on {where} returned {type(values).__name__}, not a list")
+    for value in values:
+        if value is not None and not isinstance(value, bytes):
+            stored(value, where, "MGET")  # raises, naming the type
+    return values
 
 
 def _unscripted(command: Command, scripts: Mapping[str, str]) -> Command | None:
@@ -175,6 +191,10 @@ class ClientExecutor:
         """``GET key``: the stored bytes or ``None``."""
         return stored((await self._run("GET", (("GET", key),)))[0], self.where)
 
+    async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``MGET key...``: the stored bytes or ``None`` each."""
+        return stored_many((await self._run("MGET", (("MGET", *keys),)))[0], self.where)
+
     async def call(self, action: str, *command: Any) -> Any:
         """One command; its reply (an error reply raises)."""
         return (await self._run(action, (command,)))[0]
@@ -245,6 +265,16 @@ class LaneExecutor:
         except DRIVER_ERRORS as exc:
             raise self.error(exc, "GET") from exc
         return stored(value, self.where)
+
+    async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``MGET key...``: a stamped hit's one round trip, like :meth:`read`."""
+        lanes = self.lanes
+        try:
+            lane = lanes.current() or await lanes.get()
+            values = await lane.round_trip((("MGET", *keys),), single=True)
+        except DRIVER_ERRORS as exc:
+            raise self.error(exc, "MGET") from exc
+        return stored_many(values, self.where)
 
     async def call(self, action: str, *command: Any) -> Any:
         """One command in one round trip (bytes undecoded); an error reply raises."""

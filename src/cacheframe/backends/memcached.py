@@ -5,7 +5,7 @@ Several servers share the keys by rendezvous (highest random weight) hashing.
 Keys. Memcached takes at most 250 bytes of printable ASCII without spaces. A key that
 is short, printable ASCII and does not start with ``#`` is sent as is; any other key
 is sent as ``#h`` + its BLAKE2b-256 hex digest. Generation keys (below) live under
-``#g``/``#G``, so the three forms never meet.
+``#g``/``#G`` and stamps under ``#s``/``#S``, so the forms never meet.
 
 TTL. ``None`` is stored as 0 (never); fractions round up (0.4 s is 1 s, never 0);
 up to 30 days is sent as relative seconds, longer as an absolute Unix time (memcached
@@ -22,6 +22,13 @@ reads as "no token", which matches no entry, and the next write creates a new to
 So an evicted generation can only turn entries into misses, never bring old ones
 back. A ``clear`` that raised may have reached only some servers: retry it. Cleared
 entries stay in memory until their TTL or LRU eviction reclaims them.
+
+Stamps (``SupportsStamps``) are replicated the same way: ``write_stamps`` sets each
+stamp on every server and raises unless all of them stored it (an invalidation that
+raised may have reached only some servers: retry it). So the entry's own server holds
+every stamp, and ``read_stamped`` is one ``gets`` to that server for the entry, its
+namespaces' tokens and the stamps. A stamp a server lost reads as absent there, which
+only turns that server's entries into misses.
 
 Values larger than ``max_item_size`` (memcached's ``-I``, 1 MiB by default) are not
 stored: the set logs a warning on the ``cacheframe`` logger, counts it in
@@ -111,9 +118,19 @@ def lock_key(key: str) -> str:
     return "#l" + _digest(key)
 
 
+def _replicated_key(marker: str, name: str) -> str:
+    """``#`` + ``marker`` + ``name`` if plain, else ``#`` + ``MARKER`` + its hash."""
+    return f"#{marker}{name}" if _plain(name) else f"#{marker.upper()}{_digest(name)}"
+
+
 def generation_key(namespace: str) -> str:
     """The memcached key holding ``namespace``'s generation token."""
-    return "#g" + namespace if _plain(namespace) else "#G" + _digest(namespace)
+    return _replicated_key("g", namespace)
+
+
+def stamp_key(stamp: str) -> str:
+    """The memcached key of a stamp (a copy on every server)."""
+    return _replicated_key("s", stamp)
 
 
 def namespaces(key: str) -> list[str]:
@@ -308,12 +325,41 @@ class MemcachedBackend:
         state = self._loops.current() or await self._loops.get()
         client = state.clients[server]
         raw, *tokens = await self._guard("get", client.multi_get, *mkeys)
+        return self._unsealed(raw, tokens)
+
+    def _unsealed(self, raw: bytes | None, tokens: Sequence[bytes | None]) -> bytes | None:
+        """The value of an entry read with its namespaces' tokens; None unless they match."""
         if not self._live(raw, tokens):
             self._misses += 1
             return None
         self._hits += 1
         assert raw is not None
         return raw[1 + _SEAL :]
+
+    async def read_stamped(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        """One ``gets`` on the entry's server: the entry, its namespaces' tokens and the
+        stamps, whose copies every server holds (``SupportsStamps``)."""
+        server, mkeys = self._read_plan(key)
+        skeys = [stamp_key(name).encode() for name in stamps]
+        unique = dict.fromkeys(skeys)  # memcached keys once each: aiomcache refuses repeats
+        state = self._loops.current() or await self._loops.get()
+        values = await self._guard("read_stamped", state.clients[server].multi_get, *mkeys, *unique)
+        entry = self._unsealed(values[0], values[1 : len(mkeys)])
+        found = dict(zip(unique, values[len(mkeys) :], strict=True))
+        return [entry, *(found[k] for k in skeys)]
+
+    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        """Set every stamp on every server; raise ``BackendError`` unless all stored it."""
+        expiry = _EXPIRED if ttl is not None and ttl <= 0 else exptime(ttl)
+        items = [(stamp_key(name).encode(), bytes(value)) for name, value in stamps.items()]
+
+        async def call() -> None:
+            clients = await self._clients()
+            stored = await self._each(c.set(k, v, expiry) for c in clients for k, v in items)
+            if not all(stored):
+                raise BackendError(f"memcached write_stamps on {self!r}: a server did not store a stamp")
+
+        await self._guard("write_stamps", call)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Store under the current generations; oversized values are dropped, not raised."""

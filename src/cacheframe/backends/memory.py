@@ -6,6 +6,12 @@ keeps concurrent misses on one key to one computation.
 ``memory://`` or ``memory://?max_entries=50000&max_bytes=268435456``. Each
 instance owns its own store; a lock makes it safe for the event loop and the
 threads that sync functions run in.
+
+Stamps (``SupportsStamps``) live in a table of their own, beside the entries: at most
+``max_entries`` of them, each with its expiry. When the table is full, a write evicts
+by second chance (CLOCK): a stamp read since it was last passed over gets another
+round, so the stamps every hit reads (the prefix's, a namespace's) stay while
+stamps nobody reads go. An evicted stamp only turns its entries into misses.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cachetools import Cache as _BaseCache
@@ -54,6 +61,7 @@ class MemoryBackend:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._data: LRUCache[str, tuple[bytes, float]] = self._new_store()
+        self._stamps: OrderedDict[str, list[Any]] = OrderedDict()  # key -> [value, deadline, read]
         self._hits = self._misses = 0
         self._next_sweep = 0.0
 
@@ -103,23 +111,71 @@ class MemoryBackend:
     def get_nowait(self, key: str) -> bytes | None:
         """``get`` without a coroutine (``SupportsGetNowait``): the hit path's read."""
         with self._lock:
-            item = self._live(key)
+            item = self._live(key, time.monotonic())
         if item is None:
             self._misses += 1
             return None
         self._hits += 1
         return item[0]
 
-    def _live(self, key: str) -> tuple[bytes, float] | None:
+    def _live(self, key: str, now: float) -> tuple[bytes, float] | None:
         """The unexpired item under ``key`` (an expired one is dropped); caller holds the lock."""
         try:
             item = self._data[key]  # marks it used; .get() adds two more calls on every hit
         except KeyError:
             return None
-        if item[1] <= time.monotonic():
+        if item[1] <= now:
             del self._data[key]
             return None
         return item
+
+    async def read_stamped(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        """The entry and its stamps (``SupportsStamps``); no I/O."""
+        return self.read_stamped_nowait(key, stamps)
+
+    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        """``[entry, *stamp values]``, synchronously (``SupportsStampsNowait``): every hit's read.
+
+        Plain dict lookups; a stamp read is only flagged (its second chance), never moved.
+        """
+        with self._lock:
+            now = time.monotonic()
+            item = self._live(key, now)
+            get = self._stamps.get
+            if item is None:
+                self._misses += 1
+                out: list[bytes | None] = [None]
+            else:
+                self._hits += 1
+                out = [item[0]]
+            for name in stamps:
+                stamp = get(name)
+                if stamp is not None and stamp[1] > now:
+                    stamp[2] = True
+                    out.append(stamp[0])
+                else:
+                    out.append(None)
+        return out
+
+    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        """Replace each stamp (``SupportsStamps``); past ``max_entries`` stamps, evict by CLOCK."""
+        deadline = self._deadline(ttl)
+        with self._lock:
+            table, now = self._stamps, time.monotonic()
+            for name, value in stamps.items():
+                if table.pop(name, None) is None:  # a replaced stamp starts again at the young end
+                    self._make_room_for_stamp(now)
+                table[name] = [bytes(value), deadline, False]
+
+    def _make_room_for_stamp(self, now: float) -> None:
+        """Evict stamps from the old end until one more fits; one read since it was last
+        passed over goes to the young end instead, unread (caller holds the lock)."""
+        table = self._stamps
+        while len(table) >= self.max_entries:
+            name, stamp = table.popitem(last=False)
+            if stamp[2] and stamp[1] > now:
+                stamp[2] = False
+                table[name] = stamp
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Store; a value larger than the byte bound is dropped (and any older one removed)."""
@@ -143,15 +199,18 @@ class MemoryBackend:
         return True
 
     async def delete(self, key: str) -> bool:
-        """Remove ``key``."""
+        """Remove ``key`` (an entry or a stamp)."""
         with self._lock:
-            return self._data.pop(key, None) is not None
+            stamp = self._stamps.pop(key, None)
+            return self._data.pop(key, None) is not None or stamp is not None
 
     async def clear(self, namespace: str) -> None:
-        """Remove every key under ``namespace``."""
+        """Remove every key under ``namespace``, entries and stamps."""
         with self._lock:
             for key in [k for k in self._data if k.startswith(namespace)]:
                 self._data.pop(key, None)
+            for key in [k for k in self._stamps if k.startswith(namespace)]:
+                del self._stamps[key]
 
     async def close(self) -> None:
         """Nothing to release; the data stays (a closed memory backend keeps working)."""
@@ -159,7 +218,7 @@ class MemoryBackend:
     async def ttl(self, key: str) -> float | None:
         """Seconds left for ``key``."""
         with self._lock:
-            item = self._live(key)
+            item = self._live(key, time.monotonic())
         if item is None:
             return None
         return max(0.0, item[1] - time.monotonic())
@@ -167,7 +226,7 @@ class MemoryBackend:
     async def add(self, key: str, value: bytes, ttl: float | None) -> bool:
         """Store only if absent."""
         with self._lock:
-            if self._live(key) is not None:
+            if self._live(key, time.monotonic()) is not None:
                 return False
             return self._store(key, value, ttl)
 
@@ -177,6 +236,7 @@ class MemoryBackend:
             self._sweep(time.monotonic())
             entries = len(self._data)
             size = sum(len(_peek(self._data, k)[0]) for k in self._data)
+            stamps = len(self._stamps)
         return {
             "backend": "memory",
             "entries": entries,
@@ -185,4 +245,5 @@ class MemoryBackend:
             "max_bytes": self.max_bytes,
             "hits": self._hits,
             "misses": self._misses,
+            "stamps": stamps,
         }

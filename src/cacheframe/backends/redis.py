@@ -23,6 +23,12 @@ Sentinel is not a kind of backend of its own: ``RedisSentinelBackend`` is
 On a cluster, a key is stored as ``{tag}key`` where ``tag`` is the CRC-32 (8 hex
 digits) of the key without its trailing ``:lock`` suffixes, so an entry and its
 lock share a slot, and ``clear`` matches ``{????????}<namespace>*`` on every primary.
+
+Stamps (``SupportsStamps``) are plain string keys. On one server (single, Sentinel) a
+stamped read is one ``MGET`` of the entry and its stamps, and ``write_stamps`` one
+``SET ... PX`` per stamp, pipelined. On a cluster the keys of a stamped read sit in
+different slots: it sends one ``MGET`` per slot involved, all at once, so it still
+waits for one round trip; ``write_stamps`` sends its ``SET`` commands the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import asyncio
 import hashlib
 import math
 import zlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,11 +55,21 @@ from ._redis_client import (
     build_redis,
     build_sentinel,
     clone_redis,
+    key_slot,
     parse_target,
     prepare_cluster,
     serve_client,
 )
-from ._redis_exec import ClientExecutor, Executor, LaneExecutor, answered, lanes_like, stored, whole_call
+from ._redis_exec import (
+    ClientExecutor,
+    Executor,
+    LaneExecutor,
+    answered,
+    lanes_like,
+    stored,
+    stored_many,
+    whole_call,
+)
 from .options import _redact, parse_options
 
 if TYPE_CHECKING:
@@ -110,6 +126,16 @@ def _lease_ms(lease: float) -> int:
 
 def _defaults(settings: CacheSettings | None) -> dict[str, Any]:
     return {} if settings is None else {"timeout": settings.timeout}
+
+
+async def _all(calls: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Await concurrently (each call bounded by its own deadline); raise the first error
+    only once every call has finished, so none is left running."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 class _RedisBase:
@@ -312,6 +338,18 @@ class RedisBackend(_RedisBase):
         _, released = await self._exec.pipeline("SET + unlock", (store, release))
         return bool(released)
 
+    def read_stamped(self, key: str, stamps: Sequence[str]) -> Coroutine[Any, Any, list[bytes | None]]:
+        """``MGET key stamp...``: the entry and its stamps in one command (``SupportsStamps``)."""
+        return self._exec.read_many((key, *stamps))
+
+    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        """``SET stamp token PX ms`` for each stamp, pipelined (one round trip over a lane);
+        raises ``BackendError`` unless the server acknowledged them all."""
+        expiry = _expiry_args(ttl)
+        commands = [("SET", name, value, *expiry) for name, value in stamps.items()]
+        if commands:
+            await self._exec.pipeline("SET stamps", commands)
+
 
 class RedisSentinelBackend(RedisBackend):
     """The master of a Sentinel-monitored service: ``redis+sentinel://h:p[,h:p]/service``.
@@ -359,6 +397,32 @@ class RedisClusterBackend(_RedisBase):
         while base.endswith(":lock"):  # k, k:lock, k:lock:lock... share one slot
             base = base[:-5]
         return f"{{{zlib.crc32(base.encode()):08x}}}{key}"
+
+    async def read_stamped(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+        """One ``MGET`` per slot the entry and its stamps live in, sent concurrently: one
+        round trip of waiting, one command per slot (``SupportsStamps``)."""
+        keys = [self._key(name) for name in (key, *stamps)]
+        slots: dict[int, list[int]] = {}
+        for i, name in enumerate(keys):
+            slots.setdefault(key_slot(name.encode()), []).append(i)
+        if len(slots) == 1:
+            return stored_many(await self._exec.call("MGET", "MGET", *keys), self._exec.where)
+        groups = list(slots.values())
+        replies = await _all(self._exec.call("MGET", "MGET", *(keys[i] for i in group)) for group in groups)
+        values: list[bytes | None] = [None] * len(keys)
+        for group, reply in zip(groups, replies, strict=True):
+            for i, value in zip(group, stored_many(reply, self._exec.where), strict=True):
+                values[i] = value
+        return values
+
+    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        """``SET stamp token PX ms`` on each stamp's slot, concurrently; raises
+        ``BackendError`` unless every node acknowledged its stamps."""
+        expiry = _expiry_args(ttl)
+        await _all(
+            self._exec.call("SET stamps", "SET", self._key(name), value, *expiry)
+            for name, value in stamps.items()
+        )
 
     @whole_call("clear")
     async def clear(self, namespace: str) -> None:

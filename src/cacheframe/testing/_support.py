@@ -55,7 +55,7 @@ async def bounded(call: Awaitable[T], seconds: float, what: str) -> T:
 
 _CALLS = (
     *("get", "set", "delete", "clear", "close", "ttl", "add", "acquire_lock", "release_lock"),
-    *("acquire_lock_and_get", "set_and_release_lock", "stats"),
+    *("acquire_lock_and_get", "set_and_release_lock", "stats", "read_stamped", "write_stamps"),
 )
 
 

@@ -23,8 +23,9 @@ Async tests run with pytest-asyncio when it is installed (strict or auto mode),
 otherwise with anyio's pytest plugin. Every backend call is bounded by
 ``call_timeout``: a backend that never answers fails its tests instead of hanging
 the run. Optional capabilities (``SupportsTTL``, ``SupportsAdd``, ``SupportsLock``,
-``SupportsStats``) are tested when the backend implements them and skipped, with
-the reason shown, when it does not. Every test writes under a fresh namespace, so
+``SupportsStats``, ``SupportsStamps``) are tested when the backend implements them and skipped, with
+the reason shown, when it does not; so is ``SupportsStamps`` (with
+``SupportsStampsNowait`` checked against it). Every test writes under a fresh namespace, so
 the suite can run against a shared server.
 """
 
@@ -47,6 +48,8 @@ from ..types import (
     SupportsAdd,
     SupportsLock,
     SupportsLockRoundTrips,
+    SupportsStamps,
+    SupportsStampsNowait,
     SupportsStats,
     SupportsTTL,
 )
@@ -362,6 +365,9 @@ class BackendConformance:
             calls.append(("add", lambda: broken.add(ns + "k", b"v", 60)))
         if isinstance(broken, SupportsLock):
             calls.append(("acquire_lock", lambda: broken.acquire_lock(ns + "l", "t", 1.0)))
+        if isinstance(broken, SupportsStamps):
+            calls.append(("read_stamped", lambda: broken.read_stamped(ns + "k", [ns + "!s:a"])))
+            calls.append(("write_stamps", lambda: broken.write_stamps({ns + "!s:a": b"t" * 8}, 60)))
         try:
             for name, call in calls:
                 try:
@@ -501,6 +507,67 @@ class BackendConformance:
         assert await store.set_and_release_lock(key, b"w", 60, lock, "a") is True
         assert await store.acquire_lock_and_get(lock, "c", 5.0, key) == (True, b"w")
         await store.release_lock(lock, "c")
+
+    @async_test
+    async def test_stamped_read(self, store: Backend, backend: Backend, ns: str) -> None:
+        """SupportsStamps: ``[entry, *stamps]`` in the order asked, None for what is absent;
+        the entry is what ``get`` reads; ``read_stamped_nowait`` (if offered) agrees."""
+        self._require(store, SupportsStamps)
+        assert isinstance(store, SupportsStamps)
+        entry, a, b, absent = ns + "v:e", ns + "!s:r:a1", ns + "!s:t:b2", ns + "!s:t:c3"
+        await store.set(entry, b"entry", 60)
+        await store.write_stamps({a: b"A" * 8, b: b"B" * 8}, 60)
+        assert await store.read_stamped(entry, [b, absent, a]) == [b"entry", b"B" * 8, None, b"A" * 8]
+        assert await store.read_stamped(entry, []) == [await store.get(entry)] == [b"entry"]
+        assert await store.read_stamped(ns + "v:absent", [a, a]) == [None, b"A" * 8, b"A" * 8]
+        if isinstance(backend, SupportsStampsNowait):
+            assert backend.read_stamped_nowait(entry, [b, absent, a]) == [b"entry", b"B" * 8, None, b"A" * 8]
+        await store.write_stamps({}, 60)  # nothing to write is no error
+
+    @async_test
+    async def test_write_stamps_replaces_and_expires(self, store: Backend, ns: str) -> None:
+        """SupportsStamps: a write replaces a stamp; a stamp is gone after its ttl, one without stays."""
+        self._require(store, SupportsStamps)
+        assert isinstance(store, SupportsStamps)
+        short, kept, forever = ns + "!s:r:1", ns + "!s:r:2", ns + "!s:g:3"
+        await store.write_stamps({short: b"old-old-", kept: b"kept-kep"}, 600)
+        await store.write_stamps({forever: b"forever-"}, None)
+        await store.write_stamps({short: b"new-new-"}, EXPIRY_TTL)
+        assert await store.read_stamped(ns + "e", [short, kept, forever]) == [
+            None,
+            b"new-new-",
+            b"kept-kep",
+            b"forever-",
+        ]
+        await asyncio.sleep(EXPIRY_WAIT)
+        assert await store.read_stamped(ns + "e", [short, kept, forever]) == [
+            None,
+            None,
+            b"kept-kep",
+            b"forever-",
+        ]
+
+    @async_test
+    async def test_stamps_and_entries_never_collide(self, store: Backend, ns: str) -> None:
+        """SupportsStamps: stamps and entries share one key space, each key its own value;
+        writing one never changes the other, look-alike keys included."""
+        self._require(store, SupportsStamps)
+        assert isinstance(store, SupportsStamps)
+        entries = [f"{ns}k", f"{ns}k:s", f"{ns}!s:r", f"{ns}{{tag}}:k", f"{ns}" + "L" * 300]
+        stamps = [
+            f"{ns}k:!s:r:1",
+            f"{ns}!s:r:1",
+            f"{ns}!s:r:10",
+            f"{ns}{{tag}}:!s",
+            f"{ns}" + "L" * 299 + "M",
+        ]
+        for i, key in enumerate(entries):
+            await store.set(key, f"entry-{i}".encode(), 60)
+        await store.write_stamps({key: f"stamp-{i}".encode() for i, key in enumerate(stamps)}, 60)
+        for i, key in enumerate(entries):
+            await store.set(key, f"entry-{i}".encode(), 60)  # an entry written after the stamps
+            got = await store.read_stamped(key, stamps)
+            assert got == [f"entry-{i}".encode()] + [f"stamp-{j}".encode() for j in range(len(stamps))], key
 
     @async_test
     async def test_stats(self, store: Backend) -> None:
