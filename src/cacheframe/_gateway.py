@@ -37,6 +37,7 @@ from .stats import Observer
 from .types import (
     Backend,
     SupportsAdd,
+    SupportsCreateStamps,
     SupportsGetNowait,
     SupportsLock,
     SupportsLockRoundTrips,
@@ -395,19 +396,27 @@ class StoreGateway:
         each stamp now holds (so processes missing together seal alike), or None when the
         store failed (counted, logged; the caller then stores nothing)."""
         backend = self.backend
-        if not isinstance(backend, SupportsAdd):  # no create-if-absent: the last writer wins
-            done = await self.write_stamps(stamps, ttl, fail_open=True)
-            return dict(stamps) if done else None
-
-        async def create(key: str, token: bytes) -> bytes | None:
-            if await backend.add(key, token, ttl):
-                return token
-            return await backend.get(key)  # another process created it first: its token
-
+        real = backend.backend if isinstance(backend, TimedBackend) else backend
         try:
-            held = await asyncio.gather(*(create(k, v) for k, v in stamps.items()))
+            if self._stamped is not None:
+                if isinstance(real, SupportsCreateStamps):
+                    held = await real.create_stamps(stamps, ttl)
+                else:  # the last writer wins: the others' entries are misses once
+                    await self._stamped.write_stamps(stamps, ttl)
+                    held = list(stamps.values())
+            elif isinstance(real, SupportsAdd):
+
+                async def create(key: str, token: bytes) -> bytes | None:
+                    if await real.add(key, token, ttl):
+                        return token
+                    return await real.get(key)  # another process created it first: its token
+
+                held = list(await asyncio.gather(*(create(k, v) for k, v in stamps.items())))
+            else:
+                await asyncio.gather(*(real.set(k, v, ttl) for k, v in stamps.items()))
+                held = list(stamps.values())
         except STORE_ERRORS as exc:
-            self._failed_quietly("add", exc)
+            self._failed_quietly("set", exc)
             return None
         if None in held:  # created, then evicted at once: nothing to seal with
             return None

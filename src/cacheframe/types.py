@@ -27,6 +27,7 @@ __all__ = [
     "KeyBuilder",
     "Serializer",
     "SupportsAdd",
+    "SupportsCreateStamps",
     "SupportsGetNowait",
     "SupportsKeyedEntries",
     "SupportsLock",
@@ -149,6 +150,20 @@ class SupportsStamps(Protocol):
         """Store every stamp (replacing it), each for ``ttl`` seconds; return only once the
         store acknowledged all of them, raise :class:`~cacheframe.exceptions.BackendError`
         otherwise (an invalidation never fails silently)."""
+        ...
+
+
+@runtime_checkable
+class SupportsCreateStamps(Protocol):
+    """Capability: stamps created only where absent, atomically (with :class:`SupportsStamps`).
+
+    Processes that miss together then seal their entries with the same token; without
+    it the last writer wins and the others' entries are misses once (safe, wasteful).
+    """
+
+    async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> list[bytes | None]:
+        """For each stamp: store its token unless the stamp exists; the token each now holds,
+        in order (None if it vanished at once). Raises ``BackendError`` like ``write_stamps``."""
         ...
 
 

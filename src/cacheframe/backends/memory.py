@@ -167,6 +167,22 @@ class MemoryBackend:
                     self._make_room_for_stamp(now)
                 table[name] = [bytes(value), deadline, False]
 
+    async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> list[bytes | None]:
+        """Store each stamp unless it is live (``SupportsCreateStamps``); the token each holds."""
+        held: list[bytes | None] = []
+        with self._lock:
+            table, now = self._stamps, time.monotonic()
+            for name, value in stamps.items():
+                stamp = table.get(name)
+                if stamp is not None and stamp[1] > now:
+                    held.append(stamp[0])
+                    continue
+                if table.pop(name, None) is None:
+                    self._make_room_for_stamp(now)
+                table[name] = [value, self._deadline(ttl), False]
+                held.append(value)
+        return held
+
     def _make_room_for_stamp(self, now: float) -> None:
         """Evict stamps from the old end until one more fits; one read since it was last
         passed over goes to the young end instead, unread (caller holds the lock)."""

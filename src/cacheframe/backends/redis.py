@@ -350,6 +350,19 @@ class RedisBackend(_RedisBase):
         if commands:
             await self._exec.pipeline("SET stamps", commands)
 
+    async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> list[bytes | None]:
+        """``SET stamp token NX`` then ``GET stamp`` for each, pipelined (one round trip over a
+        lane): the token each stamp holds, ours or the one another process set first
+        (``SupportsCreateStamps``)."""
+        expiry = _expiry_args(ttl)
+        commands: list[tuple[Any, ...]] = []
+        for name, value in stamps.items():
+            commands += [("SET", name, value, "NX", *expiry), ("GET", name)]
+        if not commands:
+            return []
+        replies = await self._exec.pipeline("SET stamps", commands)
+        return stored_many(replies[1::2], self._exec.where)
+
 
 class RedisSentinelBackend(RedisBackend):
     """The master of a Sentinel-monitored service: ``redis+sentinel://h:p[,h:p]/service``.
@@ -423,6 +436,18 @@ class RedisClusterBackend(_RedisBase):
             self._exec.call("SET stamps", "SET", self._key(name), value, *expiry)
             for name, value in stamps.items()
         )
+
+    async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> list[bytes | None]:
+        """``SET stamp token NX``, then ``GET stamp``, on each stamp's slot, concurrently
+        (``SupportsCreateStamps``)."""
+        expiry = _expiry_args(ttl)
+
+        async def create(name: str, value: bytes) -> bytes | None:
+            key = self._key(name)
+            await self._exec.call("SET stamps", "SET", key, value, "NX", *expiry)
+            return stored(await self._exec.call("GET stamps", "GET", key), self._exec.where)
+
+        return list(await _all(create(name, value) for name, value in stamps.items()))
 
     @whole_call("clear")
     async def clear(self, namespace: str) -> None:
