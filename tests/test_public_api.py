@@ -22,9 +22,12 @@ EXPORTED = [
     "cache",
     "configure",
     "get_cache",
+    "invalidates",
     "lifespan",
 ]
-CACHE_PUBLIC = {"backend", "cache", "clear", "close", "delete", "get", "lifespan", "set", "settings", "stats"}
+CACHE_PUBLIC = {
+    "backend", "cache", "clear", "close", "delete", "get", "invalidate_tags", "lifespan", "set", "settings", "stats"
+}  # fmt: skip
 
 
 def test_all_is_pinned_and_sorted() -> None:

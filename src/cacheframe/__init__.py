@@ -2,6 +2,7 @@
 
 from .cache import Cache, CacheStats
 from .default import cache, configure, get_cache, lifespan
+from .invalidation import invalidates
 from .exceptions import (
     BackendError,
     BackendTimeoutError,
@@ -29,6 +30,7 @@ __all__ = [
     "cache",
     "configure",
     "get_cache",
+    "invalidates",
     "lifespan",
 ]
 __version__ = "0.1.0"

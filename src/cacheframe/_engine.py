@@ -617,6 +617,9 @@ class Binding:
     local_only: bool = False  # the identity holds a per-process token: entries are not shared
     # The one-time warnings already logged for this function (a few short names).
     warned: set[str] = field(default_factory=set, compare=False, hash=False)
+    # The names of the path parameters of the routes serving this view, as requests showed
+    # them (a view's resource is its path parameters: ``view.invalidate`` checks against them).
+    path_names: set[tuple[str, ...]] = field(default_factory=set, compare=False, hash=False)
     # The engine's memos, shared by its bindings (one byte budget per cache, however many
     # functions are decorated): store keys of URLs, and hits' reply headers.
     url_keys: BytesMemo[tuple[str, str, str, str, str, str, bytes], str] = field(

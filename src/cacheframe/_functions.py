@@ -31,13 +31,15 @@ from .envelope import ValueEntry
 from .exceptions import EntryError
 from .serializers import dumps_for, loads_for
 
-__all__ = ["call_async", "call_sync"]
+__all__ = ["call_async", "call_key", "call_sync"]
 
 log = logging.getLogger("cacheframe.functions")
 _background: set[asyncio.Task[Any]] = set()
 
 
-def _key(binding: Binding, signature: inspect.Signature, args: Any, kwargs: Any, custom: bytes | None) -> str:
+def call_key(
+    binding: Binding, signature: inspect.Signature, args: Any, kwargs: Any, custom: bytes | None
+) -> str:
     """The store key of one call: from a key builder's result, or from the bound arguments."""
     identity = binding.identity or binding.qualname
     if custom is not None:
@@ -147,7 +149,7 @@ async def call_async(
     custom = None
     if binding.policy.key_builder is not None:
         custom = await keys.custom_key(binding.policy.key_builder, func, None, args, kwargs)
-    key = _key(binding, signature, args, kwargs, custom)
+    key = call_key(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
     stamps = deps(binding, key, signature, args, kwargs)
     gateway = engine.gateway
@@ -195,7 +197,7 @@ def call_sync(
     custom = None
     if binding.policy.key_builder is not None:
         custom = run_sync(keys.custom_key(binding.policy.key_builder, func, None, args, kwargs))
-    key = _key(binding, signature, args, kwargs, custom)
+    key = call_key(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
     stamps = deps(binding, key, signature, args, kwargs)
     read = run_sync(engine.gateway.read_stamped(key, stamps.keys))  # on the portal loop, as every store call

@@ -273,6 +273,9 @@ def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str) -> Dep
     if path_params:
         params = {name: kwargs.get(name, raw) for name, raw in path_params.items()}
         resource = engine.stamps.params_identity(params)
+        names = tuple(sorted(params))
+        if names not in binding.path_names:
+            binding.path_names.add(names)
     tags = [template.format_map(kwargs) for template in binding.policy.tags]
     deps = engine.stamps.deps(binding.namespace, resource, tags)
     engine.remember_deps(key, deps)

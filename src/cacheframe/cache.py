@@ -17,8 +17,9 @@ from typing import Any, Unpack
 from . import envelope
 from ._engine import Engine
 from ._gateway import StoreGateway
+from ._stamps import check_tag
 from .decorator import Decorator
-from .exceptions import EntryError
+from .exceptions import ConfigurationError, EntryError
 from .policy import DecoratorOptions, ttl_seconds
 from .registry import load_backend_factory, load_serializer_factory
 from .serializers import dumps_for, loads_for
@@ -104,10 +105,32 @@ class Cache:
         return await self._gateway.delete(self._engine.key(namespace, key))
 
     async def clear(self, namespace: str | None = None) -> None:
-        """Remove every entry of ``namespace`` (a decorated function's, or ``"kv"``), or all."""
-        self._engine.invalidated()
-        self.stats.on_invalidation(namespace or "*")
-        await self._gateway.clear(self._engine.namespace_key(namespace))
+        """Remove every entry of ``namespace`` (a decorated function's, or ``"kv"``), or all.
+
+        The namespace's stamp (the prefix's, for all) is replaced first, so entries that any
+        process is computing right now never read as valid once written; the entries are then
+        removed from the store to free it. Fails open like reads (``fail_open``)."""
+        engine = self._engine
+        stamp = (
+            engine.stamps.global_key
+            if namespace is None
+            else engine.stamps.namespace(engine.namespace_key(namespace))
+        )
+        await engine.invalidate([stamp], namespace or "*", fail_open=self.settings.fail_open)
+        await self._gateway.clear(engine.namespace_key(namespace))
+
+    async def invalidate_tags(self, *tags: str, soft: bool = False) -> None:
+        """Invalidate every entry tagged with any of ``tags``, in every process sharing the store.
+
+        ``soft=True`` marks them stale instead: the next request is answered from the stale
+        entry (``X-Cache: STALE``) while exactly one refresh runs. Returns once the store holds
+        the invalidation; raises :class:`~cacheframe.BackendError` when it cannot reach the
+        store, whatever ``fail_open`` says about reads (an invalidation never fails silently)."""
+        if not tags:
+            raise ConfigurationError("invalidate_tags() needs at least one tag")
+        stamps = self._engine.stamps
+        keys = [stamps.tag(check_tag(tag))[1 if soft else 0] for tag in tags]
+        await self._engine.invalidate(keys, "tags")
 
     async def close(self) -> None:
         """Close the backend's connections."""

@@ -52,8 +52,8 @@ from . import _functions, _views, keys, routes
 from ._engine import Binding, Engine
 from ._signature import CONNECTION_PARAM, inject
 from ._stamps import MAX_TAGS, check_tag
-from ._sync import serve_from_worker
-from .exceptions import ConfigurationError
+from ._sync import run_sync, serve_from_worker
+from .exceptions import ConfigurationError, KeyBuildError
 from .policy import DecoratorOptions, Policy, non_negative_seconds, tag_fields, ttl_seconds
 from .types import KeyBuilder, Serializer
 
@@ -136,6 +136,13 @@ class Decorator:
         marker = injection.marker
         pop_connection = marker == CONNECTION_PARAM
         signature = injection.original
+        for template in self.policy.tags:  # a placeholder names a parameter of the function
+            missing = [name for name in tag_fields(template) if name not in signature.parameters]
+            if missing:
+                raise ConfigurationError(
+                    f"@cache(tags=[{template!r}]) on {func.__qualname__}: {', '.join(missing)} names "
+                    f"no parameter of it (its parameters: {', '.join(signature.parameters) or 'none'})"
+                )
         return_type = _return_type(func)
 
         if inspect.iscoroutinefunction(func):
@@ -189,7 +196,62 @@ class Decorator:
             wrapper = sync_wrapper
         wrapper.__signature__ = injection.signature
         wrapper.__cacheframe__ = self
+        wrapper.invalidate = self._invalidator(func, signature, sync=not inspect.iscoroutinefunction(func))
         return cast(Callable[P, R], wrapper)
+
+    def _invalidator(self, func: Callable[..., Any], signature: inspect.Signature, sync: bool) -> Any:
+        """``func.invalidate(...)``: replaces the stamps of what it names, so that every stored
+        variant of it (any Host, query, varied header or user) is a miss in every process.
+
+        - no arguments: every entry of the decorated function;
+        - a view's path parameters by name (``read_item.invalidate(item_id=3)``): that resource;
+        - a plain function's own arguments (``fetch_rate.invalidate("EUR")``): that call.
+
+        Async (awaited) for an async function or a view; a sync function's is sync. It returns
+        once the store holds the new stamps, and raises :class:`BackendError` when it cannot
+        reach the store, whatever ``fail_open`` says about reads."""
+
+        async def invalidate(*args: Any, **kwargs: Any) -> None:
+            binding = self.bind(func)
+            engine = binding.engine
+            stamps = engine.stamps
+            if not args and not kwargs:
+                await engine.invalidate([stamps.namespace(binding.namespace)], binding.stats_name)
+                return
+            unknown = sorted(set(kwargs) - set(signature.parameters))
+            if unknown:
+                raise ConfigurationError(
+                    f"{binding.qualname}.invalidate(): no parameter {', '.join(map(repr, unknown))}; "
+                    f"it takes {', '.join(signature.parameters)}"
+                )
+            targets = []
+            if not args:  # a view's resource: its path parameters, by name
+                names = tuple(sorted(kwargs))
+                if binding.path_names and names not in binding.path_names:
+                    raise ConfigurationError(
+                        f"{binding.qualname}.invalidate(): a view's resource is named by its path "
+                        f"parameters {' or '.join(map(str, sorted(binding.path_names)))}, got {names}"
+                    )
+                targets.append(stamps.resource(binding.namespace, stamps.params_identity(kwargs)))
+            try:  # a plain call's own entry, by the key that call has
+                custom = None
+                if self.policy.key_builder is not None:
+                    custom = await keys.custom_key(self.policy.key_builder, func, None, args, kwargs)
+                key = _functions.call_key(binding, signature, args, kwargs, custom)
+                targets.append(stamps.resource(binding.namespace, key.encode("utf-8", "surrogatepass")))
+            except (TypeError, KeyBuildError):
+                if args:  # the arguments do not make a call of it
+                    raise
+            await engine.invalidate(targets, binding.stats_name)
+
+        if not sync:
+            return invalidate
+
+        @functools.wraps(invalidate)
+        def invalidate_sync(*args: Any, **kwargs: Any) -> None:
+            run_sync(invalidate(*args, **kwargs))
+
+        return invalidate_sync
 
 
 def _in_event_loop() -> bool:

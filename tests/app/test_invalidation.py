@@ -1,0 +1,281 @@
+"""Invalidation by view arguments, function arguments, tag and namespace: exact, race-safe,
+eviction-safe, on every backend (issue #13)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException
+from fastapi.testclient import TestClient
+
+from cacheframe import Cache, invalidates
+from cacheframe.exceptions import BackendError, ConfigurationError
+
+
+def _cache(url: str) -> Cache:
+    return Cache(url=url, prefix=f"i{uuid.uuid4().hex[:8]}")
+
+
+def _catalogue(cache: Cache, data: dict[int, str]) -> tuple[FastAPI, dict[str, int], Any]:
+    """An app with a detail view, a list view and write routes over ``data``."""
+    app = FastAPI()
+    runs = {"read": 0, "list": 0}
+
+    @app.get("/items/{item_id}")
+    @cache.cache(ttl=60, tags=["item:{item_id}"])
+    async def read_item(item_id: int, q: str | None = None) -> dict[str, Any]:
+        runs["read"] += 1
+        return {"id": item_id, "name": data[item_id], "q": q}
+
+    @app.get("/items")
+    @cache.cache(ttl=60, tags=["items"])
+    async def list_items() -> list[str]:
+        runs["list"] += 1
+        return [data[i] for i in sorted(data)]
+
+    @app.put("/items/{item_id}")
+    @invalidates(read_item, list_items)
+    async def update_item(item_id: int, name: str) -> dict[str, Any]:
+        if item_id not in data:
+            raise HTTPException(404)
+        data[item_id] = name
+        return {"id": item_id, "name": name}
+
+    return app, runs, read_item
+
+
+def _x(reply: httpx.Response) -> str:
+    return reply.headers["x-cache"]
+
+
+def test_view_invalidate_by_path_parameters_reaches_every_variant(cache_url: str) -> None:
+    """read_item.invalidate(item_id=3) makes every variant of /items/3 (query, Host) a miss; other
+    items stay hits."""
+    cache, data = _cache(cache_url), {3: "three", 4: "four"}
+    app, _runs, read_item = _catalogue(cache, data)
+    with TestClient(app) as client:
+        variants = [("/items/3", {}), ("/items/3?q=x", {}), ("/items/3", {"host": "other.example"})]
+        for path, headers in variants:
+            assert _x(client.get(path, headers=headers)) == "MISS"
+            assert _x(client.get(path, headers=headers)) == "HIT"
+        assert _x(client.get("/items/4")) == "MISS"
+        data[3] = "THREE"
+        asyncio.run(read_item.invalidate(item_id=3))
+        for path, headers in variants:
+            reply = client.get(path, headers=headers)
+            assert _x(reply) == "MISS" and reply.json()["name"] == "THREE"
+        assert _x(client.get("/items/4")) == "HIT"
+
+
+def test_view_invalidate_without_arguments_reaches_all_its_entries(cache_url: str) -> None:
+    """read_item.invalidate() invalidates every entry of that view, and only of it."""
+    cache, data = _cache(cache_url), {1: "a", 2: "b"}
+    app, _runs, read_item = _catalogue(cache, data)
+    with TestClient(app) as client:
+        for path in ("/items/1", "/items/2", "/items"):
+            client.get(path)
+        asyncio.run(read_item.invalidate())
+        assert [_x(client.get(p)) for p in ("/items/1", "/items/2", "/items")] == ["MISS", "MISS", "HIT"]
+
+
+def test_invalidate_names_checked(cache_url: str) -> None:
+    """A parameter the view does not have, or a query parameter where its path parameters are
+    known, is a clear error rather than an invalidation of nothing."""
+    cache = _cache(cache_url)
+    app, _runs, read_item = _catalogue(cache, {1: "a"})
+    with TestClient(app) as client:
+        client.get("/items/1")
+    with pytest.raises(ConfigurationError, match="no parameter 'nope'"):
+        asyncio.run(read_item.invalidate(nope=1))
+    with pytest.raises(ConfigurationError, match="path parameters"):
+        asyncio.run(read_item.invalidate(q="x"))
+
+
+def test_tags_from_arguments_are_exact(cache_url: str) -> None:
+    """invalidate_tags("item:1") reaches item 1 only, never item 10; "items" reaches the list."""
+    cache, data = _cache(cache_url), {1: "a", 10: "j"}
+    app, _runs, _ = _catalogue(cache, data)
+    with TestClient(app) as client:
+        for path in ("/items/1", "/items/10", "/items"):
+            client.get(path)
+        asyncio.run(cache.invalidate_tags("item:1"))
+        assert [_x(client.get(p)) for p in ("/items/1", "/items/10", "/items")] == ["MISS", "HIT", "HIT"]
+        asyncio.run(cache.invalidate_tags("items"))
+        assert _x(client.get("/items")) == "MISS"
+
+
+def test_soft_invalidation_serves_stale_once_while_one_refresh_runs(cache_url: str) -> None:
+    """soft=True: the next request is STALE (the old data) while one refresh runs; then HIT with
+    the new data."""
+    cache, data = _cache(cache_url), {5: "old"}
+    app, runs, _ = _catalogue(cache, data)
+    with TestClient(app) as client:
+        client.get("/items/5")
+        data[5] = "new"
+        asyncio.run(cache.invalidate_tags("item:5", soft=True))
+        stale = client.get("/items/5")  # TestClient runs the background refresh before returning
+        assert _x(stale) == "STALE" and stale.json()["name"] == "old"
+        fresh = client.get("/items/5")
+        assert _x(fresh) == "HIT" and fresh.json()["name"] == "new"
+        assert runs["read"] == 2
+
+
+def test_invalidates_acts_after_success_only(cache_url: str) -> None:
+    """@invalidates on a write route: a 2xx invalidates the detail (by its path parameter) and the
+    list; a 404 invalidates nothing."""
+    cache, data = _cache(cache_url), {7: "seven", 8: "eight"}
+    app, _runs, _ = _catalogue(cache, data)
+    with TestClient(app) as client:
+        for path in ("/items/7", "/items/8", "/items"):
+            client.get(path)
+        assert client.put("/items/9", params={"name": "x"}).status_code == 404
+        assert [_x(client.get(p)) for p in ("/items/7", "/items/8", "/items")] == ["HIT"] * 3
+        assert client.put("/items/7", params={"name": "SEVEN"}).status_code == 200
+        detail = client.get("/items/7")
+        assert _x(detail) == "MISS" and detail.json()["name"] == "SEVEN"
+        assert _x(client.get("/items/8")) == "HIT"
+        assert _x(client.get("/items")) == "MISS"
+
+
+async def test_function_invalidate_is_exact(cache_url: str) -> None:
+    """fetch_rate.invalidate("EUR") invalidates that call's entry only; a sync function's
+    invalidate is sync."""
+    cache = _cache(cache_url)
+    calls: list[str] = []
+
+    @cache.cache(ttl=60)
+    async def fetch_rate(currency: str) -> float:
+        calls.append(currency)
+        return 1.0
+
+    @cache.cache(ttl=60)
+    def square(n: int) -> int:
+        calls.append(f"sq{n}")
+        return n * n
+
+    for currency in ("EUR", "USD", "EUR", "USD"):
+        await fetch_rate(currency)
+    await fetch_rate.invalidate("EUR")  # type: ignore[attr-defined]
+    await fetch_rate("EUR")
+    await fetch_rate("USD")
+    assert calls == ["EUR", "USD", "EUR"]
+    await asyncio.to_thread(square, 3)
+    assert square.invalidate(3) is None  # type: ignore[attr-defined]  # sync, nothing to await
+    await asyncio.to_thread(square, 3)
+    assert calls.count("sq3") == 2
+
+
+async def test_clear_is_a_stamp_and_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
+    """Cache.clear(namespace) replaces the namespace's stamp: a computation another process
+    started before it is never read as valid afterwards."""
+    url, prefix = cache_url, f"c{uuid.uuid4().hex[:8]}"
+    if url == "memory://":
+        pytest.skip("another process cannot share an in-process store")
+    first, second = Cache(url=url, prefix=prefix), Cache(url=url, prefix=prefix)
+    await _race(first, second, lambda rate_b: second.clear("rates"))
+
+
+async def test_tag_invalidation_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
+    """A computation started before invalidate_tags (in another process) is never valid after it."""
+    if cache_url == "memory://":
+        pytest.skip("another process cannot share an in-process store")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    first, second = Cache(url=cache_url, prefix=prefix), Cache(url=cache_url, prefix=prefix)
+    await _race(first, second, lambda rate_b: second.invalidate_tags("rate:EUR"))
+
+
+async def test_resource_invalidation_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
+    """A computation started before rate.invalidate("EUR") in another process never lands as valid."""
+    if cache_url == "memory://":
+        pytest.skip("another process cannot share an in-process store")
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    first, second = Cache(url=cache_url, prefix=prefix), Cache(url=cache_url, prefix=prefix)
+    await _race(first, second, lambda rate_b: rate_b.invalidate("EUR"))
+
+
+async def _race(first: Cache, second: Cache, invalidate: Any) -> None:
+    """Process A (``first``) misses and blocks inside the function; process B (``second``, the
+    same function bound to another Cache: nothing shared but the store) invalidates; A finishes
+    and writes. Afterwards neither serves A's value as valid."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    source = {"EUR": "old"}
+    blocking = {"on": True}
+
+    def bind(cache: Cache) -> Any:  # the same function (same code, same keys) in each "process"
+        @cache.cache(ttl=60, namespace="rates", tags=["rate:{currency}"])
+        async def rate(currency: str) -> str:
+            value = source[currency]
+            if blocking["on"]:
+                entered.set()
+                await release.wait()
+            return value
+
+        return rate
+
+    rate_a, rate_b = bind(first), bind(second)
+    task = asyncio.create_task(rate_a("EUR"))
+    await entered.wait()  # A read the old data and is computing
+    source["EUR"] = "new"
+    blocking["on"] = False
+    await invalidate(rate_b)  # B invalidates; A is still inside the function
+    release.set()
+    assert await task == "old"  # A answers its own caller with what it computed
+    assert await rate_b("EUR") == "new"  # but never stored it as valid for anyone
+    assert await rate_a("EUR") == "new"
+    await first.close()
+    await second.close()
+
+
+def test_lost_stamps_make_misses_never_stale_hits(cache_url: str) -> None:
+    """If the store loses the stamps (evicted, restarted), entries are misses, never hits."""
+    cache, data = _cache(cache_url), {1: "a"}
+    app, _runs, _ = _catalogue(cache, data)
+    with TestClient(app) as client:
+        client.get("/items/1")
+        assert _x(client.get("/items/1")) == "HIT"
+        engine = cache._engine
+        deps = next(iter(engine.key_deps._values.values()))  # the stamps of /items/1's entries
+
+        async def lose() -> None:  # each stamp replaced by what it never held: as if lost
+            for key in deps.keys:
+                await engine.gateway.write_stamps({key: b"lost-it!"}, 60, fail_open=False)
+
+        asyncio.run(lose())
+        assert _x(client.get("/items/1")) == "MISS"
+
+
+def test_bad_tags_are_clear_errors() -> None:
+    """A placeholder naming no parameter, more than 32 tags, or a tag over 200 bytes: errors."""
+    cache = Cache(url="memory://")
+    with pytest.raises(ConfigurationError, match="names no parameter"):
+
+        @cache.cache(ttl=1, tags=["item:{nope}"])
+        async def f(item_id: int) -> int:
+            return item_id
+
+    with pytest.raises(ConfigurationError, match="at most 32"):
+        cache.cache(ttl=1, tags=[f"t{i}" for i in range(33)])
+    with pytest.raises(ConfigurationError, match="longer than 200"):
+        asyncio.run(cache.invalidate_tags("x" * 201))
+    with pytest.raises(ConfigurationError, match="list of tag templates"):
+        cache.cache(ttl=1, tags="item")  # type: ignore[arg-type]
+
+
+async def test_invalidation_during_an_outage_raises_and_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """A store that cannot take the invalidation: BackendError (even failing open), counted, WARNING."""
+    from cacheframe.backends.memory import MemoryBackend
+
+    class Down(MemoryBackend):
+        async def write_stamps(self, stamps: Any, ttl: Any) -> None:
+            raise BackendError("store down")
+
+    cache = Cache(backend=Down())
+    assert cache.settings.fail_open
+    with pytest.raises(BackendError):
+        await cache.invalidate_tags("item:1")
+    assert cache.stats.store_errors.get("set") == 1
+    assert "writing 1 stamp(s) failed" in caplog.text
