@@ -2,7 +2,6 @@
 
 from .cache import Cache, CacheStats
 from .default import cache, configure, get_cache, lifespan
-from .invalidation import invalidates
 from .exceptions import (
     BackendError,
     BackendTimeoutError,
@@ -13,6 +12,7 @@ from .exceptions import (
     MissingDriverError,
     UnknownBackendError,
 )
+from .invalidation import invalidates
 from .settings import CacheSettings
 
 __all__ = [

@@ -289,10 +289,14 @@ class Engine:
                 seal = entry.seal  # type: ignore[union-attr]
                 hard = len(deps.hard)
                 try:
-                    if seal.deps != deps.digest or seal.hard != b"".join(tokens[:hard]):  # type: ignore[arg-type]
-                        return INVALID
-                    if hard != len(tokens) and seal.soft != b"".join(tokens[hard:]):  # type: ignore[arg-type]
-                        return SOFT if entry.age() < entry.ttl + entry.stale else INVALID  # type: ignore[union-attr]
+                    if hard == len(tokens):  # no soft stamps (no tags): the common case
+                        if seal.hard != b"".join(tokens) or seal.deps != deps.digest:  # type: ignore[arg-type]
+                            return INVALID
+                    else:
+                        if seal.hard != b"".join(tokens[:hard]) or seal.deps != deps.digest:  # type: ignore[arg-type]
+                            return INVALID
+                        if seal.soft != b"".join(tokens[hard:]):  # type: ignore[arg-type]
+                            return SOFT if entry.age() < entry.ttl + entry.stale else INVALID  # type: ignore[union-attr]
                 except TypeError:  # a stamp is missing: nothing sealed under it is valid
                     return INVALID
             now = time.time()

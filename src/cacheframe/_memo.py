@@ -13,6 +13,7 @@ and checks what it gets back.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["BytesMemo"]
@@ -24,7 +25,7 @@ V = TypeVar("V")
 class BytesMemo(Generic[K, V]):
     """Values by key, at most ``max_bytes`` in all, oldest dropped first."""
 
-    __slots__ = ("_lock", "_sizes", "_values", "max_bytes", "max_item", "nbytes")
+    __slots__ = ("_lock", "_sizes", "_values", "get", "max_bytes", "max_item", "nbytes")
 
     def __init__(self, max_bytes: int, max_item: int | None = None) -> None:
         self.max_bytes = max_bytes
@@ -33,13 +34,12 @@ class BytesMemo(Generic[K, V]):
         self._values: dict[K, V] = {}
         self._sizes: dict[K, int] = {}
         self._lock = threading.Lock()
+        # The value kept for a key, or None: the dict's own lookup (every hit reads a memo or
+        # two; a method around it would cost each of them a Python call).
+        self.get: Callable[[K], V | None] = self._values.get
 
     def __len__(self) -> int:
         return len(self._values)
-
-    def get(self, key: K) -> V | None:
-        """The value kept for ``key``, or None."""
-        return self._values.get(key)
 
     def put(self, key: K, value: V, size: int) -> None:
         """Keep ``value`` (``size`` bytes) for ``key``, dropping the oldest values to make room."""

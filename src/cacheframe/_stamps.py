@@ -43,16 +43,13 @@ _DEPS_MEMO_BYTES = 4 * 1024 * 1024
 
 class Deps(NamedTuple):
     """The stamps one lookup depends on: ``hard`` keys (prefix, namespace, resource, tags),
-    then the tags' ``soft`` keys; ``digest`` names the set (sealed into the entry)."""
+    then the tags' ``soft`` keys; ``digest`` names the set (sealed into the entry); ``keys``
+    is both, in the order of a stamped read's tokens."""
 
     hard: tuple[str, ...]
     soft: tuple[str, ...]
     digest: bytes
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """Every stamp key, hard then soft: the order of a stamped read's tokens."""
-        return self.hard + self.soft
+    keys: tuple[str, ...]  # every stamp key, hard then soft: the order of a stamped read's tokens
 
 
 def new_tokens(n: int) -> list[bytes]:
@@ -115,7 +112,7 @@ class StampKeys:
             hard.append(tag_hard)
             soft.append(tag_soft)
         digest = hashlib.blake2b("\n".join(hard).encode(), digest_size=8).digest()
-        made = Deps(tuple(hard), tuple(soft), digest)
+        made = Deps(tuple(hard), tuple(soft), digest, tuple(hard) + tuple(soft))
         size = sum(len(k) for k in hard) * 2 + len(namespace) + len(resource or b"") + 200
         self._deps.put(memo_key, made, size)
         return made
