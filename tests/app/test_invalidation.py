@@ -16,8 +16,9 @@ from cacheframe import Cache, invalidates
 from cacheframe.exceptions import BackendError, ConfigurationError
 
 
-def _cache(url: str) -> Cache:
-    return Cache(url=url, prefix=f"i{uuid.uuid4().hex[:8]}")
+def _cache(url: str, prefix: str | None = None) -> Cache:
+    """A cache of its own on ``url``; a generous store timeout (the suite loads shared servers)."""
+    return Cache(url=url, prefix=prefix or f"i{uuid.uuid4().hex[:8]}", timeout=5.0)
 
 
 def _catalogue(cache: Cache, data: dict[int, str]) -> tuple[FastAPI, dict[str, int], Any]:
@@ -175,7 +176,7 @@ async def test_clear_is_a_stamp_and_reaches_a_fill_running_in_another_process(ca
     url, prefix = cache_url, f"c{uuid.uuid4().hex[:8]}"
     if url == "memory://":
         pytest.skip("another process cannot share an in-process store")
-    first, second = Cache(url=url, prefix=prefix), Cache(url=url, prefix=prefix)
+    first, second = _cache(url, prefix), _cache(url, prefix)
     await _race(first, second, lambda rate_b: second.clear("rates"))
 
 
@@ -184,7 +185,7 @@ async def test_tag_invalidation_reaches_a_fill_running_in_another_process(cache_
     if cache_url == "memory://":
         pytest.skip("another process cannot share an in-process store")
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    first, second = Cache(url=cache_url, prefix=prefix), Cache(url=cache_url, prefix=prefix)
+    first, second = _cache(cache_url, prefix), _cache(cache_url, prefix)
     await _race(first, second, lambda rate_b: second.invalidate_tags("rate:EUR"))
 
 
@@ -193,7 +194,7 @@ async def test_resource_invalidation_reaches_a_fill_running_in_another_process(c
     if cache_url == "memory://":
         pytest.skip("another process cannot share an in-process store")
     prefix = f"r{uuid.uuid4().hex[:8]}"
-    first, second = Cache(url=cache_url, prefix=prefix), Cache(url=cache_url, prefix=prefix)
+    first, second = _cache(cache_url, prefix), _cache(cache_url, prefix)
     await _race(first, second, lambda rate_b: rate_b.invalidate("EUR"))
 
 
