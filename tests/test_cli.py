@@ -258,3 +258,45 @@ def test_get_by_request_behind_a_root_path(
     assert main([*base, "--root-path", "/api"]) == 0
     assert json.loads(capsys.readouterr().out) == {"item_id": 7, "q": ""}
     assert main(base) == 1  # without it, another path: no entry
+
+
+@pytest.mark.parametrize("fixture", ["redis_server", "memcached_server"])
+def test_invalidate_by_tag_and_namespace(
+    fixture: str,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`cacheframe invalidate --tag` (hard or --soft) and `--namespace` reach the app's entries
+    from a separate process's point of view: another Cache on the same store."""
+    url = request.getfixturevalue(fixture).url
+    prefix = f"inv{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("CACHEFRAME_PREFIX", prefix)  # the command's cache: the app's prefix
+    cache = Cache(url, prefix=prefix, timeout=5.0)
+    runs: list[str] = []
+
+    @cache.cache(ttl=60, namespace="rates", tags=["rate:{code}"])
+    async def rate(code: str) -> str:
+        runs.append(code)
+        return code
+
+    async def calls(*codes: str) -> None:
+        for code in codes:
+            await rate(code)
+
+    asyncio.run(calls("EUR", "USD", "EUR"))
+    assert runs == ["EUR", "USD"]
+    assert main(["invalidate", "--url", url, "--tag", "rate:EUR"]) == 0
+    assert "invalidated tag 'rate:EUR'" in capsys.readouterr().out
+    asyncio.run(calls("EUR", "USD"))
+    assert runs == ["EUR", "USD", "EUR"]
+    assert main(["invalidate", "--url", url, "--namespace", "rates"]) == 0
+    asyncio.run(calls("EUR", "USD"))
+    assert runs == ["EUR", "USD", "EUR", "EUR", "USD"]
+    assert main(["invalidate", "--url", url]) == 2  # nothing named
+
+
+def test_invalidate_refuses_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    """memory:// lives in each app process: the command says it cannot reach it."""
+    assert main(["invalidate", "--url", "memory://", "--tag", "x"]) == 1
+    assert "cannot invalidate" in capsys.readouterr().err

@@ -21,6 +21,7 @@ EXAMPLES = ROOT / "examples"
 TESTED = {
     "crud",
     "crud_rfc",
+    "crud_tags",
     "per_user",
     "sentinel",
     "custom_backend",
@@ -148,6 +149,29 @@ def test_crud_rfc_writes_clear_their_path_and_the_list() -> None:
         assert (listed.headers["x-cache"], listed.json()) == ("MISS", [{"id": 1, "name": "renamed"}])
         assert client.put("/items/9", json={"name": "x"}).status_code == 404  # a 4xx clears nothing
         assert client.get("/items/1").headers["x-cache"] == "HIT"
+
+
+def test_crud_tags_invalidate_exactly_what_changed() -> None:
+    """PUT /items/1 makes the detail of item 1 and the list misses; item 2 stays a hit; POST and
+    DELETE reach the list (and the deleted item)."""
+    cacheframe.configure(url="memory://")
+    crud = load("crud_tags")
+    with TestClient(crud.app) as client:
+        for path in ("/items/1", "/items/2", "/items"):
+            assert client.get(path).headers["x-cache"] == "MISS"
+            assert client.get(path).headers["x-cache"] == "HIT"
+        assert client.put("/items/1", json={"name": "renamed"}).status_code == 200
+        one = client.get("/items/1")
+        assert (one.headers["x-cache"], one.json()["name"]) == ("MISS", "renamed")
+        assert client.get("/items/2").headers["x-cache"] == "HIT"
+        assert client.get("/items").headers["x-cache"] == "MISS"
+        assert client.put("/items/9", json={"name": "x"}).status_code == 404  # invalidates nothing
+        assert client.get("/items").headers["x-cache"] == "HIT"
+        assert client.post("/items", json={"name": "third"}).status_code == 201
+        assert len(client.get("/items").json()) == 3
+        assert client.delete("/items/2").status_code == 204
+        assert client.get("/items/2").status_code == 404
+        assert [i["id"] for i in client.get("/items").json()] == [1, 3]
 
 
 def test_stale_entries_are_served_while_refreshing_and_on_errors() -> None:

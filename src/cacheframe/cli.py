@@ -1,4 +1,4 @@
-"""The cacheframe command: demo, backends, ping, stats, clear, get."""
+"""The cacheframe command: demo, backends, ping, stats, clear, invalidate, get."""
 
 from __future__ import annotations
 
@@ -161,6 +161,36 @@ def cmd_clear(args: argparse.Namespace) -> int:
         print(f"cacheframe: {exc}", file=sys.stderr)
         return 1
     print(f"cleared {cache.engine.namespace_key(args.namespace)}*")
+    return 0
+
+
+def cmd_invalidate(args: argparse.Namespace) -> int:
+    """Invalidate by tag (hard, or --soft) or by namespace, in every process sharing the store."""
+    if not args.tag and args.namespace is None:
+        print("cacheframe: invalidate needs --tag TAG (repeatable) or --namespace NS", file=sys.stderr)
+        return 2
+    made = Cache(args.url) if args.url else Cache()
+    engine = made._engine  # the package's own façade: its engine is ours to use
+    store = _Store.of(engine)
+    if _in_process(store, "invalidate"):
+        return 1
+
+    async def run() -> None:
+        if args.tag:
+            await made.invalidate_tags(*args.tag, soft=args.soft)
+        if args.namespace is not None:
+            stamp = engine.stamps.namespace(engine.namespace_key(args.namespace))
+            await engine.invalidate([stamp], args.namespace)
+
+    try:
+        asyncio.run(_with_close(store, run()))
+    except CacheframeError as exc:
+        print(f"cacheframe: {exc}", file=sys.stderr)
+        return 1
+    what = [f"tag {tag!r}" for tag in args.tag] + (
+        [f"namespace {args.namespace!r}"] if args.namespace else []
+    )
+    print(f"invalidated {', '.join(what)}{' (soft: served stale while refreshed)' if args.soft else ''}")
     return 0
 
 
@@ -347,6 +377,13 @@ def _parser() -> argparse.ArgumentParser:
     clear = sub.add_parser("clear", parents=[common], help="remove entries from a shared store")
     clear.add_argument("--namespace", default=None, help="only this namespace")
     clear.set_defaults(func=cmd_clear)
+    invalidate = sub.add_parser(
+        "invalidate", parents=[common], help="invalidate entries by tag or namespace in a shared store"
+    )
+    invalidate.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    invalidate.add_argument("--soft", action="store_true", help="mark stale (served while refreshed)")
+    invalidate.add_argument("--namespace", default=None, help="every entry of this namespace")
+    invalidate.set_defaults(func=cmd_invalidate)
     get = sub.add_parser(
         "get",
         parents=[common],
