@@ -26,7 +26,8 @@ EXPORTED = [
     "lifespan",
 ]
 CACHE_PUBLIC = {
-    "backend", "cache", "clear", "close", "delete", "get", "invalidate_tags", "lifespan", "set", "settings", "stats"
+    "backend", "cache", "clear", "close", "delete", "get",
+    "invalidate_tags", "lifespan", "set", "settings", "stats",
 }  # fmt: skip
 
 

@@ -42,7 +42,7 @@ import inspect
 import typing
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -57,10 +57,20 @@ from .exceptions import ConfigurationError, KeyBuildError
 from .policy import DecoratorOptions, Policy, non_negative_seconds, tag_fields, ttl_seconds
 from .types import KeyBuilder, Serializer
 
-__all__ = ["Decorator", "DecoratorOptions", "Policy"]
+__all__ = ["Cached", "Decorator", "DecoratorOptions", "Policy"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Cached(Protocol[P, R_co]):
+    """A function decorated with ``@cache``: called as before, plus ``invalidate(...)``
+    (awaited for an async function or a view, plain for a sync function)."""
+
+    invalidate: Callable[..., Any]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
 
 class Decorator:
@@ -123,7 +133,7 @@ class Decorator:
             self._bound[func] = binding
         return binding
 
-    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+    def __call__(self, func: Callable[P, R]) -> Cached[P, R]:
         _refuse_inner_gate(func)
         _refuse_websocket(func, self.policy.exclude)
         if self.policy.keys_auth:  # per-user entries: every credential must be keyable
@@ -197,7 +207,7 @@ class Decorator:
         wrapper.__signature__ = injection.signature
         wrapper.__cacheframe__ = self
         wrapper.invalidate = self._invalidator(func, signature, sync=not inspect.iscoroutinefunction(func))
-        return cast(Callable[P, R], wrapper)
+        return cast(Cached[P, R], wrapper)
 
     def _invalidator(self, func: Callable[..., Any], signature: inspect.Signature, sync: bool) -> Any:
         """``func.invalidate(...)``: replaces the stamps of what it names, so that every stored

@@ -23,6 +23,7 @@ from cacheframe import (
     configure,
     fastpath,
     get_cache,
+    invalidates,
     lifespan,
 )
 
@@ -42,7 +43,13 @@ def report(request: Request, response: Response) -> dict[str, str]:
     return {"path": request.url.path}
 
 
-@cache(ttl=300, namespace="rates", xfetch_beta=1.0)
+@app.put("/items/{item_id}")
+@invalidates(read_item, tags=["item:{item_id}"])
+async def update_item(item_id: int) -> dict[str, int]:
+    return {"item_id": item_id}
+
+
+@cache(ttl=300, namespace="rates", xfetch_beta=1.0, tags=["rate:{currency}"])
 async def fetch_rate(currency: str) -> float:
     return 1.0
 
@@ -75,6 +82,10 @@ async def use() -> None:
     assert_type(await my_cache.set("k", [1], ttl=timedelta(seconds=5), namespace="ns"), bool)
     value: Any = await my_cache.get("k", default=None)
     assert_type(await my_cache.delete("k"), bool)
+    await my_cache.invalidate_tags("item:3", "items", soft=True)
+    await fetch_rate.invalidate("EUR")
+    square.invalidate(3)
+    await read_item.invalidate(item_id=3)
     await my_cache.clear()
     await my_cache.clear("rates")
     stats: CacheStats = my_cache.stats
