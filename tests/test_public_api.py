@@ -24,6 +24,7 @@ EXPORTED = [
     "get_cache",
     "invalidates",
     "lifespan",
+    "tag",
 ]
 CACHE_PUBLIC = {
     "backend", "cache", "clear", "close", "delete", "get",

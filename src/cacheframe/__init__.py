@@ -1,5 +1,6 @@
 """cacheframe: HTTP-correct response and function caching for FastAPI, on pluggable backends."""
 
+from ._stamps import tag
 from .cache import Cache, CacheStats
 from .default import cache, configure, get_cache, lifespan
 from .exceptions import (
@@ -32,5 +33,6 @@ __all__ = [
     "get_cache",
     "invalidates",
     "lifespan",
+    "tag",
 ]
 __version__ = "0.1.0"

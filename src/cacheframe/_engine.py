@@ -21,6 +21,7 @@ result into an entry, and how to answer; the engine decides when.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -72,6 +73,8 @@ Sealing = tuple[Deps, list[bytes | None]]  # the stamps a lookup read, and their
 # What a lookup found.
 FRESH, STALE, EXPIRED, MISSING, DOWN = "fresh", "stale", "expired", "missing", "down"
 INVALID, SOFT = "invalid", "soft"  # sealed with stamps replaced since: hard, or soft only
+RESULT_TAGS = "result-tags"
+RECHECK = "recheck"  # tagged from its result: its tags' stamps must be read before it is judged
 # How an answer came about (the X-Cache value of a view's reply).
 HIT, MISS, STALE_LABEL, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
 # Two more that producers tell apart (for Cache-Status), answered under an X-Cache value above.
@@ -273,6 +276,7 @@ class Engine:
         fast: bool = False,
         count: bool = True,
         sealing: Sealing | None = None,
+        tag_tokens: list[bytes | None] | None = None,
     ) -> str:
         """What ``entry`` (read for ``key``) is worth: ``FRESH`` (counted as a hit unless not
         ``count``; ``fast``: on the fast path), ``STALE``, ``EXPIRED``, ``MISSING`` (absent, or
@@ -289,6 +293,8 @@ class Engine:
                 seal = entry.seal  # type: ignore[union-attr]
                 hard = len(deps.hard)
                 try:
+                    if len(tokens) > len(deps.hard) + len(deps.soft):  # the tag epoch, read last
+                        tokens = tokens[:-1]
                     if hard == len(tokens):  # no soft stamps (no tags): the common case
                         if seal.hard != b"".join(tokens) or seal.deps != deps.digest:  # type: ignore[arg-type]
                             return INVALID
@@ -299,6 +305,17 @@ class Engine:
                             return SOFT if entry.age() < entry.ttl + entry.stale else INVALID  # type: ignore[union-attr]
                 except TypeError:  # a stamp is missing: nothing sealed under it is valid
                     return INVALID
+                if seal.tags:  # tagged from its result: judged by those tags' stamps too
+                    if tag_tokens is None:
+                        return RECHECK
+                    n = len(seal.tags)
+                    try:
+                        if seal.tag_hard != b"".join(tag_tokens[:n]):  # type: ignore[arg-type]
+                            return INVALID
+                        if seal.tag_soft != b"".join(tag_tokens[n:]):  # type: ignore[arg-type]
+                            return SOFT if entry.age() < entry.ttl + entry.stale else INVALID  # type: ignore[union-attr]
+                    except TypeError:
+                        return INVALID
             now = time.time()
             policy = binding.policy
             if max_age is None and not policy.xfetch_beta and now - entry.created < entry.ttl:  # type: ignore[union-attr]
@@ -400,7 +417,7 @@ class Engine:
                         self.observer.on_collapsed(binding.stats_name)
                     return answer
             seal = await self.seal(sealing) if use_store else NO_SEAL
-            return (await self._compute(binding, key, producer, stale, use_store, None, seal))[0]
+            return (await self._compute(binding, key, producer, stale, use_store, None, seal, sealing))[0]
         future = flights.start(key, self.epoch)
         result: Entry | None = None
         try:
@@ -409,7 +426,9 @@ class Engine:
             if not use_store or not self._worth_locking(binding, stale):
                 # In this process single-flight makes this the one computation; across
                 # processes a duplicate run of a cheap one costs less than the lock would.
-                answer, result = await self._compute(binding, key, producer, stale, use_store, None, seal)
+                answer, result = await self._compute(
+                    binding, key, producer, stale, use_store, None, seal, sealing
+                )
                 return answer
             lock = StoreLock(self.gateway, key)
             try:
@@ -431,7 +450,9 @@ class Engine:
                         else:
                             self.observer.on_collapsed(binding.stats_name)
                         return answer
-                answer, result = await self._compute(binding, key, producer, stale, use_store, lock, seal)
+                answer, result = await self._compute(
+                    binding, key, producer, stale, use_store, lock, seal, sealing
+                )
                 return answer
             finally:
                 await lock.release()
@@ -458,11 +479,13 @@ class Engine:
         use_store: bool,
         lock: StoreLock | None = None,
         seal: Seal | None = NO_SEAL,
+        sealing: Sealing | None = None,
     ) -> tuple[A, Entry | None]:
         """Compute once, stand a stale entry in for a failure, store what may be stored
         (sealed with ``seal``, the tokens read before; None: its stamps could not be made)."""
         label = MISS if use_store else BYPASS
         epoch, started = self.begin(binding, use_store)
+        collected, token = _stamps.collect()  # tags the computation takes from its result
         try:
             if self.timing is None:
                 result = await producer.compute(label)
@@ -470,10 +493,12 @@ class Engine:
                 with self.timing.fill(binding.stats_name):
                     result = await producer.compute(label)
         except Exception as exc:
+            _stamps.stop_collecting(token)
             answer = self.instead_of_error(binding, stale, producer, exc)
             if answer is None:
                 raise
             return answer, None
+        _stamps.stop_collecting(token)
         if stale is not None and producer.failed(result):
             answer = self.stale_instead(binding, stale, producer, None)
             if answer is not None:
@@ -482,6 +507,8 @@ class Engine:
         if isinstance(entry, str):
             return producer.answer_result(result, None, label, entry if use_store else None), None
         not_stored = None
+        if use_store and collected and seal is not None:
+            seal = await self.tag_seal(binding, seal, sealing, collected)
         if use_store:
             if seal is None:  # its stamps could not be written: it would never read as valid
                 not_stored = stats.STORE_DOWN
@@ -489,6 +516,61 @@ class Engine:
                 entry.seal = seal
                 not_stored = await self.store(binding, key, entry, epoch, lock)
         return producer.answer_result(result, entry, label, not_stored), entry
+
+    async def tag_seal(
+        self, binding: Binding, seal: Seal, sealing: Sealing | None, collected: list[str]
+    ) -> Seal | None:
+        """``seal`` with the tags a computation took from its result, or None when the entry
+        must not be stored: its tag epoch changed while it ran (a tag it learnt only now may
+        have been invalidated meanwhile), it was not read (the function's first tagged
+        result: later lookups read it), or there are too many tags."""
+        names = list(dict.fromkeys(collected))
+        if len(names) > _stamps.MAX_TAGS:
+            log.warning(
+                "cacheframe: %s tagged a result with %d tags (at most %d): not stored",
+                binding.qualname,
+                len(names),
+                _stamps.MAX_TAGS,
+            )
+            return None
+        stamps = self.stamps
+        if sealing is None or not sealing[0].keys or sealing[0].keys[-1] != stamps.epoch_key:
+            binding.learned.add(RESULT_TAGS)  # its lookups read the tag epoch from now on
+            return None
+        before = sealing[1][-1]
+        pairs = [stamps.tag(name) for name in names]
+        keys = [hard for hard, _ in pairs] + [soft for _, soft in pairs] + [stamps.epoch_key]
+        tokens = await self.gateway.read_tokens(keys)
+        if tokens is None or before is None or tokens[-1] != before:
+            return None
+        missing = {keys[i]: token for i, token in enumerate(tokens[:-1]) if token is None}
+        if missing:
+            fresh = dict(zip(missing, _stamps.new_tokens(len(missing)), strict=True))
+            held = await self.gateway.create_stamps(fresh, _stamps.STAMP_TTL)
+            if held is None:
+                return None
+            tokens = [held.get(key, token) for key, token in zip(keys, tokens, strict=True)]
+        n = len(names)
+        return dataclasses.replace(
+            seal,
+            tags=tuple(names),
+            tag_hard=b"".join(tokens[:n]),  # type: ignore[arg-type]
+            tag_soft=b"".join(tokens[n : 2 * n]),  # type: ignore[arg-type]
+        )
+
+    async def result_tag_tokens(self, entry: Entry) -> list[bytes | None]:
+        """The current tokens of the tags ``entry`` took from its result (hard, then soft)."""
+        pairs = [self.stamps.tag(name) for name in entry.seal.tags]
+        keys = [hard for hard, _ in pairs] + [soft for _, soft in pairs]
+        tokens = await self.gateway.read_tokens(keys)
+        return tokens if tokens is not None else [None] * len(keys)
+
+    async def invalidate_tags(self, tags: list[str], soft: bool) -> None:
+        """Replace the tag epoch, then each tag's hard (or soft) stamp: a computation that
+        takes its tags from its result and ran across this sees the epoch move."""
+        stamps = self.stamps
+        await self.invalidate([stamps.epoch_key], "tags")
+        await self.invalidate([stamps.tag(name)[1 if soft else 0] for name in tags], "tags")
 
     async def seal(self, sealing: Sealing | None) -> Seal | None:
         """The seal of an entry computed from now on: the tokens its lookup read, a fresh one
@@ -624,6 +706,14 @@ class Binding:
     # The names of the path parameters of the routes serving this view, as requests showed
     # them (a view's resource is its path parameters: ``view.invalidate`` checks against them).
     path_names: set[tuple[str, ...]] = field(default_factory=set, compare=False, hash=False)
+    # What this function showed it does: RESULT_TAGS once it tagged a result.
+    learned: set[str] = field(default_factory=set, compare=False, hash=False)
+
+    @property
+    def tags_results(self) -> bool:
+        """Whether its results carry tags (its lookups then read the tag epoch)."""
+        return self.policy.result_tags is not None or RESULT_TAGS in self.learned
+
     # The engine's memos, shared by its bindings (one byte budget per cache, however many
     # functions are decorated): store keys of URLs, and hits' reply headers.
     url_keys: BytesMemo[tuple[str, str, str, str, str, str, bytes], str] = field(

@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import keys, stats
-from ._engine import DOWN, EXPIRED, FRESH, HIT, INVALID, MISSING, SOFT, STALE, Binding, Engine
+from ._engine import DOWN, EXPIRED, FRESH, HIT, INVALID, MISSING, RECHECK, SOFT, STALE, Binding, Engine
 from ._gateway import NEEDS_IO, Entry, Stamped, down
-from ._stamps import Deps
+from ._stamps import Deps, check_tag, tag
 from ._sync import run_sync
 from .envelope import ValueEntry
 from .exceptions import EntryError
@@ -66,7 +66,10 @@ class _Call:
         self.args, self.kwargs, self.return_type = args, kwargs, return_type
 
     async def compute(self, label: bytes) -> Any:
-        return await self.func(*self.args, **self.kwargs)
+        value = await self.func(*self.args, **self.kwargs)
+        if self.binding.policy.result_tags is not None:
+            tag(*self.binding.policy.result_tags(value))
+        return value
 
     def failed(self, result: Any) -> bool:
         return False  # a function fails by raising
@@ -109,17 +112,22 @@ def deps(binding: Binding, key: str, signature: inspect.Signature, args: Any, kw
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         tags = tuple(template.format_map(bound.arguments) for template in binding.policy.tags)
-    return binding.engine.stamps.deps(binding.namespace, key.encode("utf-8", "surrogatepass"), tags)
+    identity = key.encode("utf-8", "surrogatepass")
+    return binding.engine.stamps.deps(binding.namespace, identity, tags, binding.tags_results)
 
 
-def _lookup(engine: Engine, call: _Call, found: Stamped, deps: Deps) -> tuple[str, Any]:
+def _lookup(
+    engine: Engine, call: _Call, found: Stamped, deps: Deps, tag_tokens: list[bytes | None] | None = None
+) -> tuple[str, Any]:
     """What the store's entry is worth to this call: (state, the value or the entry)."""
     key, binding = call.key, call.binding
     entry, tokens = found
     if type(entry) is ValueEntry and entry.serializer != binding.serializer.name:
         engine.gateway.bad_entry(key, EntryError("entry of another serializer"))
         entry = None
-    state = engine.classify(binding, key, entry, ValueEntry, count=False, sealing=(deps, tokens))
+    state = engine.classify(
+        binding, key, entry, ValueEntry, count=False, sealing=(deps, tokens), tag_tokens=tag_tokens
+    )
     if state == INVALID:  # invalidated: a miss, and never a stand-in for a failure
         return EXPIRED, None
     if state == FRESH:
@@ -157,6 +165,9 @@ async def call_async(
     if read is NEEDS_IO:
         read = await gateway.read_stamped(key, stamps.keys)
     state, found = _lookup(engine, call, read, stamps)  # type: ignore[arg-type]
+    if state == RECHECK:  # tagged from its result: read those tags' stamps, then judge
+        tag_tokens = await engine.result_tag_tokens(found)
+        state, found = _lookup(engine, call, read, stamps, tag_tokens)  # type: ignore[arg-type]
     sealing = (stamps, read[1])  # type: ignore[index]
     if state == FRESH:
         return found
@@ -202,6 +213,9 @@ def call_sync(
     stamps = deps(binding, key, signature, args, kwargs)
     read = run_sync(engine.gateway.read_stamped(key, stamps.keys))  # on the portal loop, as every store call
     state, found = _lookup(engine, call, read, stamps)
+    if state == RECHECK:
+        tag_tokens = run_sync(engine.result_tag_tokens(found))
+        state, found = _lookup(engine, call, read, stamps, tag_tokens)
     if state == FRESH:
         return found
     if state == DOWN:
@@ -221,6 +235,10 @@ def call_sync(
             raise
         return fallback
     entry = engine.made(binding, call, value, started)
+    if seal is not None and binding.policy.result_tags is not None:
+        names = [check_tag(name) for name in binding.policy.result_tags(value)]
+        if names:
+            seal = run_sync(engine.tag_seal(binding, seal, (stamps, read[1]), names))
     if not isinstance(entry, str) and seal is not None:
         entry.seal = seal
         run_sync(engine.store(binding, key, entry, epoch))

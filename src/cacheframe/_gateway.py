@@ -69,6 +69,7 @@ NEEDS_IO = _Outcome.NEEDS_IO
 Read = Entry | _Outcome | None  # an entry, None (absent or damaged), STORE_DOWN or CIRCUIT_OPEN
 Stamped = tuple[Read, list[bytes | None]]  # an entry and the tokens of its stamps
 _NO_TOKENS: list[bytes | None] = []
+_NO_ENTRY_KEY = "!no-entry"  # read beside stamps when only the stamps are wanted
 
 
 def down(read: object) -> str | None:
@@ -356,6 +357,20 @@ class StoreGateway:
             for waiter in reading.pop(slot, None) or ():
                 if not waiter.done():
                     waiter.set_result(found)
+
+    async def read_tokens(self, stamps: list[str]) -> list[bytes | None] | None:
+        """The current tokens of ``stamps`` (None each when absent), in one round trip where the
+        store allows it; None when the store failed (counted, logged)."""
+        entry_key = _NO_ENTRY_KEY  # a stamped read without an entry: a key nothing is stored under
+        try:
+            if self._stamped_nowait is not None:
+                return self._stamped_nowait(entry_key, stamps)[1:]
+            if self._stamped is not None:
+                return (await self._stamped.read_stamped(entry_key, stamps))[1:]
+            return list(await asyncio.gather(*(self.backend.get(k) for k in stamps)))
+        except STORE_ERRORS as exc:
+            self._failed_quietly("get", exc)
+            return None
 
     def _each_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
         get = self._plain_get_nowait

@@ -23,6 +23,7 @@ number of entries.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from . import keys
 from ._memo import BytesMemo
 from .exceptions import ConfigurationError
 
-__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "Deps", "StampKeys", "check_tag", "new_tokens"]
+__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "Deps", "StampKeys", "check_tag", "collect", "new_tokens", "tag"]
 
 TOKEN_BYTES = 8
 STAMP_TTL = 7 * 24 * 3600.0  # a stamp outlives its entries; an expired one only causes misses
@@ -49,7 +50,7 @@ class Deps(NamedTuple):
     hard: tuple[str, ...]
     soft: tuple[str, ...]
     digest: bytes
-    keys: tuple[str, ...]  # every stamp key, hard then soft: the order of a stamped read's tokens
+    keys: tuple[str, ...]  # hard, soft (then the tag epoch): the order of a stamped read's tokens
 
 
 def new_tokens(n: int) -> list[bytes]:
@@ -72,6 +73,10 @@ class StampKeys:
     def __init__(self, prefix: str) -> None:
         self._base = f"{prefix}:!s:"
         self.global_key = self._key("g", b"")
+        # Replaced by every tag invalidation, before the tags' own stamps: a computation that
+        # tags its result reads it before it starts and again after, and stores nothing if
+        # it changed (a tag it only learns from its result may have been invalidated meanwhile).
+        self.epoch_key = self._key("e", b"")
         self._deps: BytesMemo[tuple[Any, ...], Deps] = BytesMemo(_DEPS_MEMO_BYTES)
 
     def _key(self, kind: str, identity: bytes) -> str:
@@ -95,11 +100,12 @@ class StampKeys:
         """Canonical bytes of named parameters (sorted by name)."""
         return keys.canonical(sorted(params.items()))
 
-    def deps(self, namespace: str, resource: bytes | None, tags: Iterable[str]) -> Deps:
+    def deps(self, namespace: str, resource: bytes | None, tags: Iterable[str], epoch: bool = False) -> Deps:
         """The stamps of an entry of ``namespace`` for ``resource`` (None: none beyond the
-        namespace) and ``tags``; memoised, since hot keys repeat."""
+        namespace) and ``tags``; with ``epoch``, the tag epoch is read too (last in ``keys``,
+        never sealed): the function tags its results. Memoised, since hot keys repeat."""
         tag_names = tuple(tags)
-        memo_key = (namespace, resource, tag_names)
+        memo_key = (namespace, resource, tag_names, epoch)
         known = self._deps.get(memo_key)
         if known is not None:
             return known
@@ -112,7 +118,7 @@ class StampKeys:
             hard.append(tag_hard)
             soft.append(tag_soft)
         digest = hashlib.blake2b("\n".join(hard).encode(), digest_size=8).digest()
-        made = Deps(tuple(hard), tuple(soft), digest, tuple(hard) + tuple(soft))
+        made = Deps(tuple(hard), tuple(soft), digest, (*hard, *soft, *((self.epoch_key,) if epoch else ())))
         size = sum(len(k) for k in hard) * 2 + len(namespace) + len(resource or b"") + 200
         self._deps.put(memo_key, made, size)
         return made
@@ -123,3 +129,32 @@ def sealed(tokens: Sequence[bytes | None]) -> bytes | None:
     if None in tokens:
         return None
     return b"".join(tokens)  # type: ignore[arg-type]
+
+
+# The tags a computation running in this context took from its result (None: no computation
+# of a cached function is running here).
+_RESULT_TAGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "cacheframe_result_tags", default=None
+)
+
+
+def tag(*names: str) -> None:
+    """Tag the entry being computed (call it inside a cached view or function): it is then
+    invalidated by ``invalidate_tags`` of any of ``names``. Outside a cached computation (a
+    call that bypasses the cache, say) it does nothing."""
+    collected = _RESULT_TAGS.get()
+    for name in names:
+        check_tag(name)
+    if collected is not None:
+        collected.extend(names)
+
+
+def collect() -> tuple[list[str], contextvars.Token[list[str] | None]]:
+    """Start collecting the result tags of a computation in this context."""
+    collected: list[str] = []
+    return collected, _RESULT_TAGS.set(collected)
+
+
+def stop_collecting(token: contextvars.Token[list[str] | None]) -> None:
+    """Stop collecting (``collect``'s token)."""
+    _RESULT_TAGS.reset(token)

@@ -32,6 +32,7 @@ from ._engine import (
     HIT,
     INVALID,
     MISS,
+    RECHECK,
     SOFT,
     STALE,
     STALE_IF_ERROR,
@@ -42,7 +43,7 @@ from ._engine import (
 from ._gateway import NEEDS_IO, Entry, down
 from ._render import render
 from ._replies import CHECKED, bypass_status, cache_status, hit_headers, remaining, reply
-from ._stamps import Deps
+from ._stamps import Deps, tag
 from .envelope import ResponseEntry
 from .exceptions import BackendError, EntryError
 from .policy import Policy
@@ -189,6 +190,17 @@ async def serve(
                 entry = None
         else:
             state = engine.classify(binding, key, entry, ResponseEntry, directives.max_age, sealing=sealing)
+            if state == RECHECK:  # tagged from its result: read those tags' stamps, then judge
+                tag_tokens = await engine.result_tag_tokens(entry)
+                state = engine.classify(
+                    binding,
+                    key,
+                    entry,
+                    ResponseEntry,
+                    directives.max_age,
+                    sealing=sealing,
+                    tag_tokens=tag_tokens,
+                )
             if state == FRESH:  # the hot path: no per-request state beyond the reply
                 age = int(entry.age())
                 if (
@@ -277,7 +289,7 @@ def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str) -> Dep
         if names not in binding.path_names:
             binding.path_names.add(names)
     tags = [template.format_map(kwargs) for template in binding.policy.tags]
-    deps = engine.stamps.deps(binding.namespace, resource, tags)
+    deps = engine.stamps.deps(binding.namespace, resource, tags, binding.tags_results)
     engine.remember_deps(key, deps)
     return deps
 
@@ -387,6 +399,8 @@ class _ViewFill:
         try:
             with _peruser.watch(self.request) as reads:
                 value = await self.call_view()
+            if self.binding.policy.result_tags is not None:
+                tag(*self.binding.policy.result_tags(value))
         except Exception as exc:
             status = self._forwarded(label, stats.NS_STATUS)
             labelled = _labelled(exc, self.binding, label, status)

@@ -128,9 +128,7 @@ class Cache:
         store, whatever ``fail_open`` says about reads (an invalidation never fails silently)."""
         if not tags:
             raise ConfigurationError("invalidate_tags() needs at least one tag")
-        stamps = self._engine.stamps
-        keys = [stamps.tag(check_tag(tag))[1 if soft else 0] for tag in tags]
-        await self._engine.invalidate(keys, "tags")
+        await self._engine.invalidate_tags([check_tag(tag) for tag in tags], soft)
 
     async def close(self) -> None:
         """Close the backend's connections."""

@@ -40,7 +40,7 @@ import asyncio
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
@@ -91,9 +91,12 @@ class Decorator:
         stale_if_error: float | timedelta = 0,
         xfetch_beta: float = 0,
         tags: Sequence[str] = (),
+        result_tags: Callable[[Any], Iterable[str]] | None = None,
     ) -> None:
         if isinstance(vary, str):
             raise ConfigurationError(f"vary takes a list of header names, got the string {vary!r}")
+        if result_tags is not None and not callable(result_tags):
+            raise ConfigurationError(f"result_tags takes a function of the result, got {result_tags!r}")
         if isinstance(tags, str):
             raise ConfigurationError(f"tags takes a list of tag templates, got the string {tags!r}")
         if len(tags) > MAX_TAGS:
@@ -118,6 +121,7 @@ class Decorator:
             stale_if_error=non_negative_seconds("stale_if_error", stale_if_error),
             xfetch_beta=non_negative_seconds("xfetch_beta", xfetch_beta),
             tags=tuple(dict.fromkeys(tags)),
+            result_tags=result_tags,
         )
         self._bound: dict[Callable[..., Any], Binding] = {}
 

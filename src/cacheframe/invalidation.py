@@ -107,5 +107,4 @@ async def _invalidate(targets: Sequence[Any], tags: Sequence[str], arguments: di
         if engine is None:
             await get_cache().invalidate_tags(*names)
         else:
-            stamps = engine.stamps
-            await engine.invalidate([stamps.tag(name)[0] for name in names], "tags")
+            await engine.invalidate_tags(names, soft=False)

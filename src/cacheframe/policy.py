@@ -8,10 +8,10 @@ without depending on the glue above them.
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from .exceptions import ConfigurationError
 from .types import KeyBuilder, Serializer
@@ -32,6 +32,7 @@ class DecoratorOptions(TypedDict, total=False):
     stale_if_error: float | timedelta
     xfetch_beta: float
     tags: Sequence[str]
+    result_tags: Callable[[Any], Iterable[str]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Policy:
     stale_if_error: float
     xfetch_beta: float
     tags: tuple[str, ...] = ()  # templates over the function's parameters: "item:{item_id}"
+    result_tags: Callable[[Any], Iterable[str]] | None = None  # tags taken from the result
 
     vary_lower: tuple[str, ...] = field(init=False)
     keys_auth: bool = field(init=False)  # the key includes Authorization: such requests may be cached

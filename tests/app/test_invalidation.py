@@ -280,3 +280,88 @@ async def test_invalidation_during_an_outage_raises_and_is_counted(caplog: pytes
         await cache.invalidate_tags("item:1")
     assert cache.stats.store_errors.get("set") == 1
     assert "writing 1 stamp(s) failed" in caplog.text
+
+
+def _tagged_lists(cache: Cache, data: dict[int, str]) -> tuple[FastAPI, dict[str, int]]:
+    """Two list views tagged from their results: one with result_tags=, one with cacheframe.tag()."""
+    from cacheframe import tag
+
+    app = FastAPI()
+    runs = {"low": 0, "high": 0}
+
+    @app.get("/low")
+    @cache.cache(ttl=60, result_tags=lambda rows: [f"item:{row['id']}" for row in rows])
+    async def low() -> list[dict[str, Any]]:
+        runs["low"] += 1
+        return [{"id": i, "name": data[i]} for i in sorted(data) if i < 10]
+
+    @app.get("/high")
+    @cache.cache(ttl=60)
+    async def high() -> list[dict[str, Any]]:
+        runs["high"] += 1
+        rows = [{"id": i, "name": data[i]} for i in sorted(data) if i >= 10]
+        tag(*(f"item:{row['id']}" for row in rows))
+        return rows
+
+    return app, runs
+
+
+def test_result_tags_reach_every_list_showing_the_item(cache_url: str) -> None:
+    """A list tagged from its result (result_tags= or cacheframe.tag()) is invalidated by a tag of
+    any item it shows, and only by those. (A function's first tagged result is not stored: from
+    then on its lookups read the tag epoch.)"""
+    cache, data = _cache(cache_url), {1: "a", 2: "b", 10: "j"}
+    app, _runs = _tagged_lists(cache, data)
+    with TestClient(app) as client:
+        for path in ("/low", "/high"):
+            client.get(path)  # learns that it tags its results
+            assert _x(client.get(path)) == "MISS"
+            assert _x(client.get(path)) == "HIT"
+        data[2] = "B"
+        asyncio.run(cache.invalidate_tags("item:2"))
+        low = client.get("/low")
+        assert _x(low) == "MISS" and low.json()[1]["name"] == "B"
+        assert _x(client.get("/high")) == "HIT"
+        asyncio.run(cache.invalidate_tags("item:10", soft=True))
+        assert _x(client.get("/high")) == "STALE"
+        assert _x(client.get("/high")) == "HIT"
+
+
+async def test_result_tag_invalidation_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
+    """A computation that took item 1's tag from its result, running while another process
+    invalidated that tag, never lands as valid."""
+    if cache_url == "memory://":
+        pytest.skip("another process cannot share an in-process store")
+    prefix = f"q{uuid.uuid4().hex[:8]}"
+    first, second = _cache(cache_url, prefix), _cache(cache_url, prefix)
+    entered, release = asyncio.Event(), asyncio.Event()
+    source = {"name": "old"}
+    holding = {"on": False}
+
+    def bind(cache: Cache) -> Any:
+        @cache.cache(ttl=60, namespace="lists", result_tags=lambda rows: [f"item:{r['id']}" for r in rows])
+        async def rows() -> list[dict[str, Any]]:
+            row = {"id": 1, "name": source["name"]}
+            if holding["on"]:
+                entered.set()
+                await release.wait()
+            return [row]
+
+        return rows
+
+    rows_a, rows_b = bind(first), bind(second)
+    for rows in (rows_a, rows_b):
+        await rows()  # each process learns that the function tags its results
+    await first.clear("lists")
+    holding["on"] = True
+    task = asyncio.create_task(rows_a())
+    await entered.wait()
+    source["name"] = "new"
+    holding["on"] = False
+    await second.invalidate_tags("item:1")
+    release.set()
+    assert (await task)[0]["name"] == "old"
+    assert (await rows_b())[0]["name"] == "new"
+    assert (await rows_a())[0]["name"] == "new"
+    await first.close()
+    await second.close()
