@@ -1,5 +1,5 @@
 """A state machine interleaving two processes' lookups, computations and writes with
-invalidations and evictions; its oracle: no read that starts after an invalidation returned
+invalidations (by request tag, result tag, resource and namespace) and evictions; its oracle: no read that starts after an invalidation returned
 yields a value computed from data older than that invalidation (issue #13, guarantee 2)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from cacheframe import Cache
+from cacheframe import Cache, tag
 from cacheframe.backends.memory import MemoryBackend
 
 KEYS = ("a", "b")
@@ -43,6 +43,7 @@ class TwoProcesses(RuleBasedStateMachine):
         @cache.cache(ttl=600, namespace="records", tags=["record:{key}"])
         async def record(key: str) -> int:
             version = state.data[key]  # the data it reads, before it may be held up
+            tag(f"row:{key}")  # a tag taken from what it read (as a list view tags its rows)
             process = PROCESS.get()
             if process in state.blocking:
                 gate = state.gates[process] = asyncio.Event()
@@ -98,13 +99,17 @@ class TwoProcesses(RuleBasedStateMachine):
         assert self._run(self._call(process, key)) >= self.floor[key]
 
     @rule(
-        key=st.sampled_from(KEYS), how=st.sampled_from(["tag", "resource", "namespace"]), by=st.integers(0, 1)
+        key=st.sampled_from(KEYS),
+        how=st.sampled_from(["tag", "result-tag", "resource", "namespace"]),
+        by=st.integers(0, 1),
     )
     def change_and_invalidate(self, key: str, how: str, by: int) -> None:
         """The record changes, then one process invalidates it (and the call returns)."""
         self.data[key] += 1
         if how == "tag":
             self._run(self.caches[by].invalidate_tags(f"record:{key}"))
+        elif how == "result-tag":
+            self._run(self.caches[by].invalidate_tags(f"row:{key}"))
         elif how == "resource":
             self._run(self.functions[by].invalidate(key))
         else:

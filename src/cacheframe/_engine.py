@@ -587,8 +587,8 @@ class Engine:
                 return None
             for i in missing:
                 tokens[i] = held[deps.keys[i]]
-        hard = len(deps.hard)
-        return Seal(deps.digest, b"".join(tokens[:hard]), b"".join(tokens[hard:]))  # type: ignore[arg-type]
+        hard, soft = len(deps.hard), len(deps.soft)  # (the tag epoch, if read, is last: never sealed)
+        return Seal(deps.digest, b"".join(tokens[:hard]), b"".join(tokens[hard : hard + soft]))  # type: ignore[arg-type]
 
     # The steps of a computation, shared by _compute and the sync shell of plain functions
     # (which runs the function in its caller's thread and only sequences these steps).
