@@ -64,6 +64,12 @@ other_app = FastAPI(lifespan=my_cache.lifespan)
 fastpath.install(other_app)
 
 
+@cache(ttl=60, result_tags=lambda rows: [f"item:{row}" for row in rows])
+async def listing() -> list[int]:
+    cacheframe.tag("items")
+    return [1, 2]
+
+
 @my_cache.cache(ttl=1, private=True, serializer="json")
 async def profile(user_id: int) -> dict[str, int]:
     return {"user_id": user_id}
