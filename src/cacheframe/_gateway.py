@@ -148,6 +148,9 @@ class StoreGateway:
         # Store reads in flight, per loop and key: concurrent lookups share one. The value is the
         # list of waiting followers, created only when one turns up (most reads have none).
         self._reading: dict[asyncio.AbstractEventLoop, dict[str, list[asyncio.Future[Read]] | None]] = {}
+        # Stamps being created, per loop: concurrent misses that find one missing share its
+        # creation (so they all seal with the one token the store keeps).
+        self._creating: dict[asyncio.AbstractEventLoop, dict[str, asyncio.Future[bytes | None]]] = {}
         self._reading_stamped: dict[
             asyncio.AbstractEventLoop, dict[tuple[str, tuple[str, ...]], list[asyncio.Future[Stamped]] | None]
         ] = {}
@@ -409,7 +412,34 @@ class StoreGateway:
     async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float) -> dict[str, bytes] | None:
         """Create each missing stamp with its token unless another process just did: the token
         each stamp now holds (so processes missing together seal alike), or None when the
-        store failed (counted, logged; the caller then stores nothing)."""
+        store failed (counted, logged; the caller then stores nothing). Concurrent creations
+        of one stamp in this loop share one store call, whatever the store can do."""
+        loop = asyncio.get_running_loop()
+        creating = self._creating.setdefault(loop, {})
+        joined = {key: creating[key] for key in stamps if key in creating}
+        mine = {key: token for key, token in stamps.items() if key not in joined}
+        futures: dict[str, asyncio.Future[bytes | None]] = {}
+        for key in mine:
+            futures[key] = creating[key] = loop.create_future()
+        held: dict[str, bytes] | None = {}
+        try:
+            if mine:
+                held = await self._create_stamps(mine, ttl)
+        finally:
+            for key, future in futures.items():
+                future.set_result(None if held is None else held.get(key))
+                if creating.get(key) is future:
+                    del creating[key]
+        if held is None:
+            return None
+        for key, future in joined.items():
+            token = await future
+            if token is None:
+                return None
+            held[key] = token
+        return held
+
+    async def _create_stamps(self, stamps: Mapping[str, bytes], ttl: float) -> dict[str, bytes] | None:
         backend = self.backend
         real = backend.backend if isinstance(backend, TimedBackend) else backend
         try:

@@ -365,3 +365,20 @@ async def test_result_tag_invalidation_reaches_a_fill_running_in_another_process
     assert (await rows_a())[0]["name"] == "new"
     await first.close()
     await second.close()
+
+
+async def test_concurrent_cold_misses_seal_alike(cache_url: str) -> None:
+    """Many first misses at once, each finding the namespace's stamps missing, share one
+    creation of them: every entry they store is valid (on every store, atomic creation or not)."""
+    cache = _cache(cache_url)
+
+    @cache.cache(ttl=60, namespace="cold")
+    async def value(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    assert await asyncio.gather(*(value(i) for i in range(20))) == list(range(20))
+    misses = cache.stats.misses
+    assert await asyncio.gather(*(value(i) for i in range(20))) == list(range(20))
+    assert cache.stats.misses == misses  # all hits
+    await cache.close()
