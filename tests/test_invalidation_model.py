@@ -1,6 +1,7 @@
 """A state machine interleaving two processes' lookups, computations and writes with
-invalidations (by request tag, result tag, resource and namespace) and evictions; its oracle: no read that starts after an invalidation returned
-yields a value computed from data older than that invalidation (issue #13, guarantee 2)."""
+invalidations (by request tag, result tag, resource and namespace) and evictions; its
+oracle: no read that starts after an invalidation returned yields a value computed from
+data older than that invalidation (issue #13, guarantee 2)."""
 
 from __future__ import annotations
 
