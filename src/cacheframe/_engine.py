@@ -569,7 +569,8 @@ class Engine:
         """Replace the tag epoch, then each tag's hard (or soft) stamp: a computation that
         takes its tags from its result and ran across this sees the epoch move."""
         stamps = self.stamps
-        await self.invalidate([stamps.epoch_key], "tags")
+        epoch = {stamps.epoch_key: _stamps.new_tokens(1)[0]}
+        await self.gateway.write_stamps(epoch, _stamps.STAMP_TTL, fail_open=False)  # counted once, below
         await self.invalidate([stamps.tag(name)[1 if soft else 0] for name in tags], "tags")
 
     async def seal(self, sealing: Sealing | None) -> Seal | None:

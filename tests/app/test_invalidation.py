@@ -382,3 +382,18 @@ async def test_concurrent_cold_misses_seal_alike(cache_url: str) -> None:
     assert await asyncio.gather(*(value(i) for i in range(20))) == list(range(20))
     assert cache.stats.misses == misses  # all hits
     await cache.close()
+
+
+async def test_each_invalidation_is_counted_once() -> None:
+    """invalidate_tags, a function's invalidate and clear each count one invalidation."""
+    cache = _cache("memory://")
+
+    @cache.cache(ttl=60)
+    async def value(n: int) -> int:
+        return n
+
+    await value(1)
+    await cache.invalidate_tags("a", "b")
+    await value.invalidate(1)  # type: ignore[attr-defined]
+    await cache.clear("kv")
+    assert cache.stats.invalidations == 3
