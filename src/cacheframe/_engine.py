@@ -34,7 +34,7 @@ from ._memo import BytesMemo
 from ._stamps import Deps, StampKeys
 from ._timing import Timing, Timings
 from .envelope import NO_SEAL, Seal, freshness
-from .exceptions import EntryError
+from .exceptions import ConfigurationError, EntryError
 from .policy import Policy, ttl_seconds
 from .registry import load_serializer_factory
 from .settings import CacheSettings
@@ -407,7 +407,9 @@ class Engine:
         pending = flights.pending(key, self.epoch)
         if pending is not None:
             shared = await follow(pending, self.settings.stampede_wait)
-            if shared is not None:
+            # Only what was computed under the stamps this caller read: an invalidation made
+            # (in any process) since the leader read them must not reach this caller.
+            if shared is not None and _follows(shared, sealing):
                 try:
                     answer = producer.answer(shared, COLLAPSED if use_store else BYPASS)
                 except EntryError:
@@ -512,6 +514,7 @@ class Engine:
         if use_store:
             if seal is None:  # its stamps could not be written: it would never read as valid
                 not_stored = stats.STORE_DOWN
+                return producer.answer_result(result, entry, label, not_stored), None  # nor shared
             else:
                 entry.seal = seal
                 not_stored = await self.store(binding, key, entry, epoch, lock)
@@ -525,6 +528,12 @@ class Engine:
         have been invalidated meanwhile), it was not read (the function's first tagged
         result: later lookups read it), or there are too many tags."""
         names = list(dict.fromkeys(collected))
+        try:
+            for name in names:
+                _stamps.check_tag(name)
+        except ConfigurationError as exc:  # a tag built from data: the result is answered, not stored
+            log.warning("cacheframe: %s tagged a result badly (%s): not stored", binding.qualname, exc)
+            return None
         if len(names) > _stamps.MAX_TAGS:
             log.warning(
                 "cacheframe: %s tagged a result with %d tags (at most %d): not stored",
@@ -668,6 +677,25 @@ class Engine:
             if _fresh(entry) and _sealed_with(entry, seal):
                 return entry
         return None
+
+
+def _follows(entry: Entry, sealing: Sealing | None) -> bool:
+    """Whether ``entry`` (a leader's) was computed under the stamps this follower read: each
+    token it read is the one the leader sealed, or was absent (the leader created it after;
+    an invalidation writes a token, so an absent one hides none). A follower may then take it
+    as its own."""
+    if sealing is None:
+        return True
+    deps, tokens = sealing
+    seal = entry.seal
+    if seal.deps != deps.digest:
+        return False
+    sealed = seal.hard + seal.soft
+    size = _stamps.TOKEN_BYTES
+    for i, token in enumerate(tokens[: len(deps.hard) + len(deps.soft)]):
+        if token is not None and sealed[i * size : (i + 1) * size] != token:
+            return False
+    return True
 
 
 def _sealed_with(entry: Entry, seal: Seal | None) -> bool:

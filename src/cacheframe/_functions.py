@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from . import keys, stats
 from ._engine import DOWN, EXPIRED, FRESH, HIT, INVALID, MISSING, RECHECK, SOFT, STALE, Binding, Engine
 from ._gateway import NEEDS_IO, Entry, Stamped, down
-from ._stamps import Deps, check_tag, tag
+from ._stamps import Deps, collect, stop_collecting, tag
 from ._sync import run_sync
 from .envelope import ValueEntry
 from .exceptions import EntryError
@@ -227,18 +227,21 @@ def call_sync(
     )
     seal = run_sync(engine.seal((stamps, read[1])))  # the tokens read before computing
     epoch, started = engine.begin(binding)
+    collected, token = collect()  # tags taken from the result inside it (cacheframe.tag)
     try:
         value = func(*args, **kwargs)  # in the caller's thread; only the store calls take the portal
     except Exception as exc:
+        stop_collecting(token)
         fallback = engine.instead_of_error(binding, stale, call, exc)
         if fallback is None:
             raise
         return fallback
+    stop_collecting(token)
     entry = engine.made(binding, call, value, started)
-    if seal is not None and binding.policy.result_tags is not None:
-        names = [check_tag(name) for name in binding.policy.result_tags(value)]
-        if names:
-            seal = run_sync(engine.tag_seal(binding, seal, (stamps, read[1]), names))
+    if binding.policy.result_tags is not None:
+        collected.extend(binding.policy.result_tags(value))
+    if seal is not None and collected:
+        seal = run_sync(engine.tag_seal(binding, seal, (stamps, read[1]), collected))
     if not isinstance(entry, str) and seal is not None:
         entry.seal = seal
         run_sync(engine.store(binding, key, entry, epoch))

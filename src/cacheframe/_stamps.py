@@ -143,9 +143,7 @@ def tag(*names: str) -> None:
     invalidated by ``invalidate_tags`` of any of ``names``. Outside a cached computation (a
     call that bypasses the cache, say) it does nothing."""
     collected = _RESULT_TAGS.get()
-    for name in names:
-        check_tag(name)
-    if collected is not None:
+    if collected is not None:  # checked when the entry is sealed: a bad one only skips storing
         collected.extend(names)
 
 

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.websockets import WebSocket
@@ -246,7 +247,9 @@ class Decorator:
                         f"{binding.qualname}.invalidate(): a view's resource is named by its path "
                         f"parameters {' or '.join(map(str, sorted(binding.path_names)))}, got {names}"
                     )
-                targets.append(stamps.resource(binding.namespace, stamps.params_identity(kwargs)))
+                # By the values the view receives (FastAPI converts "3" to 3 for an int parameter).
+                values = {name: _as_annotated(func, name, value) for name, value in kwargs.items()}
+                targets.append(stamps.resource(binding.namespace, stamps.params_identity(values)))
             try:  # a plain call's own entry, by the key that call has
                 custom = None
                 if self.policy.key_builder is not None:
@@ -266,6 +269,21 @@ class Decorator:
             run_sync(invalidate(*args, **kwargs))
 
         return invalidate_sync
+
+
+def _as_annotated(func: Callable[..., Any], name: str, value: Any) -> Any:
+    """``value`` as the parameter ``name`` of ``func`` receives it (validated by its
+    annotation, laxly, as FastAPI does), or as given when the annotation does not say."""
+    try:
+        annotation = typing.get_type_hints(func).get(name)
+    except Exception:  # unresolvable annotations: the resource is named as given
+        return value
+    if annotation is None:
+        return value
+    try:
+        return TypeAdapter(annotation).validate_python(value)
+    except Exception:  # not convertible: the resource is named as given
+        return value
 
 
 def _in_event_loop() -> bool:

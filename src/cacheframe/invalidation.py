@@ -96,11 +96,15 @@ async def _invalidate(targets: Sequence[Any], tags: Sequence[str], arguments: di
         decorator = target.__cacheframe__
         binding = decorator.bind(target.__wrapped__)
         target_params = inspect.signature(target.__wrapped__).parameters
-        # A view's resource is its path parameters: the names requests showed, else the
-        # target's parameters the write route shares.
+        # A view's resource is its path parameters, by the names requests to it showed. Before
+        # any request in this process they are unknown: then all of the target is invalidated
+        # (more than needed, never less).
+        del target_params
         known = [names for names in binding.path_names if set(names) <= arguments.keys()]
-        names = known[0] if known else tuple(name for name in target_params if name in arguments)
-        await target.invalidate(**{name: arguments[name] for name in names})
+        if known:
+            await target.invalidate(**{name: arguments[name] for name in known[0]})
+        else:
+            await target.invalidate()
     if tags:
         engine = targets[0].__cacheframe__.bind(targets[0].__wrapped__).engine if targets else None
         names = [check_tag(template.format_map(arguments)) for template in tags]

@@ -1,6 +1,7 @@
 """Attacks on stamp invalidation (issue #13): each test is a way a cached view or function
 serves data older than an invalidation that returned before the request started, or a
-cache failure that makes a working call fail. Each is xfail(strict) until fixed in src."""
+cache failure that makes a working call fail. Each was a failing test first; the one still
+marked xfail(strict) is not fixed yet."""
 
 from __future__ import annotations
 
@@ -24,11 +25,6 @@ def _shared_store(cache_url: str) -> None:
         pytest.skip("two processes cannot share an in-process store")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Flights.pending matches by the local epoch only: a call after another process's "
-    "invalidation joins a computation begun before it (_engine.py fill/Flights.pending)",
-)
 async def test_call_after_remote_invalidation_joins_a_flight_begun_before_it(cache_url: str) -> None:
     """Process A starts computing rate("EUR") from the old data; process B invalidates and
     returns; then a new call in A (begun after the invalidation returned) must not get the
@@ -66,11 +62,6 @@ async def test_call_after_remote_invalidation_joins_a_flight_begun_before_it(cac
         await second.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="call_sync never calls _stamps.collect(), so cacheframe.tag() inside a sync function "
-    "is dropped and the entry is stored untagged (_functions.py call_sync)",
-)
 def test_tag_inside_a_sync_function_is_honoured(cache_url: str) -> None:
     """cacheframe.tag("item:3") inside a sync cached function: invalidate_tags("item:3") must
     reach its entry (it does for an async one)."""
@@ -164,11 +155,6 @@ def _writer_and_reader(cache: Cache, data: dict[int, str], *, with_db: bool) -> 
     return app, read_item
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="@invalidates, in a process whose view served nothing yet (binding.path_names empty), "
-    "invalidates the resource of every shared parameter, not the path ones (invalidation.py _invalidate)",
-)
 def test_invalidates_in_a_fresh_worker_with_a_shared_query_parameter(cache_url: str) -> None:
     """Worker A served /items/3; worker B (another Cache on the store, nothing served) takes
     the PUT. Afterwards A must not serve the old name."""
@@ -184,11 +170,6 @@ def test_invalidates_in_a_fresh_worker_with_a_shared_query_parameter(cache_url: 
         assert a.get("/items/3").json()["name"] == "new"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="@invalidates passes a shared Depends value as a path parameter: params_identity "
-    "raises outside decorator.py _invalidator's try, and the successful PUT answers 500",
-)
 def test_invalidates_in_a_fresh_worker_with_a_shared_dependency(cache_url: str) -> None:
     """The same with ``db = Depends(get_db)`` on both routes: the PUT (which did write) must
     answer 200 and invalidate the item."""
@@ -204,11 +185,6 @@ def test_invalidates_in_a_fresh_worker_with_a_shared_dependency(cache_url: str) 
         assert a.get("/items/3").json()["name"] == "new"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_item.invalidate(item_id='3') keys the resource by the value as given, not as "
-    "the view receives it (int 3): no conversion or check (decorator.py _invalidator)",
-)
 def test_invalidate_with_the_path_text_reaches_an_int_parameter(cache_url: str) -> None:
     """A write route typed ``item_id: str`` (or a caller passing the path text) invalidates
     nothing of a view typed ``item_id: int``, silently."""
@@ -233,11 +209,6 @@ def test_invalidate_with_the_path_text_reaches_an_int_parameter(cache_url: str) 
         assert client.get("/items/3").json()["name"] == "new"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a result tag over 200 bytes raises ConfigurationError out of the call (_stamps.py "
-    "check_tag via tag(), _functions.py _Call.compute) where more than 32 tags only skip storing",
-)
 async def test_long_result_tag_does_not_fail_a_working_function(cache_url: str) -> None:
     """result_tags derived from data (a long name) must not turn a working function into a
     failing one: at worst the value is returned uncached."""
