@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from . import keys
@@ -122,13 +122,6 @@ class StampKeys:
         size = sum(len(k) for k in hard) * 2 + len(namespace) + len(resource or b"") + 200
         self._deps.put(memo_key, made, size)
         return made
-
-
-def sealed(tokens: Sequence[bytes | None]) -> bytes | None:
-    """The tokens joined as an entry seals them; None when one is missing (nothing valid)."""
-    if None in tokens:
-        return None
-    return b"".join(tokens)  # type: ignore[arg-type]
 
 
 # The tags a computation running in this context took from its result (None: no computation

@@ -95,11 +95,9 @@ async def _invalidate(targets: Sequence[Any], tags: Sequence[str], arguments: di
     for target in targets:
         decorator = target.__cacheframe__
         binding = decorator.bind(target.__wrapped__)
-        target_params = inspect.signature(target.__wrapped__).parameters
         # A view's resource is its path parameters, by the names requests to it showed. Before
         # any request in this process they are unknown: then all of the target is invalidated
         # (more than needed, never less).
-        del target_params
         known = [names for names in binding.path_names if set(names) <= arguments.keys()]
         if known:
             await target.invalidate(**{name: arguments[name] for name in known[0]})

@@ -170,32 +170,20 @@ async def test_function_invalidate_is_exact(cache_url: str) -> None:
     assert calls.count("sq3") == 2
 
 
-async def test_clear_is_a_stamp_and_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
-    """Cache.clear(namespace) replaces the namespace's stamp: a computation another process
-    started before it is never read as valid afterwards."""
-    url, prefix = cache_url, f"c{uuid.uuid4().hex[:8]}"
-    if url == "memory://":
-        pytest.skip("another process cannot share an in-process store")
-    first, second = _cache(url, prefix), _cache(url, prefix)
-    await _race(first, second, lambda rate_b: second.clear("rates"))
-
-
-async def test_tag_invalidation_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
-    """A computation started before invalidate_tags (in another process) is never valid after it."""
+@pytest.mark.parametrize("how", ["namespace clear", "request tag", "resource"])
+async def test_an_invalidation_reaches_a_fill_running_in_another_process(cache_url: str, how: str) -> None:
+    """A computation another process started before ``Cache.clear(namespace)``,
+    ``invalidate_tags`` or ``rate.invalidate("EUR")`` is never read as valid afterwards."""
     if cache_url == "memory://":
         pytest.skip("another process cannot share an in-process store")
-    prefix = f"t{uuid.uuid4().hex[:8]}"
+    prefix = f"c{uuid.uuid4().hex[:8]}"
     first, second = _cache(cache_url, prefix), _cache(cache_url, prefix)
-    await _race(first, second, lambda rate_b: second.invalidate_tags("rate:EUR"))
-
-
-async def test_resource_invalidation_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
-    """A computation started before rate.invalidate("EUR") in another process never lands as valid."""
-    if cache_url == "memory://":
-        pytest.skip("another process cannot share an in-process store")
-    prefix = f"r{uuid.uuid4().hex[:8]}"
-    first, second = _cache(cache_url, prefix), _cache(cache_url, prefix)
-    await _race(first, second, lambda rate_b: rate_b.invalidate("EUR"))
+    invalidations = {
+        "namespace clear": lambda rate_b: second.clear("rates"),
+        "request tag": lambda rate_b: second.invalidate_tags("rate:EUR"),
+        "resource": lambda rate_b: rate_b.invalidate("EUR"),
+    }
+    await _race(first, second, invalidations[how])
 
 
 async def _race(first: Cache, second: Cache, invalidate: Any) -> None:
