@@ -320,7 +320,7 @@ class Engine:
             policy = binding.policy
             if max_age is None and not policy.xfetch_beta and now - entry.created < entry.ttl:  # type: ignore[union-attr]
                 if count:  # the hot path: no call beyond this one
-                    self.observer.on_hit(binding.stats_name, stats.TIER_STORE, fast)
+                    self.observer.on_hit(binding.stats_name, self.gateway.tier, fast)
                 return FRESH
             state = freshness(
                 entry,  # type: ignore[arg-type]
@@ -330,7 +330,7 @@ class Engine:
                 now=now,
             )
             if state is FRESH and count:
-                self.observer.on_hit(binding.stats_name, stats.TIER_STORE, fast)
+                self.observer.on_hit(binding.stats_name, self.gateway.tier, fast)
             return state
         if entry is None:
             return MISSING

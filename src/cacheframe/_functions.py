@@ -136,7 +136,7 @@ def _lookup(
         except EntryError as exc:
             engine.gateway.bad_entry(key, exc)
             return MISSING, None
-        engine.observer.on_hit(binding.stats_name, stats.TIER_STORE)  # once its value was read
+        engine.observer.on_hit(binding.stats_name, engine.gateway.tier)  # once its value was read
         return FRESH, value
     return state, entry
 

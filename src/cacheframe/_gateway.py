@@ -27,16 +27,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from . import envelope, stats
+from ._local import LocalTier, message_of
 from ._memo import BytesMemo
 from ._timing import TimedBackend, Timing
 from .breaker import CircuitBreaker
-from .exceptions import BackendError, BackendTimeoutError, CacheframeError, EntryError
+from .exceptions import BackendError, BackendTimeoutError, CacheframeError, ConfigurationError, EntryError
 from .keys import loggable
 from .settings import CacheSettings
 from .stats import Observer
 from .types import (
     Backend,
     SupportsAdd,
+    SupportsBroadcast,
     SupportsCreateStamps,
     SupportsGetNowait,
     SupportsLock,
@@ -160,6 +162,21 @@ class StoreGateway:
         self._clearing: dict[tuple[asyncio.AbstractEventLoop, str], _Batches] = {}
         self._last_logged = float("-inf")
         self._last_clear_logged = float("-inf")
+        # Invalidations are announced on a channel wherever the store has one (whether this
+        # process keeps copies or not: others may).
+        self.broadcast: SupportsBroadcast | None = backend if isinstance(backend, SupportsBroadcast) else None
+        self.channel = f"{settings.prefix}:!inv"
+        self.local: LocalTier | None = None
+        if settings.local_max_entries:
+            if self.in_process:
+                raise ConfigurationError(
+                    f"{name}: local_max_entries={settings.local_max_entries} asks for an in-process tier "
+                    f"in front of {type(backend).__name__}, which is in-process already; set "
+                    "local_max_entries=0 (CACHEFRAME_LOCAL_MAX_ENTRIES), or use a network store "
+                    "(redis://, memcached://)"
+                )
+            self.local = LocalTier(backend, settings, observer, name)
+        self.tier = stats.TIER_STORE  # where the last read answered from (for the hit's label)
 
     def __repr__(self) -> str:
         return self.name
@@ -309,6 +326,12 @@ class StoreGateway:
         ``NEEDS_IO`` when the store is across the network (then ``await read_stamped``)."""
         read = self._stamped_nowait
         if read is None:
+            local = self.local
+            if local is not None and local.serves:
+                copies = local.get(key, stamps)
+                if copies is not None:
+                    self.tier = stats.TIER_LOCAL
+                    return self.decode(key, copies[0]), copies[1:]  # type: ignore[return-value]
             return NEEDS_IO
         if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
             return CIRCUIT_OPEN, _NO_TOKENS
@@ -341,12 +364,17 @@ class StoreGateway:
             return await future
         reading[slot] = None
         found: Stamped = (None, [None] * len(stamps))
+        local = self.local
         try:
             if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
                 found = (CIRCUIT_OPEN, _NO_TOKENS)
                 return found
+            ticket = 0 if local is None else local.applied
             try:
-                if self._stamped is not None:
+                kept = None if local is None or local.serves else local.entry(key)
+                if kept is not None:  # validate mode: the entry is here, its stamps are read
+                    values = [kept, *await self._read_stamps(stamps)]
+                elif self._stamped is not None:
                     values = await self._stamped.read_stamped(key, stamps)
                 else:
                     values = list(await asyncio.gather(*(self.backend.get(k) for k in (key, *stamps))))
@@ -354,9 +382,14 @@ class StoreGateway:
                 self._failed("get", exc)
                 found = (STORE_DOWN, _NO_TOKENS)
                 return found
-            found = (self._got(key, values[0]), values[1:])
+            entry = self._got(key, values[0])
+            found = (entry, values[1:])
+            if local is not None and entry is not None and values[0] is not None:
+                local.fill(ticket, key, values[0], entry.created + entry.ttl, stamps, values[1:])
             return found
-        finally:  # followers get what the read found; a cancelled or raising read hands them a miss
+        finally:
+            self.tier = stats.TIER_STORE
+            # followers get what the read found; a cancelled or raising read hands them a miss
             for waiter in reading.pop(slot, None) or ():
                 if not waiter.done():
                     waiter.set_result(found)
@@ -375,6 +408,11 @@ class StoreGateway:
             self._failed_quietly("get", exc)
             return None
 
+    async def _read_stamps(self, stamps: Sequence[str]) -> list[bytes | None]:
+        if self._stamped is not None:
+            return (await self._stamped.read_stamped(_NO_ENTRY_KEY, stamps))[1:]
+        return list(await asyncio.gather(*(self.backend.get(k) for k in stamps)))
+
     def _each_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
         get = self._plain_get_nowait
         assert get is not None
@@ -387,11 +425,15 @@ class StoreGateway:
         if not stamps:
             return True
         try:
-            if self._stamped is not None:
+            if self.broadcast is not None:  # written and announced together (see _local)
+                await self.broadcast.publish(self.channel, message_of(stamps), stamps, ttl)
+            elif self._stamped is not None:
                 await self._stamped.write_stamps(stamps, ttl)
             else:
                 await asyncio.gather(*(self.backend.set(k, v, ttl) for k, v in stamps.items()))
         except STORE_ERRORS as exc:
+            if self.local is not None:
+                self.local.drop(stamps)
             self.breaker.failure()
             self.observer.on_store_error("set", isinstance(exc, BackendTimeoutError))
             log.warning(
@@ -406,6 +448,8 @@ class StoreGateway:
             if isinstance(exc, BackendError):
                 raise
             raise BackendError(f"writing stamps failed: {exc}") from exc
+        if self.local is not None:
+            self.local.drop(stamps)
         self.breaker.success()
         return True
 
@@ -530,17 +574,33 @@ class StoreGateway:
         except STORE_ERRORS as exc:
             self._failed("set", exc)
             return stats.STORE_DOWN
+        if self.local is not None:
+            self.local.drop((key,))
         self.breaker.success()
         self.observer.on_stored()
         return None
 
     async def delete(self, key: str) -> bool:
-        """Remove ``key``; whether something was removed (always tried, even when open)."""
+        """Remove ``key``; whether something was removed (always tried, even when open). Where
+        the store has a channel, the removal is announced (other processes' copies go)."""
         try:
-            return await self.backend.delete(key)
+            removed = await self.backend.delete(key)
         except STORE_ERRORS as exc:
             self._failed("delete", exc)
             return False
+        await self._announce((key,), "delete")
+        return removed
+
+    async def _announce(self, keys: Sequence[str], action: str) -> None:
+        """Tell other processes' local tiers that ``keys`` changed (``prefix*``: all under it)."""
+        if self.local is not None:
+            self.local.drop(keys)
+        if self.broadcast is None:
+            return
+        try:
+            await self.broadcast.publish(self.channel, message_of(keys))
+        except STORE_ERRORS as exc:
+            self._failed_quietly(f"{action} announcement", exc)
 
     async def clear(self, namespace: str) -> None:
         """Remove every key under ``namespace`` (always tried, even when open)."""
@@ -548,6 +608,8 @@ class StoreGateway:
             await self.backend.clear(namespace)
         except STORE_ERRORS as exc:
             self._failed("clear", exc)
+            return
+        await self._announce((namespace + "*",), "clear")
 
     # -- the store lock -------------------------------------------------------------------
 
@@ -630,6 +692,8 @@ class StoreGateway:
         try:
             await self.backend.clear(prefix)
         except STORE_ERRORS as exc:
+            if self.local is not None:
+                self.local.drop((prefix + "*",))
             self.observer.on_store_error("clear", isinstance(exc, TimeoutError))
             now = time.monotonic()
             if now - self._last_clear_logged >= _CLEAR_LOG_INTERVAL:
@@ -641,6 +705,8 @@ class StoreGateway:
                     exc,
                     _CLEAR_LOG_INTERVAL,
                 )
+            return
+        await self._announce((prefix + "*",), "clear")
 
 
 class _Batches:

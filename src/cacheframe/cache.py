@@ -131,7 +131,10 @@ class Cache:
         await self._engine.invalidate_tags([check_tag(tag) for tag in tags], soft)
 
     async def close(self) -> None:
-        """Close the backend's connections."""
+        """Close the backend's connections (and the local tier's channel)."""
+        local = self._gateway.local
+        if local is not None:
+            await local.close()
         await self.backend.close()
 
     @asynccontextmanager

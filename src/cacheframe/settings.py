@@ -51,6 +51,21 @@ class CacheSettings(BaseSettings):
         description="Only for views whose last computation took this long (s; unknown counts as long).",
     )
     lock_lease: float = Field(5.0, gt=0, description="Lease of that lock; waiters give up after it.")
+    local_max_entries: int = Field(
+        0, ge=0, description="Entries of the in-process tier in front of a network store (0: off)."
+    )
+    local_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Byte bound of that in-process tier.")
+    local_max_staleness: float = Field(
+        0.1,
+        gt=0,
+        le=60,
+        description="Seconds an in-process copy may lag an invalidation (Redis: the lease of its channel).",
+    )
+    local_ttl: float | None = Field(
+        None,
+        gt=0,
+        description="Max seconds an in-process copy lives (Memcached: the tier's bound; unset: validated).",
+    )
     cache_status_header: str = Field("X-Cache", min_length=1, description="HIT/MISS header.")
     cache_status: bool = Field(True, description="Send an RFC 9211 `Cache-Status` header on view replies.")
     cache_status_name: str = Field(

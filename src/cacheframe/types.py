@@ -26,7 +26,9 @@ __all__ = [
     "BackendFactory",
     "KeyBuilder",
     "Serializer",
+    "Subscription",
     "SupportsAdd",
+    "SupportsBroadcast",
     "SupportsCreateStamps",
     "SupportsGetNowait",
     "SupportsKeyedEntries",
@@ -173,6 +175,52 @@ class SupportsStampsNowait(Protocol):
 
     def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
         """What ``read_stamped`` returns, synchronously."""
+        ...
+
+
+class Subscription(Protocol):
+    """One live subscription to a broadcast channel (see :class:`SupportsBroadcast`)."""
+
+    async def ping(self) -> None:
+        """Return once the server answered a ping sent on this subscription's connection. Every
+        message published (and acknowledged) before the ping was sent has then been handed to
+        ``on_message``. Raises :class:`~cacheframe.exceptions.BackendError` when the
+        subscription is lost."""
+        ...
+
+    async def close(self) -> None:
+        """End the subscription (``on_lost`` is not called)."""
+        ...
+
+
+@runtime_checkable
+class SupportsBroadcast(Protocol):
+    """Capability: a channel that tells every process of a change, in order, on one connection.
+
+    The in-process tier (``local_max_entries``) keeps copies of store values only while its
+    subscription proves, by a ping answered on the same connection, that it has heard of
+    every change acknowledged before that ping. A message is the store keys that changed,
+    joined by newlines, or ``*`` for all of them.
+    """
+
+    async def publish(
+        self,
+        channel: str,
+        message: bytes,
+        stamps: Mapping[str, bytes] | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        """Write ``stamps`` (as :meth:`SupportsStamps.write_stamps`), then publish ``message`` on
+        ``channel``; return once the server acknowledged both, raise
+        :class:`~cacheframe.exceptions.BackendError` otherwise."""
+        ...
+
+    async def subscribe(
+        self, channel: str, on_message: Callable[[bytes], None], on_lost: Callable[[], None]
+    ) -> Subscription:
+        """Subscribe a connection of its own to ``channel``; return once subscribed.
+        ``on_message`` gets each message in order; ``on_lost`` is called once if the connection
+        fails (messages may then have been lost: the subscription is dead)."""
         ...
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BackendError, ConfigurationError
 from ._loops import Factory, PerLoop
+from ._redis_channel import RedisSubscription
 from ._redis_client import (
     DRIVER_ERRORS,
     ClusterOptions,
@@ -136,6 +137,12 @@ async def _all(calls: Iterable[Awaitable[Any]]) -> list[Any]:
         if isinstance(result, BaseException):
             raise result
     return results
+
+
+def _channel_timeout(executor: Executor) -> float:
+    """How long opening the channel may take: a few store deadlines (it connects afresh)."""
+    timeout = getattr(executor, "timeout", None)
+    return max(1.0, 4 * timeout) if timeout else 5.0
 
 
 class _RedisBase:
@@ -363,6 +370,42 @@ class RedisBackend(_RedisBase):
         replies = await self._exec.pipeline("SET stamps", commands)
         return stored_many(replies[1::2], self._exec.where)
 
+    async def publish(
+        self,
+        channel: str,
+        message: bytes,
+        stamps: Mapping[str, bytes] | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        """The stamps' ``SET``s and ``PUBLISH``, pipelined on one connection: the server runs them
+        in order, so no subscriber hears of the change before the stamps hold it
+        (``SupportsBroadcast``)."""
+        expiry = _expiry_args(ttl)
+        commands: list[tuple[Any, ...]] = [
+            ("SET", name, value, *expiry) for name, value in (stamps or {}).items()
+        ]
+        commands.append(("PUBLISH", channel, message))
+        await self._exec.pipeline("publish", commands)
+
+    async def subscribe(
+        self, channel: str, on_message: Callable[[bytes], None], on_lost: Callable[[], None]
+    ) -> RedisSubscription:
+        """A connection of its own, like the client's (its master, on Sentinel), ``SUBSCRIBE``d."""
+        try:
+            pool = (await self._exec.client()).connection_pool
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "subscribe") from exc
+        connection = pool.connection_class(**pool.connection_kwargs)
+        return await RedisSubscription.open(
+            connection,
+            channel,
+            sharded=False,
+            on_message=on_message,
+            on_lost=on_lost,
+            timeout=_channel_timeout(self._exec),
+            where=self._exec.where,
+        )
+
 
 class RedisSentinelBackend(RedisBackend):
     """The master of a Sentinel-monitored service: ``redis+sentinel://h:p[,h:p]/service``.
@@ -448,6 +491,53 @@ class RedisClusterBackend(_RedisBase):
             return stored(await self._exec.call("GET stamps", "GET", key), self._exec.where)
 
         return list(await _all(create(name, value) for name, value in stamps.items()))
+
+    async def publish(
+        self,
+        channel: str,
+        message: bytes,
+        stamps: Mapping[str, bytes] | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        """The stamps' ``SET``s on their slots, then ``SPUBLISH`` on the channel's shard: sharded
+        pub/sub keeps a shard's messages and its pongs in one order (classic ``PUBLISH`` is
+        relayed between nodes and may overtake a pong) (``SupportsBroadcast``)."""
+        if stamps:
+            await self.write_stamps(stamps, ttl)
+        await self._spublish(self._key(channel), message)
+
+    @whole_call("publish")
+    async def _spublish(self, channel: str, message: bytes) -> None:
+        try:
+            client = await self._exec.client()
+            await client.initialize()
+            node = client.get_node_from_key(channel)
+            await client.execute_command("SPUBLISH", channel, message, target_nodes=node)
+            answered()
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "publish") from exc
+
+    async def subscribe(
+        self, channel: str, on_message: Callable[[bytes], None], on_lost: Callable[[], None]
+    ) -> RedisSubscription:
+        """A connection of its own to the channel's shard owner, ``SSUBSCRIBE``d."""
+        channel = self._key(channel)
+        try:
+            client = await self._exec.client()
+            await client.initialize()
+            node = client.get_node_from_key(channel)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "subscribe") from exc
+        connection = node.connection_class(**node.connection_kwargs)
+        return await RedisSubscription.open(
+            connection,
+            channel,
+            sharded=True,
+            on_message=on_message,
+            on_lost=on_lost,
+            timeout=_channel_timeout(self._exec),
+            where=self._exec.where,
+        )
 
     @whole_call("clear")
     async def clear(self, namespace: str) -> None:
