@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from . import keys, stats
 from ._engine import DOWN, EXPIRED, FRESH, HIT, INVALID, MISSING, RECHECK, SOFT, STALE, Binding, Engine
 from ._gateway import NEEDS_IO, Entry, Stamped, down
-from ._stamps import Deps, collect, stop_collecting, tag
+from ._stamps import Deps, collect, collecting, stop_collecting, tag
 from ._sync import run_sync
 from .envelope import ValueEntry
 from .exceptions import EntryError
@@ -107,13 +107,29 @@ def deps(binding: Binding, key: str, signature: inspect.Signature, args: Any, kw
     """The stamps an entry of this call depends on: the cache's and the function's, this
     call's own (its store key: what ``func.invalidate(*args)`` replaces) and its tags (the
     function's templates, filled from its arguments)."""
-    tags: tuple[str, ...] = ()
-    if binding.policy.tags:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        tags = tuple(template.format_map(bound.arguments) for template in binding.policy.tags)
     identity = key.encode("utf-8", "surrogatepass")
+    tags = tag_names(binding, signature, args, kwargs)
     return binding.engine.stamps.deps(binding.namespace, identity, tags, binding.tags_results)
+
+
+def tag_names(binding: Binding, signature: inspect.Signature, args: Any, kwargs: Any) -> tuple[str, ...]:
+    """The call's tags: the function's templates, filled from its arguments."""
+    if not binding.policy.tags:
+        return ()
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return tuple(template.format_map(bound.arguments) for template in binding.policy.tags)
+
+
+def _tag_caller(
+    outer: list[str], binding: Binding, signature: inspect.Signature, args: Any, kwargs: Any, read: Any
+) -> None:
+    """A cached call made while another cached computation runs: that one is tagged with this
+    call's tags, and with those its stored result was tagged with (what it answers from)."""
+    outer.extend(tag_names(binding, signature, args, kwargs))
+    entry = read[0] if isinstance(read, tuple) else None
+    if isinstance(entry, ValueEntry):
+        outer.extend(entry.seal.tags)
 
 
 def _lookup(
@@ -168,6 +184,9 @@ async def call_async(
     if state == RECHECK:  # tagged from its result: read those tags' stamps, then judge
         tag_tokens = await engine.result_tag_tokens(found)
         state, found = _lookup(engine, call, read, stamps, tag_tokens)  # type: ignore[arg-type]
+    outer = collecting()
+    if outer is not None:  # called by a cached computation: it depends on this call's tags too
+        _tag_caller(outer, binding, signature, args, kwargs, read)
     sealing = (stamps, read[1])  # type: ignore[index]
     if state == FRESH:
         return found
@@ -216,6 +235,9 @@ def call_sync(
     if state == RECHECK:
         tag_tokens = run_sync(engine.result_tag_tokens(found))
         state, found = _lookup(engine, call, read, stamps, tag_tokens)
+    outer = collecting()
+    if outer is not None:  # called by a cached computation: it depends on this call's tags too
+        _tag_caller(outer, binding, signature, args, kwargs, read)
     if state == FRESH:
         return found
     if state == DOWN:
@@ -236,10 +258,10 @@ def call_sync(
         if fallback is None:
             raise
         return fallback
+    if binding.policy.result_tags is not None:
+        tag(*binding.policy.result_tags(value))
     stop_collecting(token)
     entry = engine.made(binding, call, value, started)
-    if binding.policy.result_tags is not None:
-        collected.extend(binding.policy.result_tags(value))
     if seal is not None and collected:
         seal = run_sync(engine.tag_seal(binding, seal, (stamps, read[1]), collected))
     if not isinstance(entry, str) and seal is not None:

@@ -33,7 +33,7 @@ from . import keys
 from ._memo import BytesMemo
 from .exceptions import ConfigurationError
 
-__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "Deps", "StampKeys", "check_tag", "collect", "new_tokens", "tag"]
+__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "Deps", "StampKeys", "check_tag", "collect", "collecting", "new_tokens", "tag"]
 
 TOKEN_BYTES = 8
 STAMP_TTL = 7 * 24 * 3600.0  # a stamp outlives its entries; an expired one only causes misses
@@ -147,5 +147,17 @@ def collect() -> tuple[list[str], contextvars.Token[list[str] | None]]:
 
 
 def stop_collecting(token: contextvars.Token[list[str] | None]) -> None:
-    """Stop collecting (``collect``'s token)."""
+    """Stop collecting (``collect``'s token). The tags collected also tag the computation this
+    one ran inside, if any: a cached view built from a cached helper depends on what the
+    helper's result depends on."""
+    inner = _RESULT_TAGS.get()
     _RESULT_TAGS.reset(token)
+    if inner:
+        outer = _RESULT_TAGS.get()
+        if outer is not None:
+            outer.extend(inner)
+
+
+def collecting() -> list[str] | None:
+    """The tags of the computation running in this context (None: none runs)."""
+    return _RESULT_TAGS.get()

@@ -84,11 +84,6 @@ def test_tag_inside_a_sync_function_is_honoured(cache_url: str) -> None:
     assert asyncio.run(run())[-1] == "new"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cached function's result tags are collected into its own list: a cached view (or "
-    "function) calling it is not tagged with them (_engine.py _compute collect)",
-)
 def test_tag_taken_by_a_cached_helper_reaches_the_view_using_it(cache_url: str) -> None:
     """A view builds its page from a cached helper that tags its result "item:3". After
     invalidate_tags("item:3") returns, the page must not be served with the old item."""
