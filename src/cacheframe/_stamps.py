@@ -33,7 +33,17 @@ from . import keys
 from ._memo import BytesMemo
 from .exceptions import ConfigurationError
 
-__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "Deps", "StampKeys", "check_tag", "collect", "collecting", "new_tokens", "tag"]
+__all__ = [
+    "MAX_TAGS",
+    "MAX_TAG_BYTES",
+    "Deps",
+    "StampKeys",
+    "check_tag",
+    "collect",
+    "collecting",
+    "new_tokens",
+    "tag",
+]
 
 TOKEN_BYTES = 8
 STAMP_TTL = 7 * 24 * 3600.0  # a stamp outlives its entries; an expired one only causes misses
