@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
@@ -158,6 +160,8 @@ class Engine:
         self.compute_cost: dict[str, float] = {}
         # Bumped by every invalidation: a fill started before one never writes back.
         self.epoch = 0
+        # Called with (tags, soft) after each tag invalidation is durable (Cache.on_invalidate).
+        self.invalidation_hooks: list[Callable[[list[str], bool], Any]] = []
         self._prefix = keys.safe_segment(settings.prefix)
         self.stamps = StampKeys(self._prefix)
         # The stamps of each store key's entries, as the full path found them: the fast path,
@@ -581,6 +585,13 @@ class Engine:
         epoch = {stamps.epoch_key: _stamps.new_tokens(1)[0]}
         await self.gateway.write_stamps(epoch, _stamps.STAMP_TTL, fail_open=False)  # counted once, below
         await self.invalidate([stamps.tag(name)[1 if soft else 0] for name in tags], "tags")
+        for hook in self.invalidation_hooks:  # durable here: now tell what is in front (a CDN)
+            try:
+                done = hook(list(tags), soft)
+                if inspect.isawaitable(done):
+                    await done
+            except Exception as exc:  # the invalidation itself holds: a hook failing is logged
+                log.warning("cacheframe: on_invalidate hook %r failed for %s: %s", hook, tags, exc)
 
     async def seal(self, sealing: Sealing | None) -> Seal | None:
         """The seal of an entry computed from now on: the tokens its lookup read, a fresh one

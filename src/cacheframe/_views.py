@@ -43,10 +43,10 @@ from ._engine import (
 from ._gateway import NEEDS_IO, Entry, down
 from ._render import render
 from ._replies import CHECKED, bypass_status, cache_status, hit_headers, remaining, reply
-from ._stamps import Deps, tag
+from ._stamps import Deps, collecting, tag
 from .envelope import ResponseEntry
 from .exceptions import BackendError, EntryError
-from .policy import Policy
+from .policy import Policy, tag_header_value
 from .routes import RouteInfo, effective_route, route_info
 
 __all__ = ["ReplayResponse", "serve"]
@@ -409,7 +409,20 @@ class _ViewFill:
             raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
         response = await render(value, self.route, self.sub, self.is_coroutine)
         self.fwd_status = response.status_code
+        if self.binding.policy.tag_headers:
+            self._tag_headers(response)
         return response, reads
+
+    def _tag_headers(self, response: Response) -> None:
+        """List the response's tags (its arguments' and those it took) in the headers the
+        view opted in to (``tag_headers``), for a cache in front; a header the view set stays."""
+        policy = self.binding.policy
+        names = [template.format_map(self.kwargs) for template in policy.tags]
+        names += collecting() or ()
+        for header in policy.tag_headers:
+            value = tag_header_value(header, names)
+            if value is not None and header not in response.headers:
+                response.headers[header] = value
 
     def failed(self, result: tuple[Response, set[str]]) -> bool:
         return result[0].status_code >= 500

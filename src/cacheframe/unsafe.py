@@ -1,34 +1,45 @@
 """RFC 9111 §4.4: a successful unsafe request invalidates its target URI's stored GET entries.
 
-When POST, PUT, PATCH or DELETE on a decorated route is answered 2xx or 3xx, every
-decorated GET route of the same app that serves that path has its entries for the path
-cleared: every variant (any Host, query, varied header or user), since a view's store key
-puts a digest of the path (:func:`cacheframe.keys.uri_segment`) right after its namespace.
-The clear reaches the store, so every process sharing it stops serving those entries, and
-this process's misses already running do not write theirs back (the engine's epoch).
-A miss running in another process at that moment may still write back its older response:
-the RFC asks no more, and closing that gap needs a store round trip on every hit.
+When POST, PUT, PATCH or DELETE is answered 2xx or 3xx, every decorated GET route of the
+app that serves that path has the entries of that path invalidated: the route's
+*resource* (its path parameters, by the values the view receives, as
+``view.invalidate(item_id=3)`` names it), or all of the route's entries when it has no
+path parameters. That covers every variant (any Host, query, varied header or user).
+It replaces a stamp (:mod:`cacheframe._stamps`): one store write, whatever the number
+of entries, and race-safe: a GET miss running at that moment in any process sharing the
+store does not write back a response that reads as valid.
 
-The Location and Content-Location targets are not invalidated (yet). A failing store is
-logged, never raised: the unsafe request itself has already succeeded.
+On a decorated unsafe route this happens before its answer leaves. For the whole app,
+:class:`UnsafeInvalidation` (``cacheframe.install(app)``) does it for every route,
+decorated or not, and also invalidates the ``Location`` and ``Content-Location`` targets
+of the answer when they point into the app (RFC 9111 §4.4), and the tags named by a
+``Cache-Group-Invalidation`` header (RFC 9875 §3). A failing store is logged, never
+raised: the unsafe request itself has already succeeded.
 """
 
 from __future__ import annotations
 
 import logging
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
+from pydantic import TypeAdapter
 from starlette.responses import Response
 from starlette.routing import Match
 
-from . import keys
-from ._engine import Bindable
-from .exceptions import CacheframeError
+from ._engine import Bindable, Binding, Engine
+from ._stamps import check_tag
+from .exceptions import CacheframeError, ConfigurationError
 
-__all__ = ["METHODS", "invalidate", "succeeded"]
+__all__ = ["METHODS", "UnsafeInvalidation", "as_annotated", "invalidate", "resource_stamp", "succeeded"]
 
 log = logging.getLogger("cacheframe.unsafe")
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DONE = "cacheframe.invalidated"  # a scope key: this request's path was invalidated already
+_GROUPS = b"cache-group-invalidation"
+_MAX_GROUPS = 32
 
 
 def succeeded(value: Any, route: Any, sub: Response | None) -> bool:
@@ -42,52 +53,199 @@ def succeeded(value: Any, route: Any, sub: Response | None) -> bool:
     return 200 <= status < 400
 
 
-async def invalidate(scope: Any) -> int:
-    """Clear the stored entries of this request's path for every decorated GET route of the
-    app serving it; the number of namespaces cleared."""
-    segment = keys.uri_segment(scope.get("root_path", ""), scope["path"])
-    cleared = 0
-    for decorator, func in _get_routes(scope):
-        binding = decorator.bind(func)
-        binding.engine.invalidated()  # before the clear: a miss running now must not write back
-        binding.engine.observer.on_invalidation(binding.stats_name)
-        try:
-            await binding.engine.gateway.clear_path(binding.namespace, segment)
-        except CacheframeError as exc:  # fail_open=False raises; the request succeeded anyway
-            log.warning(
-                "cacheframe: invalidating %s after a %s failed: %s", binding.qualname, scope["method"], exc
-            )
-        cleared += 1
-    return cleared
+def as_annotated(func: Callable[..., Any], name: str, value: Any) -> Any:
+    """``value`` as the parameter ``name`` of ``func`` receives it (validated by its
+    annotation, laxly, as FastAPI does), or as given when the annotation does not say."""
+    try:
+        annotation = typing.get_type_hints(func).get(name)
+    except Exception:  # unresolvable annotations: the resource is named as given
+        return value
+    if annotation is None:
+        return value
+    try:
+        return TypeAdapter(annotation).validate_python(value)
+    except Exception:  # not convertible: the resource is named as given
+        return value
 
 
-def _get_routes(scope: Any) -> list[tuple[Bindable, Any]]:
-    """(decorator, function) of every decorated route a GET to this path could reach."""
+def resource_stamp(binding: Binding, func: Callable[..., Any], params: Mapping[str, Any]) -> str:
+    """The stamp of a view's resource named by its path parameters (converted as the view
+    receives them); the namespace's stamp, all of the view, when there are none."""
+    stamps = binding.engine.stamps
+    if not params:
+        return stamps.namespace(binding.namespace)
+    values = {name: as_annotated(func, name, value) for name, value in params.items()}
+    return stamps.resource(binding.namespace, stamps.params_identity(values))
+
+
+async def invalidate(scope: Any, also: Sequence[str] = ()) -> int:
+    """Invalidate the stored entries of this request's path (and of the paths in ``also``)
+    for every decorated GET route of the app serving them; the number of routes reached.
+    A path already invalidated for this request is not invalidated twice."""
+    done = scope.setdefault(_DONE, set())
+    reached = 0
+    for path in (scope["path"], *also):
+        if path in done:
+            continue
+        done.add(path)
+        for decorator, func, params in _get_routes(scope, path):
+            binding = decorator.bind(func)
+            try:
+                await binding.engine.invalidate([resource_stamp(binding, func, params)], binding.stats_name)
+            except CacheframeError as exc:  # the store failed; the request succeeded anyway
+                log.warning(
+                    "cacheframe: invalidating %s after a %s failed: %s",
+                    binding.qualname,
+                    scope["method"],
+                    exc,
+                )
+            reached += 1
+    return reached
+
+
+def _get_routes(scope: Any, path: str) -> list[tuple[Bindable, Any, dict[str, Any]]]:
+    """(decorator, function, path parameters) of every decorated route a GET to ``path``
+    could reach."""
     router = getattr(scope.get("app"), "router", None)
     if router is None:
         return []
     probe = {
         "type": "http",
         "method": "GET",
-        "path": scope["path"],
+        "path": path,
         "root_path": scope.get("root_path", ""),
         "headers": scope.get("headers", []),
         "scheme": scope.get("scheme", "http"),
         "server": scope.get("server"),
     }
-    found: list[tuple[Bindable, Any]] = []
+    found: list[tuple[Bindable, Any, dict[str, Any]]] = []
     _collect(getattr(router, "routes", ()), probe, found)
     return found
 
 
-def _collect(routes: Any, probe: dict[str, Any], found: list[tuple[Bindable, Any]]) -> None:
+def _collect(routes: Any, probe: dict[str, Any], found: list[tuple[Bindable, Any, dict[str, Any]]]) -> None:
     for route in routes:
         candidates = getattr(route, "effective_candidates", None)  # an included router (FastAPI ≥ 0.16x)
         if candidates is not None:
             _collect(candidates() if callable(candidates) else candidates, probe, found)
             continue
-        match, _ = route.matches(dict(probe))
-        decorator = getattr(getattr(route, "endpoint", None), "__cacheframe__", None)
-        func = getattr(getattr(route, "endpoint", None), "__wrapped__", None)
+        match, child = route.matches(dict(probe))
+        endpoint = getattr(route, "endpoint", None)
+        decorator = getattr(endpoint, "__cacheframe__", None)
+        func = getattr(endpoint, "__wrapped__", None)
         if match is Match.FULL and decorator is not None and func is not None:
-            found.append((decorator, func))
+            found.append((decorator, func, dict(child.get("path_params") or {})))
+
+
+def decorated_engines(app: Any) -> list[Engine]:
+    """The engines (one per cache) of every decorated route of ``app``."""
+    engines: dict[int, Engine] = {}
+
+    def walk(routes: Iterable[Any]) -> None:
+        for route in routes:
+            candidates = getattr(route, "effective_candidates", None)
+            if candidates is not None:
+                walk(candidates() if callable(candidates) else candidates)
+                continue
+            walk(getattr(route, "routes", ()) or ())  # a mounted router
+            endpoint = getattr(route, "endpoint", None)
+            decorator = getattr(endpoint, "__cacheframe__", None)
+            func = getattr(endpoint, "__wrapped__", None)
+            if decorator is not None and func is not None:
+                engine = decorator.bind(func).engine
+                engines[id(engine)] = engine
+
+    walk(getattr(getattr(app, "router", None), "routes", ()) or ())
+    return list(engines.values())
+
+
+def groups(value: bytes) -> list[str]:
+    """The group names of a ``Cache-Group-Invalidation`` value: an RFC 8941 List of Strings
+    (other members, and more than 32 names, are ignored)."""
+    names: list[str] = []
+    text = value.decode("latin-1")
+    i, n = 0, len(text)
+    while i < n and len(names) < _MAX_GROUPS:
+        while i < n and text[i] in " \t,":
+            i += 1
+        if i >= n:
+            break
+        if text[i] != '"':  # not a String: skip the member
+            while i < n and text[i] != ",":
+                i += 1
+            continue
+        i += 1
+        out: list[str] = []
+        while i < n and text[i] != '"':
+            if text[i] == "\\" and i + 1 < n:
+                i += 1
+            out.append(text[i])
+            i += 1
+        i += 1
+        while i < n and text[i] != ",":  # parameters of the member: not used
+            i += 1
+        if out:
+            names.append("".join(out))
+    return names
+
+
+def _targets(headers: Iterable[tuple[bytes, bytes]], scope: Any) -> list[str]:
+    """The paths of ``Location`` and ``Content-Location`` that point into this app."""
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
+    base = f"{scope.get('scheme', 'http')}://{host or 'localhost'}{scope['path']}"
+    paths = []
+    for name, value in headers:
+        if name not in (b"location", b"content-location"):
+            continue
+        target = urlsplit(urljoin(base, value.decode("latin-1").strip()))
+        if target.scheme not in ("http", "https") or (host is not None and target.netloc != host):
+            continue  # another origin's resource: not this cache's to invalidate
+        if target.path:
+            paths.append(target.path)
+    return paths
+
+
+class UnsafeInvalidation:
+    """ASGI middleware: RFC 9111 §4.4 for every route of the app (``cacheframe.install``).
+
+    A 2xx or 3xx answer to POST, PUT, PATCH or DELETE invalidates, before it is sent, the
+    cached GET entries of its path and of its ``Location`` and ``Content-Location`` targets
+    in the app, and the tags its ``Cache-Group-Invalidation`` header names, in every cache
+    the app's decorated routes use. Other requests pass untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._engines: list[Engine] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in METHODS:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_invalidating(message: Any) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
+                await self._invalidate(scope, message.get("headers") or [])
+            await send(message)
+
+        await self.app(scope, receive, send_after_invalidating)
+
+    async def _invalidate(self, scope: Any, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            await invalidate(scope, _targets(headers, scope))
+        except Exception as exc:  # never fail an answered unsafe request
+            log.error("cacheframe: invalidating after a %s failed", scope["method"], exc_info=exc)
+        names = [name for key, value in headers if key == _GROUPS for name in groups(value)]
+        if not names:
+            return
+        try:
+            tags = [check_tag(name) for name in names]
+        except ConfigurationError as exc:
+            log.warning("cacheframe: ignoring a Cache-Group-Invalidation header: %s", exc)
+            return
+        if self._engines is None:
+            self._engines = decorated_engines(scope.get("app"))
+        for engine in self._engines:
+            try:
+                await engine.invalidate_tags(tags, soft=False)
+            except CacheframeError as exc:
+                log.warning("cacheframe: invalidating groups %s failed: %s", tags, exc)
