@@ -191,14 +191,15 @@ def groups(value: bytes) -> list[str]:
 
 def _targets(headers: Iterable[tuple[bytes, bytes]], scope: Any) -> list[str]:
     """The paths of ``Location`` and ``Content-Location`` that point into this app."""
-    host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
-    base = f"{scope.get('scheme', 'http')}://{host or 'localhost'}{scope['path']}"
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+    base = f"{scope.get('scheme', 'http')}://{host or 'request.invalid'}{scope['path']}"
+    origin = urlsplit(base).netloc
     paths = []
     for name, value in headers:
         if name not in (b"location", b"content-location"):
             continue
         target = urlsplit(urljoin(base, value.decode("latin-1").strip()))
-        if target.scheme not in ("http", "https") or (host is not None and target.netloc != host):
+        if target.scheme not in ("http", "https") or target.netloc.lower() != origin.lower():
             continue  # another origin's resource: not this cache's to invalidate
         if target.path:
             paths.append(target.path)
