@@ -230,7 +230,10 @@ def call_sync(
     key = call_key(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
     stamps = deps(binding, key, signature, args, kwargs)
-    read = run_sync(engine.gateway.read_stamped(key, stamps.keys))  # on the portal loop, as every store call
+    gateway = engine.gateway
+    peeked = gateway.peek_stamped(key, stamps.keys) if gateway.local is not None else NEEDS_IO  # local tier
+    # Else on the portal loop, as every store call.
+    read = peeked if isinstance(peeked, tuple) else run_sync(gateway.read_stamped(key, stamps.keys))
     state, found = _lookup(engine, call, read, stamps)
     if state == RECHECK:
         tag_tokens = run_sync(engine.result_tag_tokens(found))

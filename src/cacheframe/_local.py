@@ -22,9 +22,9 @@ depends on what the store offers:
 
 In every mode a copy of an entry lives at most until the entry stops being fresh
 (stale entries are read from the store, where another process may have refreshed
-them), and a read that overlapped a change heard on the channel fills nothing (its
-*ticket*, the count of changes applied when it started, no longer matches): a value read
-before an invalidation is never kept after it.
+them), and a read that overlapped a change to one of its keys (heard on the channel, or
+made here) fills nothing: its *ticket*, the count of changes when it started, is older
+than that key's last change. A value read before an invalidation is never kept after it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ log = logging.getLogger("cacheframe.local")
 LEASE, TTL, VALIDATE = "lease", "ttl", "validate"
 _OVERHEAD = 120  # bytes counted per kept value beyond its key and bytes
 _LOG_INTERVAL = 30.0
+_CHANGED_MAX = 100_000  # keys whose last change is remembered for the fill guard
 
 
 def channel_name(prefix: str) -> str:
@@ -76,7 +77,9 @@ class LocalTier:
         self.name = name
         self._values: OrderedDict[str, tuple[bytes, float, int]] = OrderedDict()  # key: bytes, expiry, size
         self.nbytes = 0
-        self.applied = 0  # changes applied and resets: the ticket a read takes when it starts
+        self.applied = 0  # changes heard or made so far: the ticket a read takes when it starts
+        self._changed: dict[str, int] = {}  # key: the change that last dropped it (recent ones)
+        self._floor = 0  # reads that started before this change fill nothing (a reset, a prefix)
         self.hits = 0
         self.bypassed = 0  # hits not answered here because the lease had run out
         self.resets = 0
@@ -123,7 +126,10 @@ class LocalTier:
             if kept is None or kept[1] <= now:
                 return None
             out.append(kept[0])
-        values.move_to_end(key)
+        try:
+            values.move_to_end(key)
+        except KeyError:  # dropped meanwhile by another thread (the sync portal's)
+            return None
         self.hits += 1
         return out
 
@@ -135,7 +141,10 @@ class LocalTier:
         if found[1] <= time.time():
             self._pop(key)
             return None
-        self._values.move_to_end(key)
+        try:
+            self._values.move_to_end(key)
+        except KeyError:
+            return None
         return found[0]
 
     def trusted(self) -> bool:
@@ -160,7 +169,10 @@ class LocalTier:
         """Keep an entry read from the store (fresh until ``fresh_until``, Unix time) and its
         stamps' tokens, unless a change was heard since the read began (``ticket``) or, in
         lease mode, nothing is listening."""
-        if ticket != self.applied:
+        if ticket < self._floor:
+            return
+        changed = self._changed
+        if changed and (changed.get(key, -1) > ticket or any(changed.get(s, -1) > ticket for s in stamps)):
             return
         if self.mode == LEASE and self._sub is None:
             return
@@ -198,19 +210,26 @@ class LocalTier:
     def drop(self, keys: Iterable[str]) -> None:
         """Forget ``keys`` (this process changed them), and void reads under way."""
         for key in keys:
+            self.applied += 1
             if key.endswith("*"):
                 prefix = key[:-1]
                 for kept in [k for k in self._values if k.startswith(prefix)]:
                     self._pop(kept)
+                self._floor = self.applied
             else:
                 self._pop(key)
-        self.applied += 1
+                self._changed[key] = self.applied
+        if len(self._changed) > _CHANGED_MAX:  # forget them all: reads under way fill nothing
+            self._changed.clear()
+            self._floor = self.applied
 
     def clear(self) -> None:
         """Forget every copy, and void reads under way."""
         self._values.clear()
+        self._changed.clear()
         self.nbytes = 0
         self.applied += 1
+        self._floor = self.applied
 
     def __len__(self) -> int:
         return len(self._values)
@@ -226,14 +245,17 @@ class LocalTier:
     def _want(self) -> None:
         """Ask, without waiting, for a subscription or a fresh PING on the channel's loop."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a sync caller's thread: the channel's loop does it, if there is one
+            loop = None
         own = self._loop
         if own is not None and own.is_closed():  # its loop is gone, and its connection with it
             self._forget()
             own = None
-        if own is None or own is loop:
+        if own is None:
+            if loop is not None:
+                self._kick(loop)
+        elif own is loop:
             self._kick(loop)
         else:
             own.call_soon_threadsafe(self._kick, own)
