@@ -163,7 +163,7 @@ def test_bounded_by_bytes(clock: Clock) -> None:
         assert t.nbytes <= 2000
     assert 0 < len(t) < 50
     assert t.get("k49", ()) is not None and t.get("k0", ()) is None
-    assert t.nbytes == sum(len(k) + 100 + _local._OVERHEAD for k in t._values)
+    assert t.nbytes == _counted(t)
 
 
 def test_a_value_larger_than_the_byte_bound_is_not_kept(clock: Clock) -> None:
@@ -234,17 +234,60 @@ def test_stamps_kept_with_their_entry(clock: Clock) -> None:
 def test_a_missing_stamp_is_not_kept(clock: Clock) -> None:
     t = ttl_tier(clock)
     t.fill(t.applied, "k", b"v", clock.time() + 60, ["s1", "s2"], [b"a", None])
-    assert "s2" not in t._values
+    assert "s2" not in t._stamps
     assert t.get("k", ["s1", "s2"]) is None  # the store says whether it exists
 
 
-def test_an_evicted_stamp_makes_its_entries_read_the_store(clock: Clock) -> None:
-    t = ttl_tier(clock, local_max_entries=2)
-    fill(t, "k", stamps={"s": b"a"})
-    assert t.get("k", ["s"]) is not None  # k is now the most recently used, s the least
-    fill(t, "x")  # evicts s
-    assert "k" in t._values and "s" not in t._values
-    assert t.get("k", ["s"]) is None
+def _counted(t: LocalTier) -> int:
+    """The bytes the tier should count: its entries and stamps, each with its key."""
+    entries = sum(len(k) + len(v[0]) + _local._OVERHEAD for k, v in t._values.items())
+    return entries + sum(len(k) + len(v[0]) + _local._OVERHEAD for k, v in t._stamps.items())
+
+
+def test_the_entry_bound_counts_entries_not_their_stamps(clock: Clock) -> None:
+    t = ttl_tier(clock, local_max_entries=3)
+    for key in "abcd":
+        fill(t, key, stamps={"g": b"1", f"{key}-r": b"2", f"{key}-t": b"3"})
+    assert len(t) == 3 and t.get("a", ["g", "a-r", "a-t"]) is None
+    for key in "bcd":
+        assert t.get(key, ["g", f"{key}-r", f"{key}-t"]) == [b"v", b"1", b"2", b"3"]
+    assert sorted(t._stamps) == sorted(["g", *(f"{k}-{s}" for k in "bcd" for s in "rt")])  # a's went with it
+    assert t.nbytes == _counted(t)
+
+
+def test_a_hot_entry_keeps_its_stamps_while_cold_ones_churn(clock: Clock) -> None:
+    t = ttl_tier(clock, local_max_entries=10)
+    fill(t, "hot", stamps={"g": b"1", "hot-r": b"2"})
+    for i in range(200):
+        assert t.get("hot", ["g", "hot-r"]) == [b"v", b"1", b"2"], f"after {i} cold fills"
+        fill(t, f"cold{i}", stamps={"g": b"1", f"cold{i}-r": b"3"})
+    assert len(t) == 10 and len(t._stamps) == 11 and t.nbytes == _counted(t)
+
+
+def test_a_stamp_kept_while_an_entry_refers_to_it(clock: Clock) -> None:
+    t = ttl_tier(clock)
+    fill(t, "a", stamps={"shared": b"1", "a-r": b"2"})
+    fill(t, "b", stamps={"shared": b"1"})
+    t.drop(["a"])
+    assert sorted(t._stamps) == ["shared"] and t.get("b", ["shared"]) == [b"v", b"1"]
+    fill(t, "b", stamps={"shared": b"9"})  # refilled: the newer token, still one reference
+    t.drop(["b"])
+    assert not t._stamps and not t._refs and t.nbytes == 0
+
+
+def test_the_byte_bound_counts_stamps(clock: Clock) -> None:
+    t = ttl_tier(clock, local_max_bytes=3000)
+    for i in range(50):
+        fill(t, f"k{i}", b"x" * 50, stamps={f"k{i}-r": b"t" * 200})
+        assert t.nbytes <= 3000 and t.nbytes == _counted(t)
+    assert 0 < len(t) < 10
+
+
+def test_a_stamp_missing_in_the_store_drops_its_older_copy(clock: Clock) -> None:
+    t = ttl_tier(clock)
+    fill(t, "a", stamps={"s": b"old"})
+    fill(t, "b", stamps={"s": None})  # type: ignore[dict-item]
+    assert "s" not in t._stamps and t.get("a", ["s"]) is None and t.nbytes == _counted(t)
 
 
 # -- drops -----------------------------------------------------------------------------------
@@ -256,8 +299,11 @@ def test_drop_of_a_key_and_of_a_prefix(clock: Clock) -> None:
         fill(t, key)
     t.drop(["s"])
     assert t.get("s", ()) is None and len(t) == 3
+    fill(t, "k", stamps={"ns:stamp": b"1"})
     t.drop(["ns:*"])
     assert t.get("ns:a", ()) is None and t.get("ns:b", ()) is None
+    assert t.get("k", ["ns:stamp"]) is None and "ns:stamp" not in t._stamps
+    t.drop(["k"])
     assert t.get("other:a", ()) == [b"v"] and len(t) == 1
     assert t.nbytes == len("other:a") + 1 + _local._OVERHEAD
 

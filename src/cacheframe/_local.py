@@ -1,9 +1,11 @@
 """The in-process tier: copies of a network store's values, with a bound on their staleness.
 
 Turned on by ``local_max_entries`` (a network store only). It keeps the stored bytes of
-entries and of the stamps they were sealed with (``_stamps``), by store key, bounded in
-entries and in bytes, so that a hit reads no store at all. Whether a copy may answer
-depends on what the store offers:
+entries and of the stamps they were sealed with (``_stamps``), by store key, so that a hit
+reads no store at all: at most ``local_max_entries`` entries, least recently used first
+out, and ``local_max_bytes`` in all. A stamp's copy is kept while a kept entry depends on
+it (so a hot entry's stamps never age out from under it, and hits touch only the entry).
+Whether a copy may answer depends on what the store offers:
 
 - **lease** (a store with :class:`~cacheframe.types.SupportsBroadcast`: Redis). Every
   invalidation writes its stamps and publishes their keys on a channel, acknowledged
@@ -74,8 +76,11 @@ class LocalTier:
         self.channel = channel_name(settings.prefix)
         self.observer = observer
         self.name = name
-        self._values: OrderedDict[str, tuple[bytes, float, int]] = OrderedDict()  # key: bytes, expiry, size
-        self.nbytes = 0
+        # entries: store key -> (bytes, expiry, size, the stamps it holds a reference to)
+        self._values: OrderedDict[str, tuple[bytes, float, int, tuple[str, ...]]] = OrderedDict()
+        self._stamps: dict[str, tuple[bytes, float, int]] = {}  # stamp key -> (token, expiry, size)
+        self._refs: dict[str, int] = {}  # stamp key -> kept entries referring to it
+        self.nbytes = 0  # entries and stamps
         self.applied = 0  # changes applied and resets: the ticket a read takes when it starts
         self.hits = 0
         self.bypassed = 0  # hits not answered here because the lease had run out
@@ -118,8 +123,9 @@ class LocalTier:
             self._pop(key)
             return None
         out = [found[0]]
+        kept_stamps = self._stamps
         for stamp in stamps:
-            kept = values.get(stamp)
+            kept = kept_stamps.get(stamp)
             if kept is None or kept[1] <= now:
                 return None
             out.append(kept[0])
@@ -168,32 +174,70 @@ class LocalTier:
         until = fresh_until if self.cap is None else min(fresh_until, now + self.cap)
         if until <= now:
             return
-        self._put(key, raw, until)
-        if self.mode == VALIDATE:
+        if self.mode == VALIDATE:  # the stamps are read from the store on every hit
+            self._put(key, raw, until, ())
+            self._evict()
+            return
+        held = tuple(stamps)
+        if not self._put(key, raw, until, held):
             return
         stamp_until = math.inf if self.cap is None else now + self.cap
-        for stamp, token in zip(stamps, tokens, strict=False):
-            if token is not None:
-                self._put(stamp, token, stamp_until)
+        for stamp, token in zip(held, tokens, strict=False):
+            if token is None:  # missing in the store: an older copy says nothing true
+                self._forget_stamp(stamp)
+            else:
+                self._put_stamp(stamp, token, stamp_until)
+        self._evict()
 
-    def _put(self, key: str, raw: bytes, until: float) -> None:
+    def _put(self, key: str, raw: bytes, until: float, stamps: tuple[str, ...]) -> bool:
+        """Keep an entry (replacing its copy) and refer to its stamps, bounds not enforced yet
+        (``_evict``); False when it alone is larger than the byte bound."""
+        self._pop(key)
         size = len(raw) + len(key) + _OVERHEAD
         if size > self.max_bytes:
+            return False
+        self._values[key] = (raw, until, size, stamps)
+        self.nbytes += size
+        refs = self._refs
+        for stamp in stamps:
+            refs[stamp] = refs.get(stamp, 0) + 1
+        return True
+
+    def _put_stamp(self, stamp: str, token: bytes, until: float) -> None:
+        if stamp not in self._refs:  # evicted with its last entry meanwhile
             return
-        values = self._values
-        old = values.pop(key, None)
+        self._forget_stamp(stamp)
+        size = len(token) + len(stamp) + _OVERHEAD
+        self._stamps[stamp] = (token, until, size)
+        self.nbytes += size
+
+    def _forget_stamp(self, stamp: str) -> None:
+        old = self._stamps.pop(stamp, None)
         if old is not None:
             self.nbytes -= old[2]
-        values[key] = (raw, until, size)
-        self.nbytes += size
-        while len(values) > self.max_entries or self.nbytes > self.max_bytes:
-            _, (_, _, dropped) = values.popitem(last=False)
-            self.nbytes -= dropped
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries (and the stamps only they referred to) until
+        within both bounds."""
+        values = self._values
+        while values and (len(values) > self.max_entries or self.nbytes > self.max_bytes):
+            self._release(*values.popitem(last=False))
+
+    def _release(self, key: str, kept: tuple[bytes, float, int, tuple[str, ...]]) -> None:
+        self.nbytes -= kept[2]
+        refs = self._refs
+        for stamp in kept[3]:
+            left = refs[stamp] - 1
+            if left:
+                refs[stamp] = left
+            else:
+                del refs[stamp]
+                self._forget_stamp(stamp)
 
     def _pop(self, key: str) -> None:
         old = self._values.pop(key, None)
         if old is not None:
-            self.nbytes -= old[2]
+            self._release(key, old)
 
     def drop(self, keys: Iterable[str]) -> None:
         """Forget ``keys`` (this process changed them), and void reads under way."""
@@ -202,13 +246,18 @@ class LocalTier:
                 prefix = key[:-1]
                 for kept in [k for k in self._values if k.startswith(prefix)]:
                     self._pop(kept)
+                for stamp in [k for k in self._stamps if k.startswith(prefix)]:
+                    self._forget_stamp(stamp)
             else:
                 self._pop(key)
+                self._forget_stamp(key)
         self.applied += 1
 
     def clear(self) -> None:
         """Forget every copy, and void reads under way."""
         self._values.clear()
+        self._stamps.clear()
+        self._refs.clear()
         self.nbytes = 0
         self.applied += 1
 
