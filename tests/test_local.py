@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Callable, Mapping
 
 import pytest
@@ -346,6 +347,27 @@ def test_a_read_overlapping_a_change_fills_nothing(clock: Clock, change: Callabl
     change(t)  # a change is heard while it is under way
     fill(t, "k", stamps={"s": b"old"}, ticket=ticket)  # it completes with what it read before
     assert len(t) == 0 and t.get("k", ["s"]) is None
+
+
+def test_a_change_heard_on_another_thread_never_lands_inside_a_fill(clock: Clock) -> None:
+    """A sync function's read fills on the portal loop's thread while the channel is read on the
+    app's loop: a message applied while a fill is half done (its ticket checked, nothing kept
+    yet) waits for it, then drops what it kept."""
+    t = ttl_tier(clock)
+    ticket = t.applied
+    applier = threading.Thread(target=t._on_message, args=(b"s",))
+    real_time = clock.time
+
+    def switch_threads() -> float:  # the fill asks the time after checking its ticket
+        clock.time = real_time  # type: ignore[method-assign]
+        applier.start()
+        applier.join(0.5)  # the message is applied now, unless it waits for the fill
+        return real_time()
+
+    clock.time = switch_threads  # type: ignore[method-assign]
+    t.fill(ticket, "k", b"old", real_time() + 60, ["s"], [b"old-token"])
+    applier.join()
+    assert t.get("k", ["s"]) is None
 
 
 def test_a_read_after_the_change_fills(clock: Clock) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -81,6 +82,10 @@ class LocalTier:
         self._stamps: dict[str, tuple[bytes, float, int]] = {}  # stamp key -> (token, expiry, size)
         self._refs: dict[str, int] = {}  # stamp key -> kept entries referring to it
         self.nbytes = 0  # entries and stamps
+        # Held by every change to the copies: a fill (checking its ticket, then keeping) is one
+        # step against changes heard meanwhile, even from another thread (a sync function's
+        # store calls run on the portal loop's thread; the channel is read on the app's loop).
+        self._lock = threading.Lock()
         self.applied = 0  # changes applied and resets: the ticket a read takes when it starts
         self.hits = 0
         self.bypassed = 0  # hits not answered here because the lease had run out
@@ -120,7 +125,8 @@ class LocalTier:
             return None
         now = time.time()
         if found[1] <= now:
-            self._pop(key)
+            with self._lock:
+                self._pop(key)
             return None
         out = [found[0]]
         kept_stamps = self._stamps
@@ -139,7 +145,8 @@ class LocalTier:
         if found is None:
             return None
         if found[1] <= time.time():
-            self._pop(key)
+            with self._lock:
+                self._pop(key)
             return None
         self._values.move_to_end(key)
         return found[0]
@@ -166,28 +173,29 @@ class LocalTier:
         """Keep an entry read from the store (fresh until ``fresh_until``, Unix time) and its
         stamps' tokens, unless a change was heard since the read began (``ticket``) or, in
         lease mode, nothing is listening."""
-        if ticket != self.applied:
-            return
-        if self.mode == LEASE and self._sub is None:
-            return
-        now = time.time()
-        until = fresh_until if self.cap is None else min(fresh_until, now + self.cap)
-        if until <= now:
-            return
-        if self.mode == VALIDATE:  # the stamps are read from the store on every hit
-            self._put(key, raw, until, ())
+        with self._lock:
+            if ticket != self.applied:
+                return
+            if self.mode == LEASE and self._sub is None:
+                return
+            now = time.time()
+            until = fresh_until if self.cap is None else min(fresh_until, now + self.cap)
+            if until <= now:
+                return
+            if self.mode == VALIDATE:  # the stamps are read from the store on every hit
+                self._put(key, raw, until, ())
+                self._evict()
+                return
+            held = tuple(stamps)
+            if not self._put(key, raw, until, held):
+                return
+            stamp_until = math.inf if self.cap is None else now + self.cap
+            for stamp, token in zip(held, tokens, strict=False):
+                if token is None:  # missing in the store: an older copy says nothing true
+                    self._forget_stamp(stamp)
+                else:
+                    self._put_stamp(stamp, token, stamp_until)
             self._evict()
-            return
-        held = tuple(stamps)
-        if not self._put(key, raw, until, held):
-            return
-        stamp_until = math.inf if self.cap is None else now + self.cap
-        for stamp, token in zip(held, tokens, strict=False):
-            if token is None:  # missing in the store: an older copy says nothing true
-                self._forget_stamp(stamp)
-            else:
-                self._put_stamp(stamp, token, stamp_until)
-        self._evict()
 
     def _put(self, key: str, raw: bytes, until: float, stamps: tuple[str, ...]) -> bool:
         """Keep an entry (replacing its copy) and refer to its stamps, bounds not enforced yet
@@ -241,25 +249,27 @@ class LocalTier:
 
     def drop(self, keys: Iterable[str]) -> None:
         """Forget ``keys`` (this process changed them), and void reads under way."""
-        for key in keys:
-            if key.endswith("*"):
-                prefix = key[:-1]
-                for kept in [k for k in self._values if k.startswith(prefix)]:
-                    self._pop(kept)
-                for stamp in [k for k in self._stamps if k.startswith(prefix)]:
-                    self._forget_stamp(stamp)
-            else:
-                self._pop(key)
-                self._forget_stamp(key)
-        self.applied += 1
+        with self._lock:
+            for key in keys:
+                if key.endswith("*"):
+                    prefix = key[:-1]
+                    for kept in [k for k in self._values if k.startswith(prefix)]:
+                        self._pop(kept)
+                    for stamp in [k for k in self._stamps if k.startswith(prefix)]:
+                        self._forget_stamp(stamp)
+                else:
+                    self._pop(key)
+                    self._forget_stamp(key)
+            self.applied += 1
 
     def clear(self) -> None:
         """Forget every copy, and void reads under way."""
-        self._values.clear()
-        self._stamps.clear()
-        self._refs.clear()
-        self.nbytes = 0
-        self.applied += 1
+        with self._lock:
+            self._values.clear()
+            self._stamps.clear()
+            self._refs.clear()
+            self.nbytes = 0
+            self.applied += 1
 
     def __len__(self) -> int:
         return len(self._values)
