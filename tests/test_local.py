@@ -534,3 +534,14 @@ async def test_close_forgets_everything(clock: Clock) -> None:
     fill(t, "k")
     await t.close()
     assert len(t) == 0 and sub.closed and t._proven == -math.inf
+
+
+def test_local_ttl_counts_from_when_the_read_began(clock: Clock) -> None:
+    """ttl mode's bound is local_ttl after the store was read, not after the (slow) read ended."""
+    t = ttl_tier(clock, local_ttl=5.0)
+    read_at = clock.time()
+    clock.advance(3.0)  # a slow read
+    t.fill(t.applied, "k", b"v", clock.time() + 60, ["s"], [b"tok"], read_at)
+    assert t.get("k", ["s"]) is not None
+    clock.advance(2.5)  # 5.5 s after the read began
+    assert t.get("k", ["s"]) is None

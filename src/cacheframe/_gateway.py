@@ -162,14 +162,20 @@ class StoreGateway:
         self.broadcast: SupportsBroadcast | None = backend if isinstance(backend, SupportsBroadcast) else None
         self.channel = f"{settings.prefix}:!inv"
         self.local: LocalTier | None = None
+        local_set = [
+            name
+            for name, spec in type(settings).model_fields.items()
+            if name.startswith("local_") and getattr(settings, name) != spec.default
+        ]
+        if self.in_process and local_set:
+            named = ", ".join(f"{n}={getattr(settings, n)!r} (CACHEFRAME_{n.upper()})" for n in local_set)
+            raise ConfigurationError(
+                f"{name}: {named} ask for an "
+                f"in-process tier in front of a network store, but {type(backend).__name__} is "
+                "in-process already; remove them (local_max_entries=0 turns the tier off), or use a "
+                "network store (redis://, memcached://)"
+            )
         if settings.local_max_entries:
-            if self.in_process:
-                raise ConfigurationError(
-                    f"{name}: local_max_entries={settings.local_max_entries} asks for an in-process tier "
-                    f"in front of {type(backend).__name__}, which is in-process already; set "
-                    "local_max_entries=0 (CACHEFRAME_LOCAL_MAX_ENTRIES), or use a network store "
-                    "(redis://, memcached://)"
-                )
             self.local = LocalTier(backend, settings, observer, name)
         self.tier = stats.TIER_STORE  # where the last read answered from (for the hit's label)
 
@@ -360,15 +366,22 @@ class StoreGateway:
         reading[slot] = None
         found: Stamped = (None, [None] * len(stamps))
         local = self.local
+        tier = stats.TIER_STORE
         try:
             if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
                 found = (CIRCUIT_OPEN, _NO_TOKENS)
                 return found
-            ticket = 0 if local is None else local.applied
+            kept = None
+            if local is not None:
+                ticket, read_at = local.applied, time.time()
+                if local.serves:
+                    local.trusted()  # (a lease: starts the channel on this loop if none runs yet)
+                else:
+                    kept = local.entry(key)
             try:
-                kept = None if local is None or local.serves else local.entry(key)
                 if kept is not None:  # validate mode: the entry is here, its stamps are read
                     values = [kept, *await self._read_stamps(stamps)]
+                    tier = stats.TIER_LOCAL
                 elif self._stamped is not None:
                     values = await self._stamped.read_stamped(key, stamps)
                 else:
@@ -379,11 +392,11 @@ class StoreGateway:
                 return found
             entry = self._got(key, values[0])
             found = (entry, values[1:])
-            if local is not None and entry is not None and values[0] is not None:
-                local.fill(ticket, key, values[0], entry.created + entry.ttl, stamps, values[1:])
+            if local is not None and kept is None and entry is not None and values[0] is not None:
+                local.fill(ticket, key, values[0], entry.created + entry.ttl, stamps, values[1:], read_at)
             return found
         finally:
-            self.tier = stats.TIER_STORE
+            self.tier = tier
             # followers get what the read found; a cancelled or raising read hands them a miss
             for waiter in reading.pop(slot, None) or ():
                 if not waiter.done():

@@ -178,10 +178,12 @@ class LocalTier:
         fresh_until: float,
         stamps: Sequence[str],
         tokens: Sequence[bytes | None],
+        read_at: float | None = None,
     ) -> None:
         """Keep an entry read from the store (fresh until ``fresh_until``, Unix time) and its
         stamps' tokens, unless a change was heard since the read began (``ticket``) or, in
-        lease mode, nothing is listening."""
+        lease mode, nothing is listening. ``local_ttl`` counts from ``read_at``, when the
+        read began (default: now)."""
         with self._lock:
             if ticket < self._floor:
                 return
@@ -193,7 +195,8 @@ class LocalTier:
             if self.mode == LEASE and self._sub is None:
                 return
             now = time.time()
-            until = fresh_until if self.cap is None else min(fresh_until, now + self.cap)
+            born = now if read_at is None else min(read_at, now)
+            until = fresh_until if self.cap is None else min(fresh_until, born + self.cap)
             if until <= now:
                 return
             if self.mode == VALIDATE:  # the stamps are read from the store on every hit
@@ -203,7 +206,7 @@ class LocalTier:
             held = tuple(stamps)
             if not self._put(key, raw, until, held):
                 return
-            stamp_until = math.inf if self.cap is None else now + self.cap
+            stamp_until = math.inf if self.cap is None else born + self.cap
             for stamp, token in zip(held, tokens, strict=False):
                 if token is None:  # missing in the store: an older copy says nothing true
                     self._forget_stamp(stamp)

@@ -154,6 +154,9 @@ def test_memory_store_with_a_local_tier_is_a_clear_error(monkeypatch: pytest.Mon
     with pytest.raises(ConfigurationError, match="CACHEFRAME_LOCAL_MAX_ENTRIES"):
         cacheframe.configure(url="memory://")
     assert Cache(url="memory://", local_max_entries=0)._gateway.local is None
+    for option in ({"local_max_staleness": 0.5}, {"local_max_bytes": 1024}, {"local_ttl": 5.0}):
+        with pytest.raises(ConfigurationError, match=f"{next(iter(option))}.*in-process already"):
+            Cache(url="memory://", **option)  # type: ignore[arg-type]
 
 
 def _view_app(cache: Cache, runs: list[int], fast: bool = False) -> FastAPI:
@@ -668,6 +671,7 @@ async def test_memcached_validate_mode(memcached_server: MemcachedServer) -> Non
     assert after["get_hits"] - before["get_hits"] == stamps  # its stamps, not its entry
     assert after["get_misses"] - before["get_misses"] <= 1  # the stampless entry key of the read
     assert entry_key in tier._values
+    assert any(reason == "local" for (_, outcome, reason) in a.stats.requests if outcome == "hit")
     for round_ in range(1, 11):
         _DATA[key] = f"v{round_}"
         await fb.invalidate(key)
