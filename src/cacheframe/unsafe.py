@@ -23,7 +23,7 @@ import logging
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from pydantic import TypeAdapter
 from starlette.responses import Response
@@ -40,6 +40,7 @@ METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DONE = "cacheframe.invalidated"  # a scope key: this request's path was invalidated already
 _GROUPS = b"cache-group-invalidation"
 _MAX_GROUPS = 32
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def succeeded(value: Any, route: Any, sub: Response | None) -> bool:
@@ -190,20 +191,38 @@ def groups(value: bytes) -> list[str]:
 
 
 def _targets(headers: Iterable[tuple[bytes, bytes]], scope: Any) -> list[str]:
-    """The paths of ``Location`` and ``Content-Location`` that point into this app."""
+    """The paths, as the app sees them (percent-decoded, like the ASGI ``path``), of the
+    ``Location`` and ``Content-Location`` that point into this app: relative, or on the
+    request's host and port (a scheme's default port spelt out or not). Malformed ones are
+    left out."""
     host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
     base = f"{scope.get('scheme', 'http')}://{host or 'request.invalid'}{scope['path']}"
-    origin = urlsplit(base).netloc
+    try:
+        origin = _origin(urlsplit(base))
+    except ValueError:  # a Host header that is no host[:port]: only relative targets are ours
+        origin = None
     paths = []
     for name, value in headers:
         if name not in (b"location", b"content-location"):
             continue
-        target = urlsplit(urljoin(base, value.decode("latin-1").strip()))
-        if target.scheme not in ("http", "https") or target.netloc.lower() != origin.lower():
-            continue  # another origin's resource: not this cache's to invalidate
+        try:
+            target = urlsplit(urljoin(base, value.decode("latin-1").strip()))
+            if target.scheme not in ("http", "https") or _origin(target) != origin:
+                continue  # another origin's resource: not this cache's to invalidate
+        except ValueError:  # not a URL (a bad port, an unclosed IPv6 literal)
+            continue
         if target.path:
-            paths.append(target.path)
+            paths.append(unquote(target.path))
     return paths
+
+
+def _origin(url: SplitResult) -> tuple[str, int | None]:
+    """The host and port of ``url``, the port None when it is its scheme's default (a TLS
+    proxy in front makes ``https://host/`` and the app's ``http://host/`` the same origin)."""
+    port = url.port
+    if port == _DEFAULT_PORTS.get(url.scheme):
+        port = None
+    return (url.hostname or "").rstrip("."), port
 
 
 class UnsafeInvalidation:
