@@ -746,6 +746,9 @@ class Binding:
     # The names of the path parameters of the routes serving this view, as requests showed
     # them (a view's resource is its path parameters: ``view.invalidate`` checks against them).
     path_names: set[tuple[str, ...]] = field(default_factory=set, compare=False, hash=False)
+    # The field FastAPI validates each path parameter with on those routes (by its name in the
+    # path): ``view.invalidate(user_id="5")`` converts by it, as the request did.
+    path_fields: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # What this function showed it does: RESULT_TAGS once it tagged a result.
     learned: set[str] = field(default_factory=set, compare=False, hash=False)
 

@@ -32,6 +32,7 @@ from starlette.routing import Match
 from ._engine import Bindable, Binding, Engine
 from ._stamps import check_tag
 from .exceptions import CacheframeError, ConfigurationError
+from .routes import path_values, route_info, validated
 
 __all__ = ["METHODS", "UnsafeInvalidation", "as_annotated", "invalidate", "resource_stamp", "succeeded"]
 
@@ -58,7 +59,7 @@ def as_annotated(func: Callable[..., Any], name: str, value: Any) -> Any:
     """``value`` as the parameter ``name`` of ``func`` receives it (validated by its
     annotation, laxly, as FastAPI does), or as given when the annotation does not say."""
     try:
-        annotation = typing.get_type_hints(func).get(name)
+        annotation = typing.get_type_hints(func, include_extras=True).get(name)
     except Exception:  # unresolvable annotations: the resource is named as given
         return value
     if annotation is None:
@@ -69,14 +70,29 @@ def as_annotated(func: Callable[..., Any], name: str, value: Any) -> Any:
         return value
 
 
-def resource_stamp(binding: Binding, func: Callable[..., Any], params: Mapping[str, Any]) -> str:
-    """The stamp of a view's resource named by its path parameters (converted as the view
-    receives them); the namespace's stamp, all of the view, when there are none."""
+def resource_stamp(
+    binding: Binding, func: Callable[..., Any], params: Mapping[str, Any], *, received: bool = False
+) -> str:
+    """The stamp of a view's resource named by its path parameters (``received``: already as
+    the view's route receives them, else converted so: by the field requests to it were
+    validated with, else by the view's annotation); the namespace's stamp, all of the view,
+    when there are none."""
     stamps = binding.engine.stamps
     if not params:
         return stamps.namespace(binding.namespace)
-    values = {name: as_annotated(func, name, value) for name, value in params.items()}
+    values = (
+        dict(params)
+        if received
+        else {name: _as_received(binding, func, name, v) for name, v in params.items()}
+    )
     return stamps.resource(binding.namespace, stamps.params_identity(values))
+
+
+def _as_received(binding: Binding, func: Callable[..., Any], name: str, value: Any) -> Any:
+    field = binding.path_fields.get(name)
+    if field is not None:
+        return validated(field, name, value)
+    return as_annotated(func, name, value)
 
 
 async def invalidate(scope: Any, also: Sequence[str] = ()) -> int:
@@ -89,10 +105,11 @@ async def invalidate(scope: Any, also: Sequence[str] = ()) -> int:
         if path in done:
             continue
         done.add(path)
-        for decorator, func, params in _get_routes(scope, path):
+        for decorator, func, values in _get_routes(scope, path):
             binding = decorator.bind(func)
+            stamp = resource_stamp(binding, func, values, received=True)
             try:
-                await binding.engine.invalidate([resource_stamp(binding, func, params)], binding.stats_name)
+                await binding.engine.invalidate([stamp], binding.stats_name)
             except CacheframeError as exc:  # the store failed; the request succeeded anyway
                 log.warning(
                     "cacheframe: invalidating %s after a %s failed: %s",
@@ -131,11 +148,16 @@ def _collect(routes: Any, probe: dict[str, Any], found: list[tuple[Bindable, Any
             _collect(candidates() if callable(candidates) else candidates, probe, found)
             continue
         match, child = route.matches(dict(probe))
+        if match is not Match.FULL:
+            continue
         endpoint = getattr(route, "endpoint", None)
         decorator = getattr(endpoint, "__cacheframe__", None)
         func = getattr(endpoint, "__wrapped__", None)
-        if match is Match.FULL and decorator is not None and func is not None:
-            found.append((decorator, func, dict(child.get("path_params") or {})))
+        if decorator is not None and func is not None:
+            # The path parameters as a GET would hand them to the view (and its dependencies).
+            found.append((decorator, func, path_values(route_info(route), child.get("path_params") or {})))
+        elif getattr(route, "routes", None):  # a mount (a sub-application, a router): below its prefix
+            _collect(route.routes, {**probe, **child}, found)
 
 
 def decorated_engines(app: Any) -> list[Engine]:
@@ -242,9 +264,14 @@ class UnsafeInvalidation:
             await self.app(scope, receive, send)
             return
 
+        scope.setdefault(_DONE, set())  # shared with the copy: a decorated route's work counts
+        # The request as this app received it: a mounted sub-application rewrites "app" and
+        # "root_path" in the scope it shares, and would narrow the search to its own routes.
+        request = dict(scope)
+
         async def send_after_invalidating(message: Any) -> None:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
-                await self._invalidate(scope, message.get("headers") or [])
+                await self._invalidate(request, message.get("headers") or [])
             await send(message)
 
         await self.app(scope, receive, send_after_invalidating)
