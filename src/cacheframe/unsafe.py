@@ -40,7 +40,7 @@ log = logging.getLogger("cacheframe.unsafe")
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DONE = "cacheframe.invalidated"  # a scope key: this request's path was invalidated already
 _GROUPS = b"cache-group-invalidation"
-_MAX_GROUPS = 32
+_MAX_GROUPS = 1024  # per response: the header is the app's own, this only bounds a runaway one
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -184,7 +184,7 @@ def decorated_engines(app: Any) -> list[Engine]:
 
 def groups(value: bytes) -> list[str]:
     """The group names of a ``Cache-Group-Invalidation`` value: an RFC 8941 List of Strings
-    (other members, and more than 32 names, are ignored)."""
+    (other members are ignored, and names beyond the first 1024)."""
     names: list[str] = []
     text = value.decode("latin-1")
     i, n = 0, len(text)
@@ -282,12 +282,13 @@ class UnsafeInvalidation:
         except Exception as exc:  # never fail an answered unsafe request
             log.error("cacheframe: invalidating after a %s failed", scope["method"], exc_info=exc)
         names = [name for key, value in headers if key == _GROUPS for name in groups(value)]
-        if not names:
-            return
-        try:
-            tags = [check_tag(name) for name in names]
-        except ConfigurationError as exc:
-            log.warning("cacheframe: ignoring a Cache-Group-Invalidation header: %s", exc)
+        tags = []
+        for name in dict.fromkeys(names):
+            try:
+                tags.append(check_tag(name))
+            except ConfigurationError as exc:  # no entry can have this tag: the others still count
+                log.warning("cacheframe: ignoring a Cache-Group-Invalidation group: %s", exc)
+        if not tags:
             return
         if self._engines is None:
             self._engines = decorated_engines(scope.get("app"))
