@@ -207,7 +207,7 @@ async def call_async(
         return value
     # A cached computation calling this one (``outer``) gets a fresh value, never a stale one:
     # it would store it as fresh, under the tokens of now, and outlive the refresh.
-    usable = state == EXPIRED or state == STALE
+    usable = state in (EXPIRED, STALE)
     stale = engine.usable_on_error(binding, found) if usable and found is not None else None
     return await engine.fill(binding, key, call, stale, reread=True, sealing=sealing)
 
