@@ -772,3 +772,110 @@ def test_write_in_another_process_during_a_get_miss(cache_url: str) -> None:
         assert client_a.get("/items/café").json() == {"name": "new"}
     asyncio.run(cache_a.close())
     asyncio.run(cache_b.close())
+
+
+async def test_pages_joining_one_helper_computation_are_all_tagged(cache_url: str) -> None:
+    """Two cached functions call load_item(3) at once: one computes it, the other waits for
+    that computation (single flight). The helper tags its result "item:3" while it runs:
+    both callers must be tagged with it."""
+    cache = _cache(cache_url)
+    entered, release = asyncio.Event(), asyncio.Event()
+    source = {"3": "old"}
+
+    @cache.cache(ttl=60, namespace="helper")
+    async def load_item(item_id: int) -> str:
+        tag(f"item:{item_id}")
+        entered.set()
+        await release.wait()
+        return source[str(item_id)]
+
+    @cache.cache(ttl=60, namespace="page_a")
+    async def page_a() -> str:
+        return await load_item(3)
+
+    @cache.cache(ttl=60, namespace="page_b")
+    async def page_b() -> str:
+        return await load_item(3)
+
+    async def settle(page: Any) -> None:  # learn, then create, the tag epoch
+        for _ in range(2):
+            await cache.clear("helper")
+            release.set()
+            await page()
+
+    await settle(page_a)
+    await settle(page_b)
+    await cache.clear()
+    release.clear()
+    first = asyncio.create_task(page_a())
+    await entered.wait()
+    second = asyncio.create_task(page_b())
+    await asyncio.sleep(0.05)  # page_b's call joins load_item(3)'s flight
+    release.set()
+    assert await first == await second == "old"
+    assert await page_a() == await page_b() == "old"  # both stored: hits
+    source["3"] = "new"
+    await cache.invalidate_tags("item:3")
+    try:
+        assert await page_a() == "new"
+        assert await page_b() == "new"
+    finally:
+        await cache.close()
+
+
+async def test_page_waiting_for_another_process_helper_is_tagged(cache_url: str) -> None:
+    """Process B computes load_item(3) under the store lock; process A's page calls it
+    meanwhile and waits for B's entry. The tag B's helper took must tag A's page."""
+    if cache_url == "memory://":
+        pytest.skip("two processes cannot share an in-process store")
+    prefix = f"w{uuid.uuid4().hex[:8]}"
+    # Every miss of either takes the store lock (however cheap the computation was so far).
+    cache_a, cache_b = (
+        Cache(cache_url, prefix=prefix, timeout=5.0, stampede_lock_min_cost=0) for _ in range(2)
+    )
+    entered, release = asyncio.Event(), asyncio.Event()
+    source = {"3": "old"}
+
+    def helper(cache: Cache, slow: bool) -> Any:
+        @cache.cache(ttl=60, namespace="helper")
+        async def load_item(item_id: int) -> str:
+            tag(f"item:{item_id}")
+            calls["slow" if slow else "fast"] += 1
+            if slow:
+                entered.set()
+                await release.wait()
+            return source.get(str(item_id), "old")
+
+        return load_item
+
+    load_a, load_b = helper(cache_a, False), helper(cache_b, True)
+
+    @cache_a.cache(ttl=60, namespace="page")
+    async def page() -> str:
+        return await load_a(3)
+
+    for _ in range(2):  # A learns and creates the tag epoch; B learns that its helper tags
+        await cache_a.clear("helper")
+        await cache_a.clear("page")
+        await page()
+        release.set()
+        await load_b(4)
+    await cache_a.clear("helper")  # (a whole clear() would drop the tag epoch too)
+    await cache_a.clear("page")
+    release.clear()
+    entered.clear()
+    computing = asyncio.create_task(load_b(3))
+    await entered.wait()
+    waiting = asyncio.create_task(page())
+    await asyncio.sleep(0.1)
+    release.set()
+    assert await computing == await waiting == "old"
+    assert calls["fast"] == 2  # A's helper did not run for item 3: A waited for B's entry
+    try:
+        assert await page() == "old"
+        source["3"] = "new"
+        await cache_b.invalidate_tags("item:3")
+        assert await page() == "new"
+    finally:
+        await cache_a.close()
+        await cache_b.close()
