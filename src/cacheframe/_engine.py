@@ -421,6 +421,7 @@ class Engine:
                 else:
                     if use_store:
                         self.observer.on_collapsed(binding.stats_name)
+                    _tag_caller(shared)
                     return answer
             seal = await self.seal(sealing) if use_store else NO_SEAL
             return (await self._compute(binding, key, producer, stale, use_store, None, seal, sealing))[0]
@@ -439,7 +440,7 @@ class Engine:
             lock = StoreLock(self.gateway, key)
             try:
                 held, current = await lock.acquire(reread)
-                entry = current if _fresh(current) and _sealed_with(current, seal) else None
+                entry = current if _fresh(current) and await self._taken(current, seal) else None
                 label = HIT  # found in the store on the re-read
                 if entry is None and not held:  # another process computes: wait for its entry
                     entry = await self._wait_for_entry(key, seal)
@@ -455,6 +456,7 @@ class Engine:
                             self.observer.on_hit(binding.stats_name, stats.TIER_STORE)
                         else:
                             self.observer.on_collapsed(binding.stats_name)
+                        _tag_caller(entry)
                         return answer
                 answer, result = await self._compute(
                     binding, key, producer, stale, use_store, lock, seal, sealing
@@ -685,9 +687,35 @@ class Engine:
         while loop.time() < deadline:
             await asyncio.sleep(_POLL)
             entry = await self.gateway.read_once(key)
-            if _fresh(entry) and _sealed_with(entry, seal):
+            if _fresh(entry) and await self._taken(entry, seal):
                 return entry
         return None
+
+    async def _taken(self, entry: Entry, seal: Seal | None) -> bool:
+        """Whether a fresh entry found in the store may answer this caller as its own: sealed
+        with the tokens this caller read (``seal``: None, never), and, when it took tags from
+        its result, holding those tags' current tokens (another process's computation took
+        them; they may have been invalidated since it stored the entry)."""
+        if seal is None:
+            return False
+        own = entry.seal
+        if own.deps != seal.deps or own.hard != seal.hard or own.soft != seal.soft:
+            return False
+        if not own.tags:
+            return True
+        tokens = await self.result_tag_tokens(entry)
+        if any(token is None for token in tokens):
+            return False
+        n = len(own.tags)
+        return own.tag_hard == b"".join(tokens[:n]) and own.tag_soft == b"".join(tokens[n:])  # type: ignore[arg-type]
+
+
+def _tag_caller(entry: Entry) -> None:
+    """An entry computed elsewhere (in flight here, or by another process) answers this call:
+    a cached computation running here and calling it depends on the tags that entry took
+    from its result, as if the call had computed them itself."""
+    if entry.seal.tags:
+        _stamps.tag(*entry.seal.tags)
 
 
 def _follows(entry: Entry, sealing: Sealing | None) -> bool:
@@ -707,13 +735,6 @@ def _follows(entry: Entry, sealing: Sealing | None) -> bool:
         if token is not None and sealed[i * size : (i + 1) * size] != token:
             return False
     return True
-
-
-def _sealed_with(entry: Entry, seal: Seal | None) -> bool:
-    """Whether ``entry`` was sealed as this caller would seal its own (None: never)."""
-    if seal is None:
-        return False
-    return entry.seal == seal
 
 
 def _fresh(entry: Read) -> TypeGuard[Entry]:
@@ -746,6 +767,9 @@ class Binding:
     # The names of the path parameters of the routes serving this view, as requests showed
     # them (a view's resource is its path parameters: ``view.invalidate`` checks against them).
     path_names: set[tuple[str, ...]] = field(default_factory=set, compare=False, hash=False)
+    # The field FastAPI validates each path parameter with on those routes (by its name in the
+    # path): ``view.invalidate(user_id="5")`` converts by it, as the request did.
+    path_fields: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # What this function showed it does: RESULT_TAGS once it tagged a result.
     learned: set[str] = field(default_factory=set, compare=False, hash=False)
 

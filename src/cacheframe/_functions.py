@@ -193,7 +193,7 @@ async def call_async(
     if state == DOWN:
         engine.observer.on_bypass(binding.stats_name, down(found) or stats.STORE_DOWN)
         return await engine.fill(binding, key, call, None, use_store=False)
-    if state in (STALE, SOFT):
+    if state in (STALE, SOFT) and outer is None:
         reason = stats.WHILE_REVALIDATE if state == STALE else stats.SOFT_INVALIDATION
         try:
             value, refresh = engine.serve_stale(binding, key, found, call, reason)
@@ -205,7 +205,10 @@ async def call_async(
             _background.add(task)
             task.add_done_callback(_background.discard)
         return value
-    stale = engine.usable_on_error(binding, found) if state == EXPIRED and found is not None else None
+    # A cached computation calling this one (``outer``) gets a fresh value, never a stale one:
+    # it would store it as fresh, under the tokens of now, and outlive the refresh.
+    usable = state in (EXPIRED, STALE)
+    stale = engine.usable_on_error(binding, found) if usable and found is not None else None
     return await engine.fill(binding, key, call, stale, reread=True, sealing=sealing)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import fastpath
+from .exceptions import ConfigurationError
 from .unsafe import UnsafeInvalidation
 
 __all__ = ["install"]
@@ -21,6 +22,11 @@ def install(app: Any, *, fast_path: bool = True, invalidate_unsafe: bool = True)
     - ``fast_path``: serve eligible hits before FastAPI's routing
       (:func:`cacheframe.fastpath.install`).
     """
+    if getattr(app, "middleware_stack", None) is not None:  # built on the first request, or startup
+        raise ConfigurationError(
+            "cacheframe.install(app) must be called before the app starts serving: its middleware "
+            "stack is built already, so the middleware would never run"
+        )
     if invalidate_unsafe and not any(m.cls is UnsafeInvalidation for m in app.user_middleware):
         from starlette.middleware import Middleware
 

@@ -47,7 +47,7 @@ from ._stamps import Deps, collecting, tag
 from .envelope import ResponseEntry
 from .exceptions import BackendError, EntryError
 from .policy import Policy, tag_header_value
-from .routes import RouteInfo, effective_route, route_info
+from .routes import RouteInfo, effective_route, path_values, route_info
 
 __all__ = ["ReplayResponse", "serve"]
 
@@ -170,7 +170,7 @@ async def serve(
                     stats.STACKED_ARGUMENTS,
                 )
             key += "~" + arguments
-        deps = _deps(binding, scope, kwargs, key)
+        deps = _deps(binding, scope, kwargs, key, info)
         state = EXPIRED  # request no-cache: look no further, fill (and store) anew
         entry: Any = None
         checked = scope.get(CHECKED)
@@ -275,19 +275,24 @@ def _bypass_reason(
 _NOT_RUN, _RUNNING, _RETURNED = "not run", "running", "returned"
 
 
-def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str) -> Deps:
+def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str, info: RouteInfo) -> Deps:
     """The stamps an entry of this request depends on: the cache's and the view's, its resource
-    (the path parameters, by the values the view receives) and its tags (the view's
-    templates, filled from its arguments). Kept by store key for the fast path."""
+    (the path parameters, by the values the route's code receives: ``routes.path_values``)
+    and its tags (the view's templates, filled from its arguments). Kept by store key for
+    the fast path."""
     engine = binding.engine
     path_params = scope.get("path_params")
     resource = None
     if path_params:
-        params = {name: kwargs.get(name, raw) for name, raw in path_params.items()}
+        params = path_values(info, path_params, kwargs)
         resource = engine.stamps.params_identity(params)
         names = tuple(sorted(params))
         if names not in binding.path_names:
             binding.path_names.add(names)
+            for name in names:
+                field = info.path_fields.get(name)
+                if field is not None:
+                    binding.path_fields.setdefault(name, field[1])
     tags = [template.format_map(kwargs) for template in binding.policy.tags]
     deps = engine.stamps.deps(binding.namespace, resource, tags, binding.tags_results)
     engine.remember_deps(key, deps)

@@ -241,7 +241,10 @@ class Decorator:
             if not args and not kwargs:
                 await engine.invalidate([stamps.namespace(binding.namespace)], binding.stats_name)
                 return
-            unknown = sorted(set(kwargs) - set(signature.parameters))
+            # A view's path parameters may go by another name than its own parameters' (an
+            # alias) or be read by a dependency only: the names requests showed count too.
+            known = set(signature.parameters).union(*binding.path_names)
+            unknown = sorted(set(kwargs) - known)
             if unknown:
                 raise ConfigurationError(
                     f"{binding.qualname}.invalidate(): no parameter {', '.join(map(repr, unknown))}; "

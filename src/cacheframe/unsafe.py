@@ -23,7 +23,7 @@ import logging
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from pydantic import TypeAdapter
 from starlette.responses import Response
@@ -32,6 +32,7 @@ from starlette.routing import Match
 from ._engine import Bindable, Binding, Engine
 from ._stamps import check_tag
 from .exceptions import CacheframeError, ConfigurationError
+from .routes import path_values, route_info, validated
 
 __all__ = ["METHODS", "UnsafeInvalidation", "as_annotated", "invalidate", "resource_stamp", "succeeded"]
 
@@ -39,7 +40,8 @@ log = logging.getLogger("cacheframe.unsafe")
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DONE = "cacheframe.invalidated"  # a scope key: this request's path was invalidated already
 _GROUPS = b"cache-group-invalidation"
-_MAX_GROUPS = 32
+_MAX_GROUPS = 1024  # per response: the header is the app's own, this only bounds a runaway one
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def succeeded(value: Any, route: Any, sub: Response | None) -> bool:
@@ -57,7 +59,7 @@ def as_annotated(func: Callable[..., Any], name: str, value: Any) -> Any:
     """``value`` as the parameter ``name`` of ``func`` receives it (validated by its
     annotation, laxly, as FastAPI does), or as given when the annotation does not say."""
     try:
-        annotation = typing.get_type_hints(func).get(name)
+        annotation = typing.get_type_hints(func, include_extras=True).get(name)
     except Exception:  # unresolvable annotations: the resource is named as given
         return value
     if annotation is None:
@@ -68,14 +70,29 @@ def as_annotated(func: Callable[..., Any], name: str, value: Any) -> Any:
         return value
 
 
-def resource_stamp(binding: Binding, func: Callable[..., Any], params: Mapping[str, Any]) -> str:
-    """The stamp of a view's resource named by its path parameters (converted as the view
-    receives them); the namespace's stamp, all of the view, when there are none."""
+def resource_stamp(
+    binding: Binding, func: Callable[..., Any], params: Mapping[str, Any], *, received: bool = False
+) -> str:
+    """The stamp of a view's resource named by its path parameters (``received``: already as
+    the view's route receives them, else converted so: by the field requests to it were
+    validated with, else by the view's annotation); the namespace's stamp, all of the view,
+    when there are none."""
     stamps = binding.engine.stamps
     if not params:
         return stamps.namespace(binding.namespace)
-    values = {name: as_annotated(func, name, value) for name, value in params.items()}
+    values = (
+        dict(params)
+        if received
+        else {name: _as_received(binding, func, name, v) for name, v in params.items()}
+    )
     return stamps.resource(binding.namespace, stamps.params_identity(values))
+
+
+def _as_received(binding: Binding, func: Callable[..., Any], name: str, value: Any) -> Any:
+    field = binding.path_fields.get(name)
+    if field is not None:
+        return validated(field, name, value)
+    return as_annotated(func, name, value)
 
 
 async def invalidate(scope: Any, also: Sequence[str] = ()) -> int:
@@ -88,10 +105,11 @@ async def invalidate(scope: Any, also: Sequence[str] = ()) -> int:
         if path in done:
             continue
         done.add(path)
-        for decorator, func, params in _get_routes(scope, path):
+        for decorator, func, values in _get_routes(scope, path):
             binding = decorator.bind(func)
+            stamp = resource_stamp(binding, func, values, received=True)
             try:
-                await binding.engine.invalidate([resource_stamp(binding, func, params)], binding.stats_name)
+                await binding.engine.invalidate([stamp], binding.stats_name)
             except CacheframeError as exc:  # the store failed; the request succeeded anyway
                 log.warning(
                     "cacheframe: invalidating %s after a %s failed: %s",
@@ -130,11 +148,16 @@ def _collect(routes: Any, probe: dict[str, Any], found: list[tuple[Bindable, Any
             _collect(candidates() if callable(candidates) else candidates, probe, found)
             continue
         match, child = route.matches(dict(probe))
+        if match is not Match.FULL:
+            continue
         endpoint = getattr(route, "endpoint", None)
         decorator = getattr(endpoint, "__cacheframe__", None)
         func = getattr(endpoint, "__wrapped__", None)
-        if match is Match.FULL and decorator is not None and func is not None:
-            found.append((decorator, func, dict(child.get("path_params") or {})))
+        if decorator is not None and func is not None:
+            # The path parameters as a GET would hand them to the view (and its dependencies).
+            found.append((decorator, func, path_values(route_info(route), child.get("path_params") or {})))
+        elif getattr(route, "routes", None):  # a mount (a sub-application, a router): below its prefix
+            _collect(route.routes, {**probe, **child}, found)
 
 
 def decorated_engines(app: Any) -> list[Engine]:
@@ -161,7 +184,7 @@ def decorated_engines(app: Any) -> list[Engine]:
 
 def groups(value: bytes) -> list[str]:
     """The group names of a ``Cache-Group-Invalidation`` value: an RFC 8941 List of Strings
-    (other members, and more than 32 names, are ignored)."""
+    (other members are ignored, and names beyond the first 1024)."""
     names: list[str] = []
     text = value.decode("latin-1")
     i, n = 0, len(text)
@@ -190,20 +213,38 @@ def groups(value: bytes) -> list[str]:
 
 
 def _targets(headers: Iterable[tuple[bytes, bytes]], scope: Any) -> list[str]:
-    """The paths of ``Location`` and ``Content-Location`` that point into this app."""
+    """The paths, as the app sees them (percent-decoded, like the ASGI ``path``), of the
+    ``Location`` and ``Content-Location`` that point into this app: relative, or on the
+    request's host and port (a scheme's default port spelt out or not). Malformed ones are
+    left out."""
     host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
     base = f"{scope.get('scheme', 'http')}://{host or 'request.invalid'}{scope['path']}"
-    origin = urlsplit(base).netloc
+    try:
+        origin = _origin(urlsplit(base))
+    except ValueError:  # a Host header that is no host[:port]: only relative targets are ours
+        origin = None
     paths = []
     for name, value in headers:
         if name not in (b"location", b"content-location"):
             continue
-        target = urlsplit(urljoin(base, value.decode("latin-1").strip()))
-        if target.scheme not in ("http", "https") or target.netloc.lower() != origin.lower():
-            continue  # another origin's resource: not this cache's to invalidate
+        try:
+            target = urlsplit(urljoin(base, value.decode("latin-1").strip()))
+            if target.scheme not in ("http", "https") or _origin(target) != origin:
+                continue  # another origin's resource: not this cache's to invalidate
+        except ValueError:  # not a URL (a bad port, an unclosed IPv6 literal)
+            continue
         if target.path:
-            paths.append(target.path)
+            paths.append(unquote(target.path))
     return paths
+
+
+def _origin(url: SplitResult) -> tuple[str, int | None]:
+    """The host and port of ``url``, the port None when it is its scheme's default (a TLS
+    proxy in front makes ``https://host/`` and the app's ``http://host/`` the same origin)."""
+    port = url.port
+    if port == _DEFAULT_PORTS.get(url.scheme):
+        port = None
+    return (url.hostname or "").rstrip("."), port
 
 
 class UnsafeInvalidation:
@@ -223,9 +264,14 @@ class UnsafeInvalidation:
             await self.app(scope, receive, send)
             return
 
+        scope.setdefault(_DONE, set())  # shared with the copy: a decorated route's work counts
+        # The request as this app received it: a mounted sub-application rewrites "app" and
+        # "root_path" in the scope it shares, and would narrow the search to its own routes.
+        request = dict(scope)
+
         async def send_after_invalidating(message: Any) -> None:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
-                await self._invalidate(scope, message.get("headers") or [])
+                await self._invalidate(request, message.get("headers") or [])
             await send(message)
 
         await self.app(scope, receive, send_after_invalidating)
@@ -236,12 +282,13 @@ class UnsafeInvalidation:
         except Exception as exc:  # never fail an answered unsafe request
             log.error("cacheframe: invalidating after a %s failed", scope["method"], exc_info=exc)
         names = [name for key, value in headers if key == _GROUPS for name in groups(value)]
-        if not names:
-            return
-        try:
-            tags = [check_tag(name) for name in names]
-        except ConfigurationError as exc:
-            log.warning("cacheframe: ignoring a Cache-Group-Invalidation header: %s", exc)
+        tags = []
+        for name in dict.fromkeys(names):
+            try:
+                tags.append(check_tag(name))
+            except ConfigurationError as exc:  # no entry can have this tag: the others still count
+                log.warning("cacheframe: ignoring a Cache-Group-Invalidation group: %s", exc)
+        if not tags:
             return
         if self._engines is None:
             self._engines = decorated_engines(scope.get("app"))
