@@ -515,11 +515,15 @@ class Engine:
         if isinstance(entry, str):
             return producer.answer_result(result, None, label, entry if use_store else None), None
         not_stored = None
+        unsealed: str = stats.STORE_DOWN  # its stamps could not be written: it would never be valid
         if use_store and collected and seal is not None:
-            seal = await self.tag_seal(binding, seal, sealing, collected)
+            tagged = await self.tag_seal(binding, seal, sealing, collected)
+            seal, unsealed = (None, tagged) if isinstance(tagged, str) else (tagged, unsealed)
         if use_store:
-            if seal is None:  # its stamps could not be written: it would never read as valid
-                not_stored = stats.STORE_DOWN
+            if seal is None:
+                not_stored = unsealed
+                if unsealed != stats.STORE_DOWN:  # (a store failure is counted as one already)
+                    self.observer.on_not_stored(binding.stats_name, unsealed)
                 return producer.answer_result(result, entry, label, not_stored), None  # nor shared
             else:
                 entry.seal = seal
@@ -528,18 +532,19 @@ class Engine:
 
     async def tag_seal(
         self, binding: Binding, seal: Seal, sealing: Sealing | None, collected: list[str]
-    ) -> Seal | None:
-        """``seal`` with the tags a computation took from its result, or None when the entry
-        must not be stored: its tag epoch changed while it ran (a tag it learnt only now may
-        have been invalidated meanwhile), it was not read (the function's first tagged
-        result: later lookups read it), or there are too many tags."""
+    ) -> Seal | str:
+        """``seal`` with the tags a computation took from its result, or why the entry must not
+        be stored (a not-stored reason): its tag epoch changed while it ran (``invalidated``: a
+        tag it learnt only now may have been invalidated meanwhile), it was not read (the
+        function's first tagged result: later lookups read it), a tag is bad or there are too
+        many (``result-tags``), or the store failed (``store-down``)."""
         names = list(dict.fromkeys(collected))
         try:
             for name in names:
                 _stamps.check_tag(name)
         except ConfigurationError as exc:  # a tag built from data: the result is answered, not stored
             log.warning("cacheframe: %s tagged a result badly (%s): not stored", binding.qualname, exc)
-            return None
+            return stats.NS_RESULT_TAGS
         if len(names) > _stamps.MAX_TAGS:
             log.warning(
                 "cacheframe: %s tagged a result with %d tags (at most %d): not stored",
@@ -547,23 +552,25 @@ class Engine:
                 len(names),
                 _stamps.MAX_TAGS,
             )
-            return None
+            return stats.NS_RESULT_TAGS
         stamps = self.stamps
         if sealing is None or not sealing[0].keys or sealing[0].keys[-1] != stamps.epoch_key:
             binding.learned.add(RESULT_TAGS)  # its lookups read the tag epoch from now on
-            return None
+            return stats.NS_RESULT_TAGS
         before = sealing[1][-1]
         pairs = [stamps.tag(name) for name in names]
         keys = [hard for hard, _ in pairs] + [soft for _, soft in pairs] + [stamps.epoch_key]
         tokens = await self.gateway.read_tokens(keys)
-        if tokens is None or before is None or tokens[-1] != before:
-            return None
+        if tokens is None:
+            return stats.STORE_DOWN
+        if before is None or tokens[-1] != before:
+            return stats.NS_INVALIDATED
         missing = {keys[i]: token for i, token in enumerate(tokens[:-1]) if token is None}
         if missing:
             fresh = dict(zip(missing, _stamps.new_tokens(len(missing)), strict=True))
             held = await self.gateway.create_stamps(fresh, _stamps.STAMP_TTL)
             if held is None:
-                return None
+                return stats.STORE_DOWN
             tokens = [held.get(key, token) for key, token in zip(keys, tokens, strict=True)]
         n = len(names)
         return dataclasses.replace(
@@ -602,8 +609,7 @@ class Engine:
             return NO_SEAL
         deps, tokens = sealing
         missing = [i for i, token in enumerate(tokens) if token is None]
-        if missing:
-            tokens = list(tokens)
+        if missing:  # filled in place: the tag epoch's new token is then what tag_seal compares
             fresh = dict(zip((deps.keys[i] for i in missing), _stamps.new_tokens(len(missing)), strict=True))
             held = await self.gateway.create_stamps(fresh, _stamps.STAMP_TTL)
             if held is None:

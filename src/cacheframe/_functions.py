@@ -269,7 +269,8 @@ def call_sync(
     stop_collecting(token)
     entry = engine.made(binding, call, value, started)
     if seal is not None and collected:
-        seal = run_sync(engine.tag_seal(binding, seal, (stamps, read[1]), collected))
+        tagged = run_sync(engine.tag_seal(binding, seal, (stamps, read[1]), collected))
+        seal = None if isinstance(tagged, str) else tagged
     if not isinstance(entry, str) and seal is not None:
         entry.seal = seal
         run_sync(engine.store(binding, key, entry, epoch))

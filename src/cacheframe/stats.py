@@ -82,6 +82,7 @@ NS_BACKGROUND_TASKS = "background-tasks"  # the response carries background task
 NS_UNSERIALIZABLE = "unserializable"  # a function's value does not come back exactly
 NS_TOO_LARGE = "too-large"  # the entry format cannot hold it (a 64 KiB header)
 NS_INVALIDATED = "invalidated"  # an invalidation ran while it was computed
+NS_RESULT_TAGS = "result-tags"  # tags taken from the result: bad, over 32, or the function's first
 NOT_STORED_REASONS = (
     NS_STATUS,
     NS_NO_STORE,
@@ -96,6 +97,7 @@ NOT_STORED_REASONS = (
     NS_UNSERIALIZABLE,
     NS_TOO_LARGE,
     NS_INVALIDATED,
+    NS_RESULT_TAGS,
 )
 
 

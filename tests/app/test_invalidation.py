@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from cacheframe import Cache, invalidates
+from cacheframe import Cache, invalidates, tag
 from cacheframe.exceptions import BackendError, ConfigurationError
 
 
@@ -296,15 +296,17 @@ def _tagged_lists(cache: Cache, data: dict[int, str]) -> tuple[FastAPI, dict[str
 
 def test_result_tags_reach_every_list_showing_the_item(cache_url: str) -> None:
     """A list tagged from its result (result_tags= or cacheframe.tag()) is invalidated by a tag of
-    any item it shows, and only by those. (A function's first tagged result is not stored: from
-    then on its lookups read the tag epoch.)"""
+    any item it shows, and only by those. (A function that tags its result without declaring
+    result_tags has its first tagged result not stored: from then on its lookups read the tag
+    epoch. One that declares it reads the epoch from the start.)"""
     cache, data = _cache(cache_url), {1: "a", 2: "b", 10: "j"}
     app, _runs = _tagged_lists(cache, data)
     with TestClient(app) as client:
-        for path in ("/low", "/high"):
-            client.get(path)  # learns that it tags its results
-            assert _x(client.get(path)) == "MISS"
-            assert _x(client.get(path)) == "HIT"
+        assert _x(client.get("/low")) == "MISS"
+        assert _x(client.get("/low")) == "HIT"
+        client.get("/high")  # learns that it tags its results
+        assert _x(client.get("/high")) == "MISS"
+        assert _x(client.get("/high")) == "HIT"
         data[2] = "B"
         asyncio.run(cache.invalidate_tags("item:2"))
         low = client.get("/low")
@@ -385,3 +387,32 @@ async def test_each_invalidation_is_counted_once() -> None:
     await value.invalidate(1)  # type: ignore[attr-defined]
     await cache.clear("kv")
     assert cache.stats.invalidations == 3
+
+
+def test_a_first_tagged_result_says_why_it_was_not_stored() -> None:
+    """A view that tags its result with ``cacheframe.tag`` (undeclared) has its first result not
+    stored (its lookups start reading the tag epoch): counted and sent as ``result-tags``, not as
+    a store failure. One that declares ``result_tags`` stores its first result, on a fresh store
+    too (the tag epoch created before it ran is the one it is checked against)."""
+    cache = _cache("memory://")
+    app = FastAPI()
+
+    @app.get("/list")
+    @cache.cache(ttl=60)
+    async def listing() -> list[int]:
+        tag("item:1", "item:2")
+        return [1, 2]
+
+    @app.get("/declared")
+    @cache.cache(ttl=60, result_tags=lambda rows: [f"item:{r}" for r in rows])
+    async def declared() -> list[int]:
+        return [1, 2]
+
+    client = TestClient(app)
+    first = client.get("/list")
+    assert first.headers["x-cache"] == "MISS" and "detail=result-tags" in first.headers["cache-status"]
+    assert [reason for (_, reason) in cache.stats.not_stored_by] == ["result-tags"]
+    client.get("/list")
+    assert client.get("/list").headers["x-cache"] == "HIT"
+    assert "stored" in client.get("/declared").headers["cache-status"]
+    assert client.get("/declared").headers["x-cache"] == "HIT"
