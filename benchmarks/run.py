@@ -208,6 +208,9 @@ def measure(
         result["fast_hit_share"] = (
             (after["cf"]["fast_hits"] - before["cf"]["fast_hits"]) / hits if hits else None
         )
+        result["local_hit_share"] = (
+            (after["cf"]["local_hits"] - before["cf"]["local_hits"]) / hits if hits else None
+        )
     if store is not None:
         delta = command_delta(store.kind, before["cmds"], after["cmds"])
         result["store_cpu_us_per_req"] = (after["store_cpu"] - before["store_cpu"]) / requests * 1e6
@@ -298,6 +301,7 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
                     "store_cpu_us_per_req",
                     "store_cmds_per_req",
                     "fast_hit_share",
+                    "local_hit_share",
                     "rss_kib",
                 )
             }
@@ -308,6 +312,8 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
             refs = {"floor": "floor", "nocache": "nocache"}
             if setup.library == "cacheframe" and not setup.fastpath and setup.store in CEILINGS:
                 refs["ceiling"] = CEILINGS[setup.store]
+            if setup.library == "cacheframe" and setup.store != "memory":  # the same path on memory
+                refs["memory"] = f"cf-{'fast' if setup.fastpath else 'deco'}-memory"
             if setup.library not in PEERS and setup.store in ("memory", "redis"):
                 refs |= {
                     peer: f"{'fc2' if peer == 'fastapi-cache2' else peer}-{setup.store}" for peer in PEERS
@@ -521,7 +527,13 @@ def main(argv: list[str] | None = None) -> int:
             "payload_bytes": len(PAYLOAD),
         },
         "setups": {
-            s.id: {"label": s.label, "store": s.store, "library": s.library, "cached": s.cached}
+            s.id: {
+                "label": s.label,
+                "store": s.store,
+                "library": s.library,
+                "cached": s.cached,
+                "local": s.local,
+            }
             for s in args.setup_list
         },
         "skipped": skipped,
