@@ -248,12 +248,24 @@ def environment_section(results: dict[str, Any]) -> str:
     lines = [
         f"- Date: {env.get('date')}; run `{results['run_id']}`; cacheframe commit {env.get('commit')}",
         f"- CPU: {env.get('cpu')}, {env.get('cores')} cores ({env.get('usable_cores')} usable); "
-        f"Linux {env.get('kernel')}",
+        f"Linux {env.get('kernel')}" + _load(env),
         f"- Python {env.get('python')}; {versions}" + (f" (not installed: {absent})" if absent else ""),
         f"- Stores: {servers} (started by the benchmark on free loopback ports)",
         f"- Load generator: {env.get('loadgen')}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _load(env: dict[str, Any]) -> str:
+    """The machine's load average (1, 5, 15 min) at the start and end of the run, when known:
+    other work on the machine lowers every figure and widens the spread."""
+    start, end = env.get("load_at_start"), env.get("load_at_end")
+    if not start:
+        return ""
+    text = "; load average (1/5/15 min) " + "/".join(f"{x:g}" for x in start) + " at the start"
+    if end:
+        text += ", " + "/".join(f"{x:g}" for x in end) + " at the end"
+    return text
 
 
 def skipped_section(results: dict[str, Any]) -> str:

@@ -140,6 +140,7 @@ def environment(stores: dict[str, Store], tool: str) -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
         "kernel": platform.release(),
         "python": platform.python_version(),
         "packages": versions,
@@ -566,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     if "micro" in args.phase_list:
         results["micro"] = phase_micro(args)
         _save(args, results)
+    results.setdefault("environment", {})["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report.write(results, args.out)
     log(f"wrote {args.out} (raw results: {args.results / 'results.json'})")
     print(report.throughput_tables(results))
