@@ -62,16 +62,17 @@ def throughput_tables(results: dict[str, Any]) -> str:
         out += [f"### {title}", ""]
         out += [
             f"| setup | req/s median (min{DASH}max) | {TIMES} floor | {TIMES} ceiling | {TIMES} memory "
+            "| CPU/req ÷ memory's "
             f"| {TIMES} no cache | {TIMES} fastapi-cache2 | {TIMES} cashews | p50 ms | p99 ms "
             "| app CPU µs/req | store ops/req | store CPU µs/req | view runs |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for sid, s in summaries.items():
             label = results["setups"][sid]["label"]
             cmds = _med(s, "store_cmds_per_req")
             out.append(
                 f"| `{sid}` {label} | {_rps_cell(s)} | {_ratio(s, 'floor')} | {_ratio(s, 'ceiling')} "
-                f"| {_ratio(s, 'memory')} | {_ratio(s, 'nocache')} "
+                f"| {_ratio(s, 'memory')} | {_ratio(s, 'memory_cpu')} | {_ratio(s, 'nocache')} "
                 f"| {_ratio(s, 'fastapi-cache2')} | {_ratio(s, 'cashews')} | {_num(_med(s, 'p50_ms'), 2)} "
                 f"| {_num(_med(s, 'p99_ms'), 2)} | {_num(_med(s, 'cpu_us_per_req'))} | {_num(cmds, 2)} "
                 f"| {_num(_med(s, 'store_cpu_us_per_req'))} | {s['view_runs']} |"
@@ -85,7 +86,9 @@ def throughput_tables(results: dict[str, Any]) -> str:
         f"(one backend read, nothing else) for Redis and Memcached. {TIMES} memory compares a cacheframe "
         "setup on a network store with the same path (decorator or fast) on the memory backend; the "
         "`-l1` setups put the in-process tier (`local_max_entries`, default `local_max_staleness`) in "
-        f"front of Redis, so their hits read no store. {TIMES} fastapi-cache2 and "
+        "front of Redis, so their hits read no store. `CPU/req ÷ memory's` divides the app CPU per "
+        "request by that of the same path on memory (within a round, then the median): it moves less "
+        f"than req/s when other work shares the machine. {TIMES} fastapi-cache2 and "
         f"{TIMES} cashews compare "
         "with that peer on the same store. `view runs` counts view bodies run during the load (0: every "
         "request was a hit). Store ops and store CPU are per request over the whole load run; store ops "

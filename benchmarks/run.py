@@ -327,6 +327,13 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
                     if other and other.get("rps") and r.get("rps"):
                         per_round.append(r["rps"] / other["rps"])
                 ratios[name] = _stats(per_round)
+            if "memory" in refs:  # CPU per request over the same path's on memory: steadier when busy
+                per_round = []
+                for r in recs:
+                    other = by.get((mode, refs["memory"], r["round"]))
+                    if other and other.get("cpu_us_per_req") and r.get("cpu_us_per_req"):
+                        per_round.append(r["cpu_us_per_req"] / other["cpu_us_per_req"])
+                ratios["memory_cpu"] = _stats(per_round)
             summary["ratios"] = ratios
             out[mode][setup.id] = summary
     return out
