@@ -232,7 +232,7 @@ class App:
         self.log = open(log_path, "wb")  # noqa: SIM115 (closed in close())
         self.proc: subprocess.Popen[bytes] = subprocess.Popen(
             argv,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **env},
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **_absolute_pythonpath(), **env},
             cwd=str(BENCH_DIR),
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -297,6 +297,15 @@ class App:
         self._drop()
         stop(self.proc)
         self.log.close()
+
+
+def _absolute_pythonpath() -> dict[str, str]:
+    """``PYTHONPATH`` with relative entries made absolute: the apps run in ``benchmarks/``, so
+    ``PYTHONPATH=src`` would otherwise import another cacheframe than the one asked for."""
+    path = os.environ.get("PYTHONPATH")
+    if not path:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in path.split(os.pathsep) if p)}
 
 
 def _importable(name: str) -> bool:

@@ -18,6 +18,7 @@ TIMES, DASH = "\u00d7", "\u2013"  # the multiplication sign and an en dash, for 
 LIBRARY_COLOURS = {
     "baseline": "#9e9e9e",
     "cacheframe": "#1f77b4",
+    "cacheframe + local tier": "#17becf",
     "fastapi-cache2": "#ff7f0e",
     "cashews": "#2ca02c",
 }
@@ -60,17 +61,18 @@ def throughput_tables(results: dict[str, Any]) -> str:
             continue
         out += [f"### {title}", ""]
         out += [
-            f"| setup | req/s median (min{DASH}max) | {TIMES} floor | {TIMES} ceiling | {TIMES} no cache "
-            f"| {TIMES} fastapi-cache2 | {TIMES} cashews | p50 ms | p99 ms | app CPU µs/req "
-            "| store ops/req | store CPU µs/req | view runs |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            f"| setup | req/s median (min{DASH}max) | {TIMES} floor | {TIMES} ceiling | {TIMES} memory "
+            "| CPU/req ÷ memory's "
+            f"| {TIMES} no cache | {TIMES} fastapi-cache2 | {TIMES} cashews | p50 ms | p99 ms "
+            "| app CPU µs/req | store ops/req | store CPU µs/req | view runs |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for sid, s in summaries.items():
             label = results["setups"][sid]["label"]
             cmds = _med(s, "store_cmds_per_req")
             out.append(
                 f"| `{sid}` {label} | {_rps_cell(s)} | {_ratio(s, 'floor')} | {_ratio(s, 'ceiling')} "
-                f"| {_ratio(s, 'nocache')} "
+                f"| {_ratio(s, 'memory')} | {_ratio(s, 'memory_cpu')} | {_ratio(s, 'nocache')} "
                 f"| {_ratio(s, 'fastapi-cache2')} | {_ratio(s, 'cashews')} | {_num(_med(s, 'p50_ms'), 2)} "
                 f"| {_num(_med(s, 'p99_ms'), 2)} | {_num(_med(s, 'cpu_us_per_req'))} | {_num(cmds, 2)} "
                 f"| {_num(_med(s, 'store_cpu_us_per_req'))} | {s['view_runs']} |"
@@ -81,7 +83,12 @@ def throughput_tables(results: dict[str, Any]) -> str:
         f"Medians of {rounds} interleaved round(s) of {duration:g} s at {conns} connections; ratios are "
         f"taken within each round, then the median. {TIMES} ceiling compares a decorator-path setup with "
         "the best an in-handler cache can do on its store: `ceiling` for memory, the store-read ceiling "
-        f"(one backend read, nothing else) for Redis and Memcached. {TIMES} fastapi-cache2 and "
+        f"(one backend read, nothing else) for Redis and Memcached. {TIMES} memory compares a cacheframe "
+        "setup on a network store with the same path (decorator or fast) on the memory backend; the "
+        "`-l1` setups put the in-process tier (`local_max_entries`, default `local_max_staleness`) in "
+        "front of Redis, so their hits read no store. `CPU/req ÷ memory's` divides the app CPU per "
+        "request by that of the same path on memory (within a round, then the median): it moves less "
+        f"than req/s when other work shares the machine. {TIMES} fastapi-cache2 and "
         f"{TIMES} cashews compare "
         "with that peer on the same store. `view runs` counts view bodies run during the load (0: every "
         "request was a hit). Store ops and store CPU are per request over the whole load run; store ops "
@@ -98,22 +105,25 @@ def checks_table(results: dict[str, Any]) -> str:
         return ""
     out = [
         "| setup | body bytes | same bytes as floor | cache header (1st, 2nd request) "
-        "| fast-path share of hits (hot / multikey) | errors (non-2xx + socket) |",
-        "|---|--:|:-:|---|---|--:|",
+        "| fast-path share of hits (hot / multikey) | local-tier share of hits (hot / multikey) "
+        "| errors (non-2xx + socket) |",
+        "|---|--:|:-:|---|---|---|--:|",
     ]
     summary = tp.get("summary", {})
     for sid, c in checks.items():
-        shares, errors = [], 0
+        shares, local, errors = [], [], 0
         for mode in MODES:
             s = summary.get(mode, {}).get(sid)
             if s:
                 errors += s["errors"]
                 share = _med(s, "fast_hit_share")
                 shares.append("—" if share is None else f"{share:.0%}")
+                share = _med(s, "local_hit_share")
+                local.append("—" if share is None else f"{share:.0%}")
         x_cache = ", ".join(v or "—" for v in c["x_cache"])
         out.append(
             f"| `{sid}` | {c['body_bytes']:,} | {'yes' if c['same_bytes_as_floor'] else 'no'} | {x_cache} "
-            f"| {' / '.join(shares) or '—'} | {errors} |"
+            f"| {' / '.join(shares) or '—'} | {' / '.join(local) or '—'} | {errors} |"
         )
     return "\n".join(out) + "\n"
 
@@ -241,7 +251,7 @@ def environment_section(results: dict[str, Any]) -> str:
     lines = [
         f"- Date: {env.get('date')}; run `{results['run_id']}`; cacheframe commit {env.get('commit')}",
         f"- CPU: {env.get('cpu')}, {env.get('cores')} cores ({env.get('usable_cores')} usable); "
-        f"Linux {env.get('kernel')}",
+        f"Linux {env.get('kernel')}" + _load(env),
         f"- Python {env.get('python')}; {versions}" + (f" (not installed: {absent})" if absent else ""),
         f"- Stores: {servers} (started by the benchmark on free loopback ports)",
         f"- Load generator: {env.get('loadgen')}",
@@ -249,11 +259,28 @@ def environment_section(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load(env: dict[str, Any]) -> str:
+    """The machine's load average (1, 5, 15 min) at the start and end of the run, when known:
+    other work on the machine lowers every figure and widens the spread."""
+    start, end = env.get("load_at_start"), env.get("load_at_end")
+    if not start:
+        return ""
+    text = "; load average (1/5/15 min) " + "/".join(f"{x:g}" for x in start) + " at the start"
+    if end:
+        text += ", " + "/".join(f"{x:g}" for x in end) + " at the end"
+    return text
+
+
 def skipped_section(results: dict[str, Any]) -> str:
     lines = [f"- `{sid}`: {reason}" for sid, reason in results.get("skipped", {}).items()]
     failures = (results.get("throughput") or {}).get("failures", {})
     lines += [f"- `{sid}`: failed: {reason}" for sid, reason in failures.items()]
     return "\n".join(lines) + "\n" if lines else "None.\n"
+
+
+def _library(setup: dict[str, Any]) -> str:
+    """The chart's colour group: the library, with cacheframe's two-tier setups apart."""
+    return "cacheframe + local tier" if setup.get("local") else str(setup["library"])
 
 
 def chart(results: dict[str, Any], png: Path) -> bool:
@@ -283,7 +310,7 @@ def chart(results: dict[str, Any], png: Path) -> bool:
                 value = _med(s, key) if s else None
                 if value is None:
                     continue
-                colour = LIBRARY_COLOURS.get(results["setups"][sid]["library"], "#555555")
+                colour = LIBRARY_COLOURS.get(_library(results["setups"][sid]), "#555555")
                 y = j + (i - (len(modes) - 1) / 2) * height
                 ax.barh(y, value, height=height * 0.95, color=colour, hatch=hatches[i % 2], edgecolor="white")
                 ax.text(value, y, f" {value:,.0f}", va="center", fontsize=7)
@@ -348,7 +375,10 @@ def render(results: dict[str, Any], png_name: str | None) -> str:
         "view returning bytes it reads with one `backend.get` through cacheframe's backend, the store "
         "call a decorator hit makes, and nothing else. **no cache**: build and serialise every time.",
         "- cacheframe **fast path**: `fastpath.install(app)`, hits answered by ASGI middleware before "
-        "routing; **decorator path**: `@cacheframe.cache(ttl=60)` alone. Peers: fastapi-cache2 "
+        "routing; **decorator path**: `@cacheframe.cache(ttl=60)` alone; `-l1`: either one on Redis with "
+        "the in-process tier on (`local_max_entries=100_000`, `local_max_staleness` 0.1 s), hits "
+        "answered from this process's copies while the invalidation channel's lease holds. "
+        "Peers: fastapi-cache2 "
         '`@cache(expire=60)` (InMemoryBackend / RedisBackend), cashews `@cache(ttl="60s")` '
         "(`mem://` / `redis://`), set up as their READMEs show.",
         "- App CPU µs/request: `utime + stime` of the uvicorn process from `/proc/<pid>/stat` around the "

@@ -140,6 +140,7 @@ def environment(stores: dict[str, Store], tool: str) -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
         "kernel": platform.release(),
         "python": platform.python_version(),
         "packages": versions,
@@ -207,6 +208,9 @@ def measure(
         hits = after["cf"]["hits"] - before["cf"]["hits"]
         result["fast_hit_share"] = (
             (after["cf"]["fast_hits"] - before["cf"]["fast_hits"]) / hits if hits else None
+        )
+        result["local_hit_share"] = (
+            (after["cf"]["local_hits"] - before["cf"]["local_hits"]) / hits if hits else None
         )
     if store is not None:
         delta = command_delta(store.kind, before["cmds"], after["cmds"])
@@ -298,6 +302,7 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
                     "store_cpu_us_per_req",
                     "store_cmds_per_req",
                     "fast_hit_share",
+                    "local_hit_share",
                     "rss_kib",
                 )
             }
@@ -308,6 +313,8 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
             refs = {"floor": "floor", "nocache": "nocache"}
             if setup.library == "cacheframe" and not setup.fastpath and setup.store in CEILINGS:
                 refs["ceiling"] = CEILINGS[setup.store]
+            if setup.library == "cacheframe" and setup.store != "memory":  # the same path on memory
+                refs["memory"] = f"cf-{'fast' if setup.fastpath else 'deco'}-memory"
             if setup.library not in PEERS and setup.store in ("memory", "redis"):
                 refs |= {
                     peer: f"{'fc2' if peer == 'fastapi-cache2' else peer}-{setup.store}" for peer in PEERS
@@ -320,6 +327,13 @@ def summarize(runs: list[dict[str, Any]], setups: list[Setup]) -> dict[str, dict
                     if other and other.get("rps") and r.get("rps"):
                         per_round.append(r["rps"] / other["rps"])
                 ratios[name] = _stats(per_round)
+            if "memory" in refs:  # CPU per request over the same path's on memory: steadier when busy
+                per_round = []
+                for r in recs:
+                    other = by.get((mode, refs["memory"], r["round"]))
+                    if other and other.get("cpu_us_per_req") and r.get("cpu_us_per_req"):
+                        per_round.append(r["cpu_us_per_req"] / other["cpu_us_per_req"])
+                ratios["memory_cpu"] = _stats(per_round)
             summary["ratios"] = ratios
             out[mode][setup.id] = summary
     return out
@@ -521,7 +535,13 @@ def main(argv: list[str] | None = None) -> int:
             "payload_bytes": len(PAYLOAD),
         },
         "setups": {
-            s.id: {"label": s.label, "store": s.store, "library": s.library, "cached": s.cached}
+            s.id: {
+                "label": s.label,
+                "store": s.store,
+                "library": s.library,
+                "cached": s.cached,
+                "local": s.local,
+            }
             for s in args.setup_list
         },
         "skipped": skipped,
@@ -554,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     if "micro" in args.phase_list:
         results["micro"] = phase_micro(args)
         _save(args, results)
+    results.setdefault("environment", {})["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report.write(results, args.out)
     log(f"wrote {args.out} (raw results: {args.results / 'results.json'})")
     print(report.throughput_tables(results))

@@ -19,12 +19,14 @@ class Setup:
     library: str = "cacheframe"  # cacheframe | fastapi-cache2 | cashews | baseline
     fastpath: bool = False
     needs: str | None = None  # an import that must succeed, or the setup is skipped
+    local: int = 0  # local_max_entries: the in-process tier in front of a network store (0: off)
 
     def env(self, store_url: str | None, prefix: str) -> dict[str, str]:
         env = {
             "BENCH_PREFIX": prefix,
             "BENCH_STORE": self.store,
             "BENCH_FASTPATH": "1" if self.fastpath else "0",
+            "BENCH_LOCAL_MAX_ENTRIES": str(self.local),
         }
         if self.store == "memory":
             env["BENCH_URL"] = "memory://"
@@ -35,10 +37,16 @@ class Setup:
         return env
 
 
-def _cf(store: str, fast: bool) -> Setup:
+LOCAL_ENTRIES = 100_000  # local_max_entries of the two-tier setups (local_max_staleness: the default)
+
+
+def _cf(store: str, fast: bool, local: int = 0) -> Setup:
     path = "fast path" if fast else "decorator path"
     kind = "fast" if fast else "deco"
-    return Setup(f"cf-{kind}-{store}", f"cacheframe {path}, {store}", "cacheframe_app", store, fastpath=fast)
+    sid, label = f"cf-{kind}-{store}", f"cacheframe {path}, {store}"
+    if local:
+        sid, label = f"{sid}-l1", f"{label} + local tier (local_max_entries={local:_})"
+    return Setup(sid, label, "cacheframe_app", store, fastpath=fast, local=local)
 
 
 SETUPS: list[Setup] = [
@@ -77,9 +85,11 @@ SETUPS: list[Setup] = [
     ),
     _cf("memory", True),
     _cf("redis", True),
+    _cf("redis", True, LOCAL_ENTRIES),
     _cf("memcached", True),
     _cf("memory", False),
     _cf("redis", False),
+    _cf("redis", False, LOCAL_ENTRIES),
     _cf("memcached", False),
     Setup(
         "fc2-memory",
@@ -108,6 +118,7 @@ QUICK = [
     "cf-fast-memory",
     "cf-deco-memory",
     "cf-fast-redis",
+    "cf-fast-redis-l1",
     "cf-fast-memcached",
     "fc2-memory",
     "cashews-memory",

@@ -79,6 +79,7 @@ def test_prometheus_scrape_reports_real_requests() -> None:
     assert by_outcome.get("hit") == 3 and by_outcome.get("miss") == 2 and by_outcome.get("bypass") == 1
     assert samples[("cacheframe_stores_total", (("cache", "main"),))] == 2
     assert samples[("cacheframe_breaker_open", (("cache", "main"),))] == 0
+    assert samples[("cacheframe_local_tier_down", (("cache", "main"),))] == 0
     assert not [name for name, _ in samples if name == "cacheframe_store_errors_total"]  # none failed
 
 
@@ -133,6 +134,32 @@ def test_otel_collection_reports_real_requests() -> None:
     assert by_outcome.get("hit") == 3 and by_outcome.get("miss") == 2 and by_outcome.get("bypass") == 1
     assert [p.value for p in points["cacheframe.stores"]] == [2]
     assert [p.value for p in points["cacheframe.breaker.open"]] == [0]
+    assert [p.value for p in points["cacheframe.local_tier.down"]] == [0]
+    provider.shutdown()
+
+
+def test_the_local_tier_going_down_is_exported() -> None:
+    """``local_tier_down`` as both exporters read it: a gauge that follows the counter."""
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    cache = _cache()
+    registry = CollectorRegistry()
+    prometheus.register(cache, name="main", registry=registry)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    otel.instrument(cache, name="main", meter_provider=provider)
+    for down in (1, 0):
+        cache.stats.on_tier_health(not down)
+        assert _samples(registry)[("cacheframe_local_tier_down", (("cache", "main"),))] == down
+        points = [
+            point.value
+            for resource in reader.get_metrics_data().resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == "cacheframe.local_tier.down"
+            for point in metric.data.data_points
+        ]
+        assert points == [down]
     provider.shutdown()
 
 

@@ -1,4 +1,5 @@
-"""cacheframe: decorator path, or with ``BENCH_FASTPATH=1`` the ASGI fast path in front of it."""
+"""cacheframe: decorator path, or with ``BENCH_FASTPATH=1`` the ASGI fast path in front of it;
+``BENCH_LOCAL_MAX_ENTRIES`` > 0 puts the in-process tier in front of the network store."""
 
 import os
 
@@ -6,7 +7,9 @@ import cacheframe
 from apps.common import CACHEFRAME_URL, PREFIX, TTL, Item, make_app, view_body
 from cacheframe import fastpath
 
-cacheframe.configure(url=CACHEFRAME_URL, prefix=PREFIX)
+HIT_LOCAL = ("hit", "local")  # requests[(namespace, outcome, tier)]: hits the local tier answered
+LOCAL_MAX_ENTRIES = int(os.environ.get("BENCH_LOCAL_MAX_ENTRIES", "0"))
+cacheframe.configure(url=CACHEFRAME_URL, prefix=PREFIX, local_max_entries=LOCAL_MAX_ENTRIES)
 
 app = make_app(lifespan=cacheframe.lifespan)
 
@@ -19,7 +22,9 @@ async def items(n: int = 100, k: int = 0) -> list[Item]:
 
 @app.get("/cfstats")
 async def cfstats() -> dict[str, int]:
-    return cacheframe.get_cache().stats.as_dict()
+    stats = cacheframe.get_cache().stats
+    local_hits = sum(n for (_, outcome, tier), n in stats.requests.items() if (outcome, tier) == HIT_LOCAL)
+    return {**stats.as_dict(), "local_hits": local_hits}
 
 
 if os.environ.get("BENCH_FASTPATH") == "1":

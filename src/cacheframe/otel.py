@@ -107,6 +107,12 @@ def instrument(
         unit="1",
         description="1 while the circuit breaker keeps the store out.",
     )
+    meter.create_observable_gauge(
+        "cacheframe.local_tier.down",
+        callbacks=[_reader(stats, "local_tier_down", name)],
+        unit="1",
+        description="1 while the in-process tier is untrusted (hits go to the store).",
+    )
 
 
 def _reader(

@@ -90,6 +90,14 @@ class CacheCollector(Collector):
         if stats is not None:
             breaker.add_metric([name], stats.breaker_open)
         yield breaker
+        tier = GaugeMetricFamily(
+            "cacheframe_local_tier_down",
+            "1 while the in-process tier is untrusted after having been healthy (hits go to the store).",
+            labels=["cache"],
+        )
+        if stats is not None:
+            tier.add_metric([name], stats.local_tier_down)
+        yield tier
 
 
 # (metric name without _total, CacheStats attribute, help text)

@@ -30,7 +30,7 @@ __all__ = [
 HIT, COLLAPSED, MISS, STALE, BYPASS = "hit", "collapsed", "miss", "stale", "bypass"
 OUTCOMES = (HIT, COLLAPSED, MISS, STALE, BYPASS)
 
-# Where a hit was read: the store, or (reserved for the two-tier cache) the local tier.
+# Where a hit was read: the store, or the in-process tier (``local_max_entries``).
 TIER_STORE, TIER_LOCAL = "store", "local"
 TIERS = (TIER_STORE, TIER_LOCAL)
 
@@ -159,7 +159,7 @@ class Observer(Protocol):
         ...
 
     def on_tier_health(self, healthy: bool) -> None:
-        """Reserved for the two-tier cache: its local tier stopped or resumed being trusted."""
+        """The in-process tier stopped (``False``) or resumed (``True``) being trusted."""
         ...
 
 
@@ -175,7 +175,8 @@ class CacheStats:
     - ``backend_errors`` (store calls that failed, timeouts included), ``short_circuited``
       (calls skipped while the circuit was open), ``bad_entries``;
     - ``invalidations``; ``breaker_open`` (1 while the circuit is open, else 0) and
-      ``breaker_trips`` (times it opened); ``local_tier_down`` (reserved, 0).
+      ``breaker_trips`` (times it opened); ``local_tier_down`` (1 while the in-process tier is
+      untrusted after having been healthy, else 0).
 
     Labelled counts (plain dicts of ``int``, read them whole):
 
