@@ -425,25 +425,33 @@ async def test_a_read_begun_before_subscribing_fills_nothing(clock: Clock) -> No
 
 
 async def test_copies_stop_answering_once_the_last_pong_is_older_than_the_bound(clock: Clock) -> None:
+    """PINGs go out every quarter of the bound while hits come, several in flight; copies answer
+    only while the last answered one was sent within the bound."""
     channel = FakeChannel()
     t = tier(channel, local_max_staleness=0.1)
     sub = await subscribed(t, channel)
     sub.answer()
     await settle()
     fill(t, "k")
-    clock.advance(0.04)
+    clock.advance(0.02)
     assert t.get("k", ()) == [b"v"]
-    assert not sub.pending  # under half the bound: no new ping
-    clock.advance(0.02)  # past half the bound: a refresh is asked for, copies still answer
+    await settle()
+    assert not sub.pending  # under a quarter of the bound: no new ping
+    clock.advance(0.01)  # past a quarter: a refresh is asked for, copies still answer
     assert t.get("k", ()) == [b"v"]
     await settle()
     assert len(sub.pending) == 1
-    clock.advance(0.05)  # the last answered ping is now 0.11 s old; the refresh is unanswered
+    assert t.get("k", ()) == [b"v"]
+    await settle()
+    assert len(sub.pending) == 1  # not another one before a quarter of the bound has passed
+    clock.advance(0.03)  # the refresh is slow: another one goes out beside it
+    assert t.get("k", ()) == [b"v"]
+    await settle()
+    assert len(sub.pending) == 2
+    clock.advance(0.05)  # the last answered ping is now 0.11 s old; the refreshes are unanswered
     hits = t.hits
     assert t.get("k", ()) is None and t.hits == hits and t.bypassed == 1
-    await settle()
-    assert len(sub.pending) == 1  # one ping at a time
-    sub.answer()  # the refresh (sent 0.05 s ago) answers: trusted again
+    sub.answer()  # the first refresh (sent 0.08 s ago) answers: trusted again
     await settle()
     assert t.get("k", ()) == [b"v"]
 

@@ -51,6 +51,7 @@ log = logging.getLogger("cacheframe.local")
 LEASE, TTL, VALIDATE = "lease", "ttl", "validate"
 _OVERHEAD = 120  # bytes counted per kept value beyond its key and bytes
 _LOG_INTERVAL = 30.0
+_MAX_PINGS = 8  # PINGs in flight at most on the channel
 _CHANGED_MAX = 100_000  # keys whose last change is remembered for the fill guard
 
 
@@ -94,13 +95,17 @@ class LocalTier:
         self.bypassed = 0  # hits not answered here because the lease had run out
         self.resets = 0
         self._proven = -math.inf  # monotonic send time of the last PING answered
-        self._refresh_after = self.bound / 2
+        # PINGs go out every quarter of the bound while hits want the lease, several in flight:
+        # a loaded loop's slow pong then does not let the lease lapse (each pong proves its own
+        # send time, and they come back in order).
+        self._interval = self.bound / 4
+        self._last_sent = -math.inf
         self._ping_timeout = max(1.0, 4 * settings.timeout)
         self._sub: Subscription | None = None
         self._gen = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting = False
-        self._pinging = False
+        self._pinging = 0  # PINGs in flight
         self._retry_at = 0.0
         self._backoff = 0.05
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -161,10 +166,11 @@ class LocalTier:
         return found[0]
 
     def trusted(self) -> bool:
-        """Lease mode: whether the last answered PING was sent within the bound (asking for a
-        new one when it is half way there)."""
-        age = time.monotonic() - self._proven
-        if age > self._refresh_after:
+        """Lease mode: whether the last answered PING was sent within the bound (asking for
+        another one every quarter of it)."""
+        now = time.monotonic()
+        age = now - self._proven
+        if age > self._interval and (self._sub is None or now - self._last_sent >= self._interval):
             self._want()
         return age <= self.bound
 
@@ -331,8 +337,9 @@ class LocalTier:
                 self._connecting = True
                 self._loop = loop
                 self._spawn(loop, self._connect())
-        elif not self._pinging:
-            self._pinging = True
+        elif self._pinging < _MAX_PINGS and time.monotonic() - self._last_sent >= self._interval:
+            self._pinging += 1
+            self._last_sent = time.monotonic()
             self._spawn(loop, self._ping(self._sub))
 
     def _spawn(self, loop: asyncio.AbstractEventLoop, work: Any) -> None:
@@ -359,7 +366,8 @@ class LocalTier:
         self._reset()  # changes may have gone unheard while nothing listened
         self._sub = sub
         self._backoff = 0.05
-        self._pinging = True
+        self._pinging += 1
+        self._last_sent = time.monotonic()
         await self._ping(sub)
 
     async def _ping(self, sub: Subscription) -> None:
@@ -368,7 +376,7 @@ class LocalTier:
             async with asyncio.timeout(self._ping_timeout):
                 await sub.ping()
         except Exception as exc:
-            self._pinging = False
+            self._pinging = max(0, self._pinging - 1)
             if sub is self._sub:
                 self._warn("the invalidation channel did not answer", exc)
                 self._sub = None
@@ -376,7 +384,7 @@ class LocalTier:
                 self._reset()
                 await sub.close()
             return
-        self._pinging = False
+        self._pinging = max(0, self._pinging - 1)
         if sub is self._sub and sent > self._proven:
             healthy_again = self._proven == -math.inf
             self._proven = sent
@@ -396,6 +404,7 @@ class LocalTier:
         if self._proven != -math.inf:
             self.observer.on_tier_health(False)
         self._proven = -math.inf
+        self._last_sent = -math.inf
         self.resets += 1
         self.clear()
 
@@ -404,7 +413,7 @@ class LocalTier:
         self._gen += 1
         self._loop = None
         self._connecting = False
-        self._pinging = False
+        self._pinging = 0
         self._tasks.clear()
         self._reset()
 
