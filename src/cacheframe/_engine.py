@@ -159,7 +159,7 @@ class Engine:
         # Bumped by every invalidation: a fill started before one never writes back.
         self.epoch = 0
         self._prefix = keys.safe_segment(settings.prefix)
-        self.stamps = StampKeys(self._prefix)
+        self.stamps = StampKeys(self._prefix, gateway.buckets)
         # The stamps of each store key's entries, as the full path found them: the fast path,
         # which sees no arguments, reads them from here (and passes a key not known yet on).
         self.key_deps: BytesMemo[str, Deps] = BytesMemo(KEY_DEPS_MAX_BYTES)
@@ -247,8 +247,18 @@ class Engine:
         ``fail_open``: then False), however ``fail_open`` is set for reads."""
         self.invalidated()
         self.observer.on_invalidation(label)
+        return await self._replace(stamps, fail_open)
+
+    async def _replace(self, stamps: list[str], fail_open: bool) -> bool:
+        """Fresh tokens for ``stamps`` (logical keys): written, or, with buckets, replacing every
+        copy that exists (one token per stamp, the same in each bucket)."""
         fresh = dict(zip(stamps, _stamps.new_tokens(len(stamps)), strict=True))
-        return await self.gateway.write_stamps(fresh, _stamps.STAMP_TTL, fail_open=fail_open)
+        keys = self.stamps
+        if keys.bucketed:
+            fresh = {bucket + stamp: token for stamp, token in fresh.items() for bucket in keys.buckets}
+        return await self.gateway.write_stamps(
+            fresh, _stamps.STAMP_TTL, fail_open=fail_open, existing=keys.bucketed
+        )
 
     def claim_refresh(self, key: str) -> bool:
         """Whether the caller should start the one background refresh of ``key`` now.
@@ -407,9 +417,21 @@ class Engine:
         pending = flights.pending(key, self.epoch)
         if pending is not None:
             shared = await follow(pending, self.settings.stampede_wait)
-            # Only what was computed under the stamps this caller read: an invalidation made
-            # (in any process) since the leader read them must not reach this caller.
-            if shared is not None and _follows(shared, sealing):
+            seal: Seal | None = NO_SEAL
+            sealed = False
+            if shared is not None and use_store and _absent(sealing):
+                # A stamp this caller found absent may since have been created by the leader,
+                # lost, and invalidated while absent (an invalidation replaces only stamps that
+                # exist, where the store has buckets): follow only if each stamp still holds
+                # the token the leader sealed with (tokens are never reused).
+                seal, sealed = await self.seal(sealing), True
+                follows = seal is not None and _same_seal(shared, seal)
+            else:
+                # Only what was computed under the stamps this caller read: an invalidation
+                # made (in any process) since the leader read them must not reach this caller.
+                follows = shared is not None and _follows(shared, sealing)
+            if follows:
+                assert shared is not None
                 try:
                     answer = producer.answer(shared, COLLAPSED if use_store else BYPASS)
                 except EntryError:
@@ -418,7 +440,8 @@ class Engine:
                     if use_store:
                         self.observer.on_collapsed(binding.stats_name)
                     return answer
-            seal = await self.seal(sealing) if use_store else NO_SEAL
+            if not sealed:
+                seal = await self.seal(sealing) if use_store else NO_SEAL
             return (await self._compute(binding, key, producer, stale, use_store, None, seal, sealing))[0]
         future = flights.start(key, self.epoch)
         result: Entry | None = None
@@ -543,12 +566,13 @@ class Engine:
             )
             return None
         stamps = self.stamps
-        if sealing is None or not sealing[0].keys or sealing[0].keys[-1] != stamps.epoch_key:
+        bucket = "" if sealing is None else sealing[0].bucket
+        epoch_key = bucket + stamps.epoch_key
+        if sealing is None or not sealing[0].keys or sealing[0].keys[-1] != epoch_key:
             binding.learned.add(RESULT_TAGS)  # its lookups read the tag epoch from now on
             return None
         before = sealing[1][-1]
-        pairs = [stamps.tag(name) for name in names]
-        keys = [hard for hard, _ in pairs] + [soft for _, soft in pairs] + [stamps.epoch_key]
+        keys = [*self._tag_stamps(names, bucket), epoch_key]
         tokens = await self.gateway.read_tokens(keys)
         if tokens is None or before is None or tokens[-1] != before:
             return None
@@ -567,10 +591,15 @@ class Engine:
             tag_soft=b"".join(tokens[n : 2 * n]),  # type: ignore[arg-type]
         )
 
-    async def result_tag_tokens(self, entry: Entry) -> list[bytes | None]:
-        """The current tokens of the tags ``entry`` took from its result (hard, then soft)."""
-        pairs = [self.stamps.tag(name) for name in entry.seal.tags]
-        keys = [hard for hard, _ in pairs] + [soft for _, soft in pairs]
+    def _tag_stamps(self, names: list[str] | tuple[str, ...], bucket: str) -> list[str]:
+        """The hard stamps of the tags ``names``, then their soft ones, in ``bucket``."""
+        pairs = [self.stamps.tag(name) for name in names]
+        return [bucket + hard for hard, _ in pairs] + [bucket + soft for _, soft in pairs]
+
+    async def result_tag_tokens(self, entry: Entry, bucket: str = "") -> list[bytes | None]:
+        """The current tokens of the tags ``entry`` (in ``bucket``) took from its result (hard,
+        then soft)."""
+        keys = self._tag_stamps(entry.seal.tags, bucket)
         tokens = await self.gateway.read_tokens(keys)
         return tokens if tokens is not None else [None] * len(keys)
 
@@ -578,8 +607,7 @@ class Engine:
         """Replace the tag epoch, then each tag's hard (or soft) stamp: a computation that
         takes its tags from its result and ran across this sees the epoch move."""
         stamps = self.stamps
-        epoch = {stamps.epoch_key: _stamps.new_tokens(1)[0]}
-        await self.gateway.write_stamps(epoch, _stamps.STAMP_TTL, fail_open=False)  # counted once, below
+        await self._replace([stamps.epoch_key], fail_open=False)  # counted once, below
         await self.invalidate([stamps.tag(name)[1 if soft else 0] for name in tags], "tags")
 
     async def seal(self, sealing: Sealing | None) -> Seal | None:
@@ -696,6 +724,18 @@ def _follows(entry: Entry, sealing: Sealing | None) -> bool:
         if token is not None and sealed[i * size : (i + 1) * size] != token:
             return False
     return True
+
+
+def _absent(sealing: Sealing | None) -> bool:
+    """Whether a lookup found a stamp absent."""
+    return sealing is not None and None in sealing[1]
+
+
+def _same_seal(entry: Entry, seal: Seal) -> bool:
+    """Whether ``entry`` was sealed with ``seal``'s stamps and tokens (whatever tags it took
+    from its result: they are judged on each read)."""
+    sealed = entry.seal
+    return sealed.deps == seal.deps and sealed.hard == seal.hard and sealed.soft == seal.soft
 
 
 def _sealed_with(entry: Entry, seal: Seal | None) -> bool:

@@ -61,6 +61,16 @@ def message_of(keys: Iterable[str]) -> bytes:
     return "\n".join(keys).encode()
 
 
+def _under(key: str, prefix: str) -> bool:
+    """Whether store key ``key`` starts with ``prefix``, after its stamp bucket's hash tag if any."""
+    if key.startswith(prefix):
+        return True
+    if key[:1] == "{":
+        end = key.find("}")
+        return end > 0 and key.startswith(prefix, end + 1)
+    return False
+
+
 class LocalTier:
     """One per ``Cache`` on a network store with ``local_max_entries`` > 0."""
 
@@ -196,11 +206,12 @@ class LocalTier:
             self.nbytes -= old[2]
 
     def drop(self, keys: Iterable[str]) -> None:
-        """Forget ``keys`` (this process changed them), and void reads under way."""
+        """Forget ``keys`` (this process changed them), and void reads under way. ``prefix*``
+        names every key under ``prefix``, in a stamp bucket too (``{tag}prefix...``)."""
         for key in keys:
             if key.endswith("*"):
                 prefix = key[:-1]
-                for kept in [k for k in self._values if k.startswith(prefix)]:
+                for kept in [k for k in self._values if _under(k, prefix)]:
                     self._pop(kept)
             else:
                 self._pop(key)
