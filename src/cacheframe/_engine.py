@@ -612,12 +612,18 @@ class Engine:
 
     async def seal(self, sealing: Sealing | None) -> Seal | None:
         """The seal of an entry computed from now on: the tokens its lookup read, a fresh one
-        written first for each stamp that was missing. None when that write failed."""
+        written first for each stamp that was missing. None when that write failed.
+
+        A tag epoch created here is also filled into the lookup's tokens (``sealing``'s list):
+        the computation starts after it existed, so :meth:`tag_seal` may check it against
+        the epoch read once the computation is over (rather than not store the entry)."""
         if sealing is None:
             return NO_SEAL
         deps, tokens = sealing
+        hard, soft = len(deps.hard), len(deps.soft)  # (the tag epoch, if read, is last: never sealed)
         missing = [i for i, token in enumerate(tokens) if token is None]
         if missing:
+            read = tokens
             tokens = list(tokens)
             fresh = dict(zip((deps.keys[i] for i in missing), _stamps.new_tokens(len(missing)), strict=True))
             held = await self.gateway.create_stamps(fresh, _stamps.STAMP_TTL)
@@ -625,7 +631,8 @@ class Engine:
                 return None
             for i in missing:
                 tokens[i] = held[deps.keys[i]]
-        hard, soft = len(deps.hard), len(deps.soft)  # (the tag epoch, if read, is last: never sealed)
+            if len(read) > hard + soft and read[-1] is None:
+                read[-1] = tokens[-1]
         return Seal(deps.digest, b"".join(tokens[:hard]), b"".join(tokens[hard : hard + soft]))  # type: ignore[arg-type]
 
     # The steps of a computation, shared by _compute and the sync shell of plain functions
