@@ -116,10 +116,6 @@ class StampKeys:
         """The bucket of a store key made by :meth:`place` (``""`` without buckets)."""
         return key[: self._width]
 
-    def copies(self, stamps: Iterable[str]) -> list[str]:
-        """Every bucket's copy of each of ``stamps`` (the stamps themselves without buckets)."""
-        return [bucket + stamp for stamp in stamps for bucket in self.buckets]
-
     def _key(self, kind: str, identity: bytes) -> str:
         return f"{self._base}{kind}:{hashlib.blake2b(identity, digest_size=16).hexdigest()}"
 

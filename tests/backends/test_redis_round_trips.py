@@ -310,6 +310,48 @@ def test_cluster_hit_is_one_mget_on_one_node(redis_cluster: RedisClusterServers,
     asyncio.run(calls())
 
 
+def test_cluster_invalidation_creates_no_stamp_copies(redis_cluster: RedisClusterServers) -> None:
+    """Invalidating by tag, by resource and by namespace on a cluster replaces the copies of the
+    stamps that exist (the entries' buckets) and creates none in the other 31 buckets; the
+    entries are misses afterwards."""
+    prefix = f"ri{uuid.uuid4().hex[:6]}"
+    cache = cacheframe.Cache(url=redis_cluster.url + "?" + SUITE, prefix=prefix)
+    runs: list[str] = []
+
+    @cache.cache(ttl=60, namespace="rates", tags=["rate:{currency}"])
+    async def rate(currency: str) -> str:
+        runs.append(currency)
+        return currency.lower()
+
+    async def stamp_keys() -> list[bytes]:
+        raw = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+        try:
+            return sorted([key async for key in raw.scan_iter(match=f"*{prefix}:!s:*")])
+        finally:
+            await raw.aclose()
+
+    async def run() -> None:
+        for currency in ("EUR", "USD"):
+            await rate(currency)
+            await rate(currency)
+        assert runs == ["EUR", "USD"]
+        made = await stamp_keys()
+        buckets = {key[:10] for key in made}
+        assert 1 <= len(buckets) <= 2 and all(key.startswith(b"{s") for key in made)
+        await cache.invalidate_tags("rate:EUR")
+        await rate.invalidate("USD")
+        assert await stamp_keys() == made
+        assert [await rate("EUR"), await rate("USD")] == ["eur", "usd"]
+        assert runs == ["EUR", "USD", "EUR", "USD"]
+        await cache.clear("rates")
+        assert await stamp_keys() == made
+        await rate("EUR")
+        assert runs[-1] == "EUR" and len(runs) == 5
+        await cache.close()
+
+    asyncio.run(run())
+
+
 # What Sentinel itself sends the master and its peers every second or so (hello messages,
 # pings, INFO): never a command of ours, but it may land inside a measured window.
 _SENTINEL_OWN = frozenset({"cmdstat_ping", "cmdstat_publish", "cmdstat_info", "cmdstat_subscribe"})
