@@ -260,6 +260,30 @@ class Engine:
             fresh, _stamps.STAMP_TTL, fail_open=fail_open, existing=keys.bucketed
         )
 
+    async def _still_sealed(self, entry: Entry, sealing: Sealing | None) -> bool:
+        """Whether each stamp this caller's lookup found absent now holds the token ``entry``
+        (a leader's, which :func:`_follows` accepted) was sealed with. An absent stamp may
+        since have been created by the leader, lost, and invalidated while absent (on a store
+        with buckets an invalidation replaces only the copies that exist; anywhere, the loss
+        may follow the invalidation): a stamp still holding the leader's token has held it
+        since its creation (tokens are never reused), so no invalidation was lost. One read,
+        only when a stamp was absent (a cold start)."""
+        if sealing is None:
+            return True
+        deps, tokens = sealing
+        absent = [i for i, token in enumerate(tokens[: len(deps.hard) + len(deps.soft)]) if token is None]
+        if not absent:
+            return True
+        now = await self.gateway.read_tokens([deps.keys[i] for i in absent])
+        if now is None:
+            return False
+        sealed = entry.seal.hard + entry.seal.soft
+        size = _stamps.TOKEN_BYTES
+        return all(
+            token is not None and sealed[i * size : (i + 1) * size] == token
+            for i, token in zip(absent, now, strict=True)
+        )
+
     def claim_refresh(self, key: str) -> bool:
         """Whether the caller should start the one background refresh of ``key`` now.
 
@@ -417,21 +441,9 @@ class Engine:
         pending = flights.pending(key, self.epoch)
         if pending is not None:
             shared = await follow(pending, self.settings.stampede_wait)
-            seal: Seal | None = NO_SEAL
-            sealed = False
-            if shared is not None and use_store and _absent(sealing):
-                # A stamp this caller found absent may since have been created by the leader,
-                # lost, and invalidated while absent (an invalidation replaces only stamps that
-                # exist, where the store has buckets): follow only if each stamp still holds
-                # the token the leader sealed with (tokens are never reused).
-                seal, sealed = await self.seal(sealing), True
-                follows = seal is not None and _same_seal(shared, seal)
-            else:
-                # Only what was computed under the stamps this caller read: an invalidation
-                # made (in any process) since the leader read them must not reach this caller.
-                follows = shared is not None and _follows(shared, sealing)
-            if follows:
-                assert shared is not None
+            # Only what was computed under the stamps this caller read: an invalidation made
+            # (in any process) since the leader read them must not reach this caller.
+            if shared is not None and _follows(shared, sealing) and await self._still_sealed(shared, sealing):
                 try:
                     answer = producer.answer(shared, COLLAPSED if use_store else BYPASS)
                 except EntryError:
@@ -440,8 +452,7 @@ class Engine:
                     if use_store:
                         self.observer.on_collapsed(binding.stats_name)
                     return answer
-            if not sealed:
-                seal = await self.seal(sealing) if use_store else NO_SEAL
+            seal = await self.seal(sealing) if use_store else NO_SEAL
             return (await self._compute(binding, key, producer, stale, use_store, None, seal, sealing))[0]
         future = flights.start(key, self.epoch)
         result: Entry | None = None
@@ -716,9 +727,9 @@ class Engine:
 
 def _follows(entry: Entry, sealing: Sealing | None) -> bool:
     """Whether ``entry`` (a leader's) was computed under the stamps this follower read: each
-    token it read is the one the leader sealed, or was absent (the leader created it after;
-    an invalidation writes a token, so an absent one hides none). A follower may then take it
-    as its own."""
+    token it read is the one the leader sealed, or was absent (the leader created it after:
+    :meth:`Engine._still_sealed` then checks it still holds the leader's token). A follower
+    may then take it as its own."""
     if sealing is None:
         return True
     deps, tokens = sealing
@@ -731,18 +742,6 @@ def _follows(entry: Entry, sealing: Sealing | None) -> bool:
         if token is not None and sealed[i * size : (i + 1) * size] != token:
             return False
     return True
-
-
-def _absent(sealing: Sealing | None) -> bool:
-    """Whether a lookup found a stamp absent."""
-    return sealing is not None and None in sealing[1]
-
-
-def _same_seal(entry: Entry, seal: Seal) -> bool:
-    """Whether ``entry`` was sealed with ``seal``'s stamps and tokens (whatever tags it took
-    from its result: they are judged on each read)."""
-    sealed = entry.seal
-    return sealed.deps == seal.deps and sealed.hard == seal.hard and sealed.soft == seal.soft
 
 
 def _sealed_with(entry: Entry, seal: Seal | None) -> bool:
