@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from cacheframe import envelope, keys, stats
+from cacheframe import envelope, stats
 from cacheframe._gateway import CIRCUIT_OPEN, DECODED_MAX_ITEM, NEEDS_IO, STORE_DOWN, StoreGateway, down
 from cacheframe.backends.memory import MemoryBackend
 from cacheframe.exceptions import BackendError
@@ -400,89 +400,3 @@ async def test_failed_write_fails_open() -> None:
     gateway = new_gateway(store)
     assert await gateway.write(KEY, value_entry()) == stats.STORE_DOWN
     assert counts(gateway).store_errors == {"set": 1} and counts(gateway).stores == 0
-
-
-# -- path clears -------------------------------------------------------------------------------
-
-
-def _segment(n: int) -> str:
-    return keys.uri_segment("", f"/p{n}")
-
-
-async def _paths(count: int) -> tuple[NetworkStore, StoreGateway]:
-    """A store holding one entry under each of ``count`` paths, and its gateway."""
-    store = NetworkStore()
-    gateway = new_gateway(store)
-    for n in range(count):
-        await _put(gateway, NS + _segment(n) + "x", value_entry())
-    return store, gateway
-
-
-def _kept(store: MemoryBackend, count: int) -> list[int]:
-    return [n for n in range(count) if store.get_nowait(NS + _segment(n) + "x") is not None]
-
-
-async def test_clear_of_one_path_clears_that_path_only() -> None:
-    """A lone clear_path clears its path's prefix, not the namespace."""
-    store, gateway = await _paths(3)
-    await gateway.clear_path(NS, _segment(1))
-    assert store.clears == [NS + _segment(1)] and _kept(store, 3) == [0, 2]
-
-
-async def test_concurrent_clears_of_a_namespace_share_at_most_two_store_clears() -> None:
-    """Clears of many paths at once cost two store clears: the one running, and one for every
-    request that joined while it ran; each caller returns once its path is cleared."""
-    store, gateway = await _paths(10)
-    store.hold_clears[NS] = asyncio.Event()
-    first = [asyncio.create_task(gateway.clear_path(NS, _segment(n))) for n in range(5)]
-    await settle()
-    assert store.clears == [NS]  # running, held
-    second = [asyncio.create_task(gateway.clear_path(NS, _segment(n))) for n in range(5, 10)]
-    await settle()
-    assert store.clears == [NS] and not any(t.done() for t in first + second)
-    store.hold_clears[NS].set()
-    await asyncio.gather(*first, *second)
-    assert store.clears == [NS, NS] and _kept(store, 10) == []
-
-
-async def test_failed_shared_clear_falls_back_to_each_path() -> None:
-    """When the shared clear raises, each request clears its own path instead."""
-    store, gateway = await _paths(4)
-    store.failing_clears[NS] = RuntimeError("plugin bug")
-    await asyncio.gather(*(gateway.clear_path(NS, _segment(n)) for n in range(3)))
-    assert store.clears[0] == NS
-    assert sorted(store.clears[1:]) == sorted(NS + _segment(n) for n in range(3))
-    assert _kept(store, 4) == [3]
-
-
-async def test_cancelled_shared_clear_falls_back_to_each_path() -> None:
-    """When the task running the shared clear is cancelled, each request clears its own path."""
-    store, gateway = await _paths(3)
-    store.hold_clears[NS] = asyncio.Event()
-    waiting = [asyncio.create_task(gateway.clear_path(NS, _segment(n))) for n in range(2)]
-    await settle()
-    (batches,) = gateway._clearing.values()
-    assert batches.task is not None
-    batches.task.cancel()
-    await asyncio.gather(*waiting)
-    assert sorted(store.clears[1:]) == sorted(NS + _segment(n) for n in range(2))
-    assert _kept(store, 3) == [2]
-
-
-async def test_store_error_in_a_clear_leaves_the_breaker_alone() -> None:
-    """A clear the store fails is counted and logged, but never opens the circuit (a SCAN timing
-    out says nothing of the store's health); the callers are not failed."""
-    store = NetworkStore()
-    gateway = new_gateway(store, breaker_threshold=1)
-    store.failing_clears[NS + _segment(0)] = BackendError("scan timed out")
-    await gateway.clear_path(NS, _segment(0))
-    assert counts(gateway).store_errors == {"clear": 1} and gateway.breaker.state == "closed"
-
-
-async def test_clear_is_skipped_while_the_circuit_is_open() -> None:
-    """While reads find the store down a path clear is not sent: counted as short-circuited."""
-    store = NetworkStore()
-    gateway = new_gateway(store, breaker_threshold=1)
-    gateway.breaker.failure()
-    await gateway.clear_path(NS, _segment(0))
-    assert store.clears == [] and counts(gateway).short_circuited == 1

@@ -22,13 +22,14 @@ EXPORTED = [
     "cache",
     "configure",
     "get_cache",
+    "install",
     "invalidates",
     "lifespan",
     "tag",
 ]
 CACHE_PUBLIC = {
     "backend", "cache", "clear", "close", "delete", "get",
-    "invalidate_tags", "lifespan", "set", "settings", "stats",
+    "invalidate_tags", "lifespan", "on_invalidate", "set", "settings", "stats",
 }  # fmt: skip
 
 

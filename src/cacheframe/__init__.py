@@ -1,5 +1,6 @@
 """cacheframe: HTTP-correct response and function caching for FastAPI, on pluggable backends."""
 
+from ._install import install
 from ._stamps import tag
 from .cache import Cache, CacheStats
 from .default import cache, configure, get_cache, lifespan
@@ -31,6 +32,7 @@ __all__ = [
     "cache",
     "configure",
     "get_cache",
+    "install",
     "invalidates",
     "lifespan",
     "tag",

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
@@ -158,6 +160,8 @@ class Engine:
         self.compute_cost: dict[str, float] = {}
         # Bumped by every invalidation: a fill started before one never writes back.
         self.epoch = 0
+        # Called with (tags, soft) after each tag invalidation is durable (Cache.on_invalidate).
+        self.invalidation_hooks: list[Callable[[list[str], bool], Any]] = []
         self._prefix = keys.safe_segment(settings.prefix)
         self.stamps = StampKeys(self._prefix, gateway.buckets)
         # The stamps of each store key's entries, as the full path found them: the fast path,
@@ -451,6 +455,7 @@ class Engine:
                 else:
                     if use_store:
                         self.observer.on_collapsed(binding.stats_name)
+                    _tag_caller(shared)
                     return answer
             seal = await self.seal(sealing) if use_store else NO_SEAL
             return (await self._compute(binding, key, producer, stale, use_store, None, seal, sealing))[0]
@@ -469,7 +474,7 @@ class Engine:
             lock = StoreLock(self.gateway, key)
             try:
                 held, current = await lock.acquire(reread)
-                entry = current if _fresh(current) and _sealed_with(current, seal) else None
+                entry = current if _fresh(current) and await self._taken(current, seal, key) else None
                 label = HIT  # found in the store on the re-read
                 if entry is None and not held:  # another process computes: wait for its entry
                     entry = await self._wait_for_entry(key, seal)
@@ -485,6 +490,7 @@ class Engine:
                             self.observer.on_hit(binding.stats_name, stats.TIER_STORE)
                         else:
                             self.observer.on_collapsed(binding.stats_name)
+                        _tag_caller(entry)
                         return answer
                 answer, result = await self._compute(
                     binding, key, producer, stale, use_store, lock, seal, sealing
@@ -620,6 +626,13 @@ class Engine:
         stamps = self.stamps
         await self._replace([stamps.epoch_key], fail_open=False)  # counted once, below
         await self.invalidate([stamps.tag(name)[1 if soft else 0] for name in tags], "tags")
+        for hook in self.invalidation_hooks:  # durable here: now tell what is in front (a CDN)
+            try:
+                done = hook(list(tags), soft)
+                if inspect.isawaitable(done):
+                    await done
+            except Exception as exc:  # the invalidation itself holds: a hook failing is logged
+                log.warning("cacheframe: on_invalidate hook %r failed for %s: %s", hook, tags, exc)
 
     async def seal(self, sealing: Sealing | None) -> Seal | None:
         """The seal of an entry computed from now on: the tokens its lookup read, a fresh one
@@ -720,9 +733,35 @@ class Engine:
         while loop.time() < deadline:
             await asyncio.sleep(_POLL)
             entry = await self.gateway.read_once(key)
-            if _fresh(entry) and _sealed_with(entry, seal):
+            if _fresh(entry) and await self._taken(entry, seal, key):
                 return entry
         return None
+
+    async def _taken(self, entry: Entry, seal: Seal | None, key: str) -> bool:
+        """Whether a fresh entry found in the store under ``key`` may answer this caller as its
+        own: sealed with the tokens this caller read (``seal``: None, never), and, when it took
+        tags from its result, holding those tags' current tokens (another process's computation
+        took them; they may have been invalidated since it stored the entry)."""
+        if seal is None:
+            return False
+        own = entry.seal
+        if own.deps != seal.deps or own.hard != seal.hard or own.soft != seal.soft:
+            return False
+        if not own.tags:
+            return True
+        tokens = await self.result_tag_tokens(entry, self.stamps.bucket_of(key))
+        if any(token is None for token in tokens):
+            return False
+        n = len(own.tags)
+        return own.tag_hard == b"".join(tokens[:n]) and own.tag_soft == b"".join(tokens[n:])  # type: ignore[arg-type]
+
+
+def _tag_caller(entry: Entry) -> None:
+    """An entry computed elsewhere (in flight here, or by another process) answers this call:
+    a cached computation running here and calling it depends on the tags that entry took
+    from its result, as if the call had computed them itself."""
+    if entry.seal.tags:
+        _stamps.tag(*entry.seal.tags)
 
 
 def _follows(entry: Entry, sealing: Sealing | None) -> bool:
@@ -742,13 +781,6 @@ def _follows(entry: Entry, sealing: Sealing | None) -> bool:
         if token is not None and sealed[i * size : (i + 1) * size] != token:
             return False
     return True
-
-
-def _sealed_with(entry: Entry, seal: Seal | None) -> bool:
-    """Whether ``entry`` was sealed as this caller would seal its own (None: never)."""
-    if seal is None:
-        return False
-    return entry.seal == seal
 
 
 def _fresh(entry: Read) -> TypeGuard[Entry]:
@@ -781,6 +813,9 @@ class Binding:
     # The names of the path parameters of the routes serving this view, as requests showed
     # them (a view's resource is its path parameters: ``view.invalidate`` checks against them).
     path_names: set[tuple[str, ...]] = field(default_factory=set, compare=False, hash=False)
+    # The field FastAPI validates each path parameter with on those routes (by its name in the
+    # path): ``view.invalidate(user_id="5")`` converts by it, as the request did.
+    path_fields: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # What this function showed it does: RESULT_TAGS once it tagged a result.
     learned: set[str] = field(default_factory=set, compare=False, hash=False)
 

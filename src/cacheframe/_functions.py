@@ -198,7 +198,7 @@ async def call_async(
     if state == DOWN:
         engine.observer.on_bypass(binding.stats_name, down(found) or stats.STORE_DOWN)
         return await engine.fill(binding, key, call, None, use_store=False)
-    if state in (STALE, SOFT):
+    if state in (STALE, SOFT) and outer is None:
         reason = stats.WHILE_REVALIDATE if state == STALE else stats.SOFT_INVALIDATION
         try:
             value, refresh = engine.serve_stale(binding, key, found, call, reason)
@@ -210,7 +210,10 @@ async def call_async(
             _background.add(task)
             task.add_done_callback(_background.discard)
         return value
-    stale = engine.usable_on_error(binding, found) if state == EXPIRED and found is not None else None
+    # A cached computation calling this one (``outer``) gets a fresh value, never a stale one:
+    # it would store it as fresh, under the tokens of now, and outlive the refresh.
+    usable = state in (EXPIRED, STALE)
+    stale = engine.usable_on_error(binding, found) if usable and found is not None else None
     return await engine.fill(binding, key, call, stale, reread=True, sealing=sealing)
 
 
@@ -234,7 +237,10 @@ def call_sync(
         custom = run_sync(keys.custom_key(binding.policy.key_builder, func, None, args, kwargs))
     key, stamps = placed(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
-    read = run_sync(engine.gateway.read_stamped(key, stamps.keys))  # on the portal loop, as every store call
+    gateway = engine.gateway
+    peeked = gateway.peek_stamped(key, stamps.keys) if gateway.local is not None else NEEDS_IO  # local tier
+    # Else on the portal loop, as every store call.
+    read = peeked if isinstance(peeked, tuple) else run_sync(gateway.read_stamped(key, stamps.keys))
     state, found = _lookup(engine, call, read, stamps)
     if state == RECHECK:
         tag_tokens = run_sync(engine.result_tag_tokens(found, stamps.bucket))

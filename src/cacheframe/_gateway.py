@@ -10,7 +10,6 @@ written once:
   one key in one loop share one store call (:meth:`StoreGateway.read`);
 - decoding, with a memo of decoded entries owned here and bounded in bytes;
 - writes, released together with the store lock where the backend can;
-- clears of one path after an unsafe request, batched per namespace.
 
 It knows entries (the envelope) and backends, and nothing of views, functions
 or HTTP.
@@ -86,7 +85,6 @@ def down(read: object) -> str | None:
 
 
 _LOG_INTERVAL = 30.0  # seconds between two warnings of failing store calls
-_CLEAR_LOG_INTERVAL = 60.0  # seconds between two warnings of failing path clears
 # Decoded entries kept, in bytes of entry (counted twice: the stored bytes and the decoded
 # copy of the body), so that a hot entry is decoded once, whatever its size.
 DECODED_MAX_BYTES = 32 * 1024 * 1024
@@ -159,10 +157,7 @@ class StoreGateway:
         ] = {}
         # Decoded entries by store key, with the stored bytes they came from.
         self.decoded: BytesMemo[str, tuple[bytes, Entry]] = BytesMemo(DECODED_MAX_BYTES, DECODED_MAX_ITEM)
-        # Path clears of unsafe requests under way, per loop and namespace.
-        self._clearing: dict[tuple[asyncio.AbstractEventLoop, str], _Batches] = {}
         self._last_logged = float("-inf")
-        self._last_clear_logged = float("-inf")
         # Stamp buckets (a cluster): each entry and the copies of its stamps share a prefix.
         self.bucketed: SupportsStampBuckets | None = None
         self.buckets: tuple[str, ...] = ("",)
@@ -181,14 +176,20 @@ class StoreGateway:
         self.broadcast: SupportsBroadcast | None = backend if isinstance(backend, SupportsBroadcast) else None
         self.channel = f"{settings.prefix}:!inv"
         self.local: LocalTier | None = None
+        local_set = [
+            name
+            for name, spec in type(settings).model_fields.items()
+            if name.startswith("local_") and getattr(settings, name) != spec.default
+        ]
+        if self.in_process and local_set:
+            named = ", ".join(f"{n}={getattr(settings, n)!r} (CACHEFRAME_{n.upper()})" for n in local_set)
+            raise ConfigurationError(
+                f"{name}: {named} ask for an "
+                f"in-process tier in front of a network store, but {type(backend).__name__} is "
+                "in-process already; remove them (local_max_entries=0 turns the tier off), or use a "
+                "network store (redis://, memcached://)"
+            )
         if settings.local_max_entries:
-            if self.in_process:
-                raise ConfigurationError(
-                    f"{name}: local_max_entries={settings.local_max_entries} asks for an in-process tier "
-                    f"in front of {type(backend).__name__}, which is in-process already; set "
-                    "local_max_entries=0 (CACHEFRAME_LOCAL_MAX_ENTRIES), or use a network store "
-                    "(redis://, memcached://)"
-                )
             self.local = LocalTier(backend, settings, observer, name)
         self.tier = stats.TIER_STORE  # where the last read answered from (for the hit's label)
 
@@ -379,15 +380,22 @@ class StoreGateway:
         reading[slot] = None
         found: Stamped = (None, [None] * len(stamps))
         local = self.local
+        tier = stats.TIER_STORE
         try:
             if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
                 found = (CIRCUIT_OPEN, _NO_TOKENS)
                 return found
-            ticket = 0 if local is None else local.applied
+            kept = None
+            if local is not None:
+                ticket, read_at = local.applied, time.time()
+                if local.serves:
+                    local.trusted()  # (a lease: starts the channel on this loop if none runs yet)
+                else:
+                    kept = local.entry(key)
             try:
-                kept = None if local is None or local.serves else local.entry(key)
                 if kept is not None:  # validate mode: the entry is here, its stamps are read
                     values = [kept, *await self._read_stamps(stamps)]
+                    tier = stats.TIER_LOCAL
                 elif self._stamped is not None:
                     values = await self._stamped.read_stamped(key, stamps)
                 else:
@@ -398,11 +406,11 @@ class StoreGateway:
                 return found
             entry = self._got(key, values[0])
             found = (entry, values[1:])
-            if local is not None and entry is not None and values[0] is not None:
-                local.fill(ticket, key, values[0], entry.created + entry.ttl, stamps, values[1:])
+            if local is not None and kept is None and entry is not None and values[0] is not None:
+                local.fill(ticket, key, values[0], entry.created + entry.ttl, stamps, values[1:], read_at)
             return found
         finally:
-            self.tier = stats.TIER_STORE
+            self.tier = tier
             # followers get what the read found; a cancelled or raising read hands them a miss
             for waiter in reading.pop(slot, None) or ():
                 if not waiter.done():
@@ -661,91 +669,3 @@ class StoreGateway:
         """Release the store lock (never raises when failing open)."""
         if self.lock is not None:
             await self.call("unlock", self.lock.release_lock(lock_key, token), False)
-
-    # -- clears of one path (RFC 9111 §4.4) -------------------------------------------------
-
-    async def clear_path(self, namespace: str, segment: str) -> None:
-        """Clear ``namespace + segment``, sharing work across paths: every request joins the
-        next clear of its namespace (which starts after it joined, so it covers its write), and
-        one clear at a time runs per namespace and loop. A next clear covering several paths
-        clears the whole namespace (more than asked, never less). On Redis a clear is a SCAN of
-        the keyspace, so a flood of unsafe requests to many paths costs one running clear, not
-        one per request."""
-        loop = asyncio.get_running_loop()
-        slot = (loop, namespace)
-        batches = self._clearing.get(slot)
-        if batches is None:
-            batches = self._clearing[slot] = _Batches()
-        if batches.next is None:
-            batches.next = loop.create_future()
-        batches.segments.add(segment)
-        mine = batches.next
-        if batches.task is None:
-            batches.task = loop.create_task(self._drive(slot, namespace, batches))
-        if await asyncio.shield(mine):
-            return
-        # That clear failed or was cancelled: clear this path alone (raising what the store raises).
-        await self._sweep(namespace + segment)
-
-    async def _drive(
-        self, slot: tuple[asyncio.AbstractEventLoop, str], namespace: str, batches: _Batches
-    ) -> None:
-        """Run the namespace's queued clears one after another until none is queued."""
-        try:
-            while batches.next is not None:
-                future, segments = batches.next, batches.segments
-                batches.next, batches.segments = None, set()
-                prefix = namespace + next(iter(segments)) if len(segments) == 1 else namespace
-                done = False
-                try:
-                    await self._sweep(prefix)
-                    done = True
-                except Exception as exc:  # its waiters clear their own paths, and see the error
-                    log.debug("cacheframe: shared clear of %s failed: %s", loggable(prefix), exc)
-                finally:
-                    future.set_result(done)
-        finally:
-            self._clearing.pop(slot, None)
-            if batches.next is not None:  # cancelled with a clear queued: its waiters clear themselves
-                batches.next.set_result(False)
-
-    async def _sweep(self, prefix: str) -> None:
-        """One store clear, outside the circuit breaker's count: on Redis a clear SCANs the whole
-        keyspace, so its failing (timing out on a large store) says nothing of the store's health,
-        and a flood of unsafe requests must not open the circuit and turn every read into a
-        bypass. While the circuit is open (reads found the store down) the clear is skipped."""
-        if self.breaker.opened_at is not None:
-            self.observer.on_short_circuit()
-            if not self.settings.fail_open:
-                raise BackendError(f"{self.name}: circuit open after repeated store failures")
-            return
-        try:
-            await self.backend.clear(prefix)
-        except STORE_ERRORS as exc:
-            if self.local is not None:
-                self.local.drop((prefix + "*",))
-            self.observer.on_store_error("clear", isinstance(exc, TimeoutError))
-            now = time.monotonic()
-            if now - self._last_clear_logged >= _CLEAR_LOG_INTERVAL:
-                self._last_clear_logged = now
-                log.warning(
-                    "cacheframe: clearing %s failed (%s: %s); further failures not logged for %.0f s",
-                    loggable(prefix),
-                    type(exc).__name__,
-                    exc,
-                    _CLEAR_LOG_INTERVAL,
-                )
-            return
-        await self._announce((prefix + "*",), "clear")
-
-
-class _Batches:
-    """The clears of one namespace in one loop: the one running, and the next one (not
-    started yet) with the path segments it will cover."""
-
-    __slots__ = ("next", "segments", "task")
-
-    def __init__(self) -> None:
-        self.next: asyncio.Future[bool] | None = None
-        self.segments: set[str] = set()
-        self.task: asyncio.Task[None] | None = None

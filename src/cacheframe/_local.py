@@ -1,9 +1,11 @@
 """The in-process tier: copies of a network store's values, with a bound on their staleness.
 
 Turned on by ``local_max_entries`` (a network store only). It keeps the stored bytes of
-entries and of the stamps they were sealed with (``_stamps``), by store key, bounded in
-entries and in bytes, so that a hit reads no store at all. Whether a copy may answer
-depends on what the store offers:
+entries and of the stamps they were sealed with (``_stamps``), by store key, so that a hit
+reads no store at all: at most ``local_max_entries`` entries, least recently used first
+out, and ``local_max_bytes`` in all. A stamp's copy is kept while a kept entry depends on
+it (so a hot entry's stamps never age out from under it, and hits touch only the entry).
+Whether a copy may answer depends on what the store offers:
 
 - **lease** (a store with :class:`~cacheframe.types.SupportsBroadcast`: Redis). Every
   invalidation writes its stamps and publishes their keys on a channel, acknowledged
@@ -23,8 +25,8 @@ depends on what the store offers:
 In every mode a copy of an entry lives at most until the entry stops being fresh
 (stale entries are read from the store, where another process may have refreshed
 them), and a read that overlapped a change heard on the channel fills nothing (its
-*ticket*, the count of changes applied when it started, no longer matches): a value read
-before an invalidation is never kept after it.
+*ticket*, the count of changes when it started, is older than the last change to one of
+its keys, or than a reset): a value read before an invalidation is never kept after it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -48,6 +51,7 @@ log = logging.getLogger("cacheframe.local")
 LEASE, TTL, VALIDATE = "lease", "ttl", "validate"
 _OVERHEAD = 120  # bytes counted per kept value beyond its key and bytes
 _LOG_INTERVAL = 30.0
+_CHANGED_MAX = 100_000  # keys whose last change is remembered for the fill guard
 
 
 def channel_name(prefix: str) -> str:
@@ -84,9 +88,18 @@ class LocalTier:
         self.channel = channel_name(settings.prefix)
         self.observer = observer
         self.name = name
-        self._values: OrderedDict[str, tuple[bytes, float, int]] = OrderedDict()  # key: bytes, expiry, size
-        self.nbytes = 0
-        self.applied = 0  # changes applied and resets: the ticket a read takes when it starts
+        # entries: store key -> (bytes, expiry, size, the stamps it holds a reference to)
+        self._values: OrderedDict[str, tuple[bytes, float, int, tuple[str, ...]]] = OrderedDict()
+        self._stamps: dict[str, tuple[bytes, float, int]] = {}  # stamp key -> (token, expiry, size)
+        self._refs: dict[str, int] = {}  # stamp key -> kept entries referring to it
+        self.nbytes = 0  # entries and stamps
+        # Held by every change to the copies: a fill (checking its ticket, then keeping) is one
+        # step against changes heard meanwhile, even from another thread (a sync function's
+        # store calls run on the portal loop's thread; the channel is read on the app's loop).
+        self._lock = threading.Lock()
+        self.applied = 0  # changes heard or made so far: the ticket a read takes when it starts
+        self._changed: dict[str, int] = {}  # key: the change that last dropped it (recent ones)
+        self._floor = 0  # reads that started before this change fill nothing (a reset, a prefix)
         self.hits = 0
         self.bypassed = 0  # hits not answered here because the lease had run out
         self.resets = 0
@@ -125,15 +138,20 @@ class LocalTier:
             return None
         now = time.time()
         if found[1] <= now:
-            self._pop(key)
+            with self._lock:
+                self._pop(key)
             return None
         out = [found[0]]
+        kept_stamps = self._stamps
         for stamp in stamps:
-            kept = values.get(stamp)
+            kept = kept_stamps.get(stamp)
             if kept is None or kept[1] <= now:
                 return None
             out.append(kept[0])
-        values.move_to_end(key)
+        try:
+            values.move_to_end(key)
+        except KeyError:  # dropped meanwhile by another thread (the sync portal's)
+            return None
         self.hits += 1
         return out
 
@@ -143,9 +161,13 @@ class LocalTier:
         if found is None:
             return None
         if found[1] <= time.time():
-            self._pop(key)
+            with self._lock:
+                self._pop(key)
             return None
-        self._values.move_to_end(key)
+        try:
+            self._values.move_to_end(key)
+        except KeyError:
+            return None
         return found[0]
 
     def trusted(self) -> bool:
@@ -166,62 +188,124 @@ class LocalTier:
         fresh_until: float,
         stamps: Sequence[str],
         tokens: Sequence[bytes | None],
+        read_at: float | None = None,
     ) -> None:
         """Keep an entry read from the store (fresh until ``fresh_until``, Unix time) and its
         stamps' tokens, unless a change was heard since the read began (``ticket``) or, in
-        lease mode, nothing is listening."""
-        if ticket != self.applied:
-            return
-        if self.mode == LEASE and self._sub is None:
-            return
-        now = time.time()
-        until = fresh_until if self.cap is None else min(fresh_until, now + self.cap)
-        if until <= now:
-            return
-        self._put(key, raw, until)
-        if self.mode == VALIDATE:
-            return
-        stamp_until = math.inf if self.cap is None else now + self.cap
-        for stamp, token in zip(stamps, tokens, strict=False):
-            if token is not None:
-                self._put(stamp, token, stamp_until)
+        lease mode, nothing is listening. ``local_ttl`` counts from ``read_at``, when the
+        read began (default: now)."""
+        with self._lock:
+            if ticket < self._floor:
+                return
+            changed = self._changed
+            if changed and (
+                changed.get(key, -1) > ticket or any(changed.get(s, -1) > ticket for s in stamps)
+            ):
+                return
+            if self.mode == LEASE and self._sub is None:
+                return
+            now = time.time()
+            born = now if read_at is None else min(read_at, now)
+            until = fresh_until if self.cap is None else min(fresh_until, born + self.cap)
+            if until <= now:
+                return
+            if self.mode == VALIDATE:  # the stamps are read from the store on every hit
+                self._put(key, raw, until, ())
+                self._evict()
+                return
+            held = tuple(stamps)
+            if not self._put(key, raw, until, held):
+                return
+            stamp_until = math.inf if self.cap is None else born + self.cap
+            for stamp, token in zip(held, tokens, strict=False):
+                if token is None:  # missing in the store: an older copy says nothing true
+                    self._forget_stamp(stamp)
+                else:
+                    self._put_stamp(stamp, token, stamp_until)
+            self._evict()
 
-    def _put(self, key: str, raw: bytes, until: float) -> None:
+    def _put(self, key: str, raw: bytes, until: float, stamps: tuple[str, ...]) -> bool:
+        """Keep an entry (replacing its copy) and refer to its stamps, bounds not enforced yet
+        (``_evict``); False when it alone is larger than the byte bound."""
+        self._pop(key)
         size = len(raw) + len(key) + _OVERHEAD
         if size > self.max_bytes:
+            return False
+        self._values[key] = (raw, until, size, stamps)
+        self.nbytes += size
+        refs = self._refs
+        for stamp in stamps:
+            refs[stamp] = refs.get(stamp, 0) + 1
+        return True
+
+    def _put_stamp(self, stamp: str, token: bytes, until: float) -> None:
+        if stamp not in self._refs:  # evicted with its last entry meanwhile
             return
-        values = self._values
-        old = values.pop(key, None)
+        self._forget_stamp(stamp)
+        size = len(token) + len(stamp) + _OVERHEAD
+        self._stamps[stamp] = (token, until, size)
+        self.nbytes += size
+
+    def _forget_stamp(self, stamp: str) -> None:
+        old = self._stamps.pop(stamp, None)
         if old is not None:
             self.nbytes -= old[2]
-        values[key] = (raw, until, size)
-        self.nbytes += size
-        while len(values) > self.max_entries or self.nbytes > self.max_bytes:
-            _, (_, _, dropped) = values.popitem(last=False)
-            self.nbytes -= dropped
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries (and the stamps only they referred to) until
+        within both bounds."""
+        values = self._values
+        while values and (len(values) > self.max_entries or self.nbytes > self.max_bytes):
+            self._release(*values.popitem(last=False))
+
+    def _release(self, key: str, kept: tuple[bytes, float, int, tuple[str, ...]]) -> None:
+        self.nbytes -= kept[2]
+        refs = self._refs
+        for stamp in kept[3]:
+            left = refs[stamp] - 1
+            if left:
+                refs[stamp] = left
+            else:
+                del refs[stamp]
+                self._forget_stamp(stamp)
 
     def _pop(self, key: str) -> None:
         old = self._values.pop(key, None)
         if old is not None:
-            self.nbytes -= old[2]
+            self._release(key, old)
 
     def drop(self, keys: Iterable[str]) -> None:
-        """Forget ``keys`` (this process changed them), and void reads under way. ``prefix*``
-        names every key under ``prefix``, in a stamp bucket too (``{tag}prefix...``)."""
-        for key in keys:
-            if key.endswith("*"):
-                prefix = key[:-1]
-                for kept in [k for k in self._values if _under(k, prefix)]:
-                    self._pop(kept)
-            else:
-                self._pop(key)
-        self.applied += 1
+        """Forget ``keys`` (changed here or heard on the channel; ``prefix*``: every key under
+        it, in a stamp bucket too: ``{tag}prefix...``), and void the reads under way that read
+        them."""
+        with self._lock:
+            for key in keys:
+                self.applied += 1
+                if key.endswith("*"):
+                    prefix = key[:-1]
+                    for kept in [k for k in self._values if _under(k, prefix)]:
+                        self._pop(kept)
+                    for stamp in [k for k in self._stamps if _under(k, prefix)]:
+                        self._forget_stamp(stamp)
+                    self._floor = self.applied
+                else:
+                    self._pop(key)
+                    self._forget_stamp(key)
+                    self._changed[key] = self.applied
+            if len(self._changed) > _CHANGED_MAX:  # forget them all: reads under way fill nothing
+                self._changed.clear()
+                self._floor = self.applied
 
     def clear(self) -> None:
         """Forget every copy, and void reads under way."""
-        self._values.clear()
-        self.nbytes = 0
-        self.applied += 1
+        with self._lock:
+            self._values.clear()
+            self._stamps.clear()
+            self._refs.clear()
+            self._changed.clear()
+            self.nbytes = 0
+            self.applied += 1
+            self._floor = self.applied
 
     def __len__(self) -> int:
         return len(self._values)
@@ -237,14 +321,17 @@ class LocalTier:
     def _want(self) -> None:
         """Ask, without waiting, for a subscription or a fresh PING on the channel's loop."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a sync caller's thread: the channel's loop does it, if there is one
+            loop = None
         own = self._loop
         if own is not None and own.is_closed():  # its loop is gone, and its connection with it
             self._forget()
             own = None
-        if own is None or own is loop:
+        if own is None:
+            if loop is not None:
+                self._kick(loop)
+        elif own is loop:
             self._kick(loop)
         else:
             own.call_soon_threadsafe(self._kick, own)

@@ -43,11 +43,11 @@ from ._engine import (
 from ._gateway import NEEDS_IO, Entry, down
 from ._render import render
 from ._replies import CHECKED, bypass_status, cache_status, hit_headers, remaining, reply
-from ._stamps import Deps, tag
+from ._stamps import Deps, collecting, tag
 from .envelope import ResponseEntry
 from .exceptions import BackendError, EntryError
-from .policy import Policy
-from .routes import RouteInfo, effective_route, route_info
+from .policy import Policy, tag_header_value
+from .routes import RouteInfo, effective_route, path_values, route_info
 
 __all__ = ["ReplayResponse", "serve"]
 
@@ -172,7 +172,7 @@ async def serve(
                     stats.STACKED_ARGUMENTS,
                 )
             key += "~" + arguments
-        deps = _deps(binding, scope, kwargs, key)
+        deps = _deps(binding, scope, kwargs, key, info)
         state = EXPIRED  # request no-cache: look no further, fill (and store) anew
         entry: Any = None
         checked = scope.get(CHECKED)
@@ -277,19 +277,24 @@ def _bypass_reason(
 _NOT_RUN, _RUNNING, _RETURNED = "not run", "running", "returned"
 
 
-def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str) -> Deps:
+def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str, info: RouteInfo) -> Deps:
     """The stamps an entry of this request depends on: the cache's and the view's, its resource
-    (the path parameters, by the values the view receives) and its tags (the view's
-    templates, filled from its arguments). Kept by store key for the fast path."""
+    (the path parameters, by the values the route's code receives: ``routes.path_values``)
+    and its tags (the view's templates, filled from its arguments). Kept by store key for
+    the fast path."""
     engine = binding.engine
     path_params = scope.get("path_params")
     resource = None
     if path_params:
-        params = {name: kwargs.get(name, raw) for name, raw in path_params.items()}
+        params = path_values(info, path_params, kwargs)
         resource = engine.stamps.params_identity(params)
         names = tuple(sorted(params))
         if names not in binding.path_names:
             binding.path_names.add(names)
+            for name in names:
+                field = info.path_fields.get(name)
+                if field is not None:
+                    binding.path_fields.setdefault(name, field[1])
     tags = [template.format_map(kwargs) for template in binding.policy.tags]
     stamps = engine.stamps
     deps = stamps.deps(binding.namespace, resource, tags, binding.tags_results, stamps.bucket_of(key))
@@ -412,7 +417,20 @@ class _ViewFill:
             raise labelled.with_traceback(exc.__traceback__) from exc.__cause__
         response = await render(value, self.route, self.sub, self.is_coroutine)
         self.fwd_status = response.status_code
+        if self.binding.policy.tag_headers:
+            self._tag_headers(response)
         return response, reads
+
+    def _tag_headers(self, response: Response) -> None:
+        """List the response's tags (its arguments' and those it took) in the headers the
+        view opted in to (``tag_headers``), for a cache in front; a header the view set stays."""
+        policy = self.binding.policy
+        names = [template.format_map(self.kwargs) for template in policy.tags]
+        names += collecting() or ()
+        for header in policy.tag_headers:
+            value = tag_header_value(header, names)
+            if value is not None and header not in response.headers:
+                response.headers[header] = value
 
     def failed(self, result: tuple[Response, set[str]]) -> bool:
         return result[0].status_code >= 500

@@ -9,10 +9,10 @@ API, the lifespan and ``cache(...)`` on top of them. Nothing else is public.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 from . import envelope
 from ._engine import Engine
@@ -27,6 +27,8 @@ from .settings import CacheSettings, load_settings
 from .startup import check_store
 from .stats import NS_TOO_LARGE, CacheStats
 from .types import Backend
+
+H = TypeVar("H", bound=Callable[[list[str], bool], Awaitable[None] | None])
 
 __all__ = ["Cache", "CacheStats"]
 
@@ -129,6 +131,16 @@ class Cache:
         if not tags:
             raise ConfigurationError("invalidate_tags() needs at least one tag")
         await self._engine.invalidate_tags([check_tag(tag) for tag in tags], soft)
+
+    def on_invalidate(self, hook: H) -> H:
+        """Register ``hook(tags, soft)``, sync or async: called with the tag names after each
+        tag invalidation of this cache (``invalidate_tags``, ``@invalidates(tags=...)``, a
+        ``Cache-Group-Invalidation`` header) is durable, to forward the purge to a CDN. Usable
+        as a decorator. A failing hook is logged at WARNING; the invalidation still holds."""
+        if not callable(hook):
+            raise ConfigurationError(f"on_invalidate takes a function of (tags, soft), got {hook!r}")
+        self._engine.invalidation_hooks.append(hook)
+        return hook
 
     async def close(self) -> None:
         """Close the backend's connections (and the local tier's channel)."""

@@ -44,18 +44,24 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
-from . import _functions, _views, keys, routes
+from . import _functions, _views, keys, routes, unsafe
 from ._engine import Binding, Engine
 from ._signature import CONNECTION_PARAM, inject
 from ._stamps import MAX_TAGS, check_tag
 from ._sync import run_sync, serve_from_worker
 from .exceptions import ConfigurationError, KeyBuildError
-from .policy import DecoratorOptions, Policy, non_negative_seconds, tag_fields, ttl_seconds
+from .policy import (
+    DecoratorOptions,
+    Policy,
+    non_negative_seconds,
+    tag_fields,
+    tag_header_names,
+    ttl_seconds,
+)
 from .types import KeyBuilder, Serializer
 
 __all__ = ["Cached", "Decorator", "DecoratorOptions", "Policy"]
@@ -93,6 +99,7 @@ class Decorator:
         xfetch_beta: float = 0,
         tags: Sequence[str] = (),
         result_tags: Callable[[Any], Iterable[str]] | None = None,
+        tag_headers: Sequence[str] = (),
     ) -> None:
         if isinstance(vary, str):
             raise ConfigurationError(f"vary takes a list of header names, got the string {vary!r}")
@@ -123,6 +130,7 @@ class Decorator:
             xfetch_beta=non_negative_seconds("xfetch_beta", xfetch_beta),
             tags=tuple(dict.fromkeys(tags)),
             result_tags=result_tags,
+            tag_headers=tag_header_names(tag_headers),
         )
         self._bound: dict[Callable[..., Any], Binding] = {}
 
@@ -233,7 +241,10 @@ class Decorator:
             if not args and not kwargs:
                 await engine.invalidate([stamps.namespace(binding.namespace)], binding.stats_name)
                 return
-            unknown = sorted(set(kwargs) - set(signature.parameters))
+            # A view's path parameters may go by another name than its own parameters' (an
+            # alias) or be read by a dependency only: the names requests showed count too.
+            known = set(signature.parameters).union(*binding.path_names)
+            unknown = sorted(set(kwargs) - known)
             if unknown:
                 raise ConfigurationError(
                     f"{binding.qualname}.invalidate(): no parameter {', '.join(map(repr, unknown))}; "
@@ -248,8 +259,7 @@ class Decorator:
                         f"parameters {' or '.join(map(str, sorted(binding.path_names)))}, got {names}"
                     )
                 # By the values the view receives (FastAPI converts "3" to 3 for an int parameter).
-                values = {name: _as_annotated(func, name, value) for name, value in kwargs.items()}
-                targets.append(stamps.resource(binding.namespace, stamps.params_identity(values)))
+                targets.append(unsafe.resource_stamp(binding, func, kwargs))
             try:  # a plain call's own entry, by the key that call has
                 custom = None
                 if self.policy.key_builder is not None:
@@ -269,21 +279,6 @@ class Decorator:
             run_sync(invalidate(*args, **kwargs))
 
         return invalidate_sync
-
-
-def _as_annotated(func: Callable[..., Any], name: str, value: Any) -> Any:
-    """``value`` as the parameter ``name`` of ``func`` receives it (validated by its
-    annotation, laxly, as FastAPI does), or as given when the annotation does not say."""
-    try:
-        annotation = typing.get_type_hints(func).get(name)
-    except Exception:  # unresolvable annotations: the resource is named as given
-        return value
-    if annotation is None:
-        return value
-    try:
-        return TypeAdapter(annotation).validate_python(value)
-    except Exception:  # not convertible: the resource is named as given
-        return value
 
 
 def _in_event_loop() -> bool:

@@ -78,7 +78,11 @@ def cache(ttl: float | timedelta | None = None, **options: Unpack[DecoratorOptio
       entry (``X-Cache: STALE``) while one background refresh runs;
     - ``stale_if_error=S``: for S seconds after ``ttl`` serve the stale entry
       when the view raises or answers 5xx;
-    - ``xfetch_beta=B``: probabilistic early refresh of hot keys (1.0 is typical).
+    - ``xfetch_beta=B``: probabilistic early refresh of hot keys (1.0 is typical);
+    - ``tags=["item:{item_id}"]``: tag templates over the parameters, for
+      ``invalidate_tags``; ``result_tags=fn``: tags taken from the result;
+    - ``tag_headers=["Cache-Groups", "Surrogate-Key", "Cache-Tag"]``: list the response's
+      tags in these headers, for a cache or CDN in front (opt-in: tags can reveal data).
     """
     return Decorator(_default_engine, ttl=ttl, **options)
 

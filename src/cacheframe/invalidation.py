@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from . import unsafe
 from ._stamps import MAX_TAGS, check_tag
 from .default import get_cache
 from .exceptions import ConfigurationError
@@ -99,10 +100,9 @@ async def _invalidate(targets: Sequence[Any], tags: Sequence[str], arguments: di
         # any request in this process they are unknown: then all of the target is invalidated
         # (more than needed, never less).
         known = [names for names in binding.path_names if set(names) <= arguments.keys()]
-        if known:
-            await target.invalidate(**{name: arguments[name] for name in known[0]})
-        else:
-            await target.invalidate()
+        params = {name: arguments[name] for name in known[0]} if known else {}
+        stamp = unsafe.resource_stamp(binding, target.__wrapped__, params)
+        await binding.engine.invalidate([stamp], binding.stats_name)
     if tags:
         engine = targets[0].__cacheframe__.bind(targets[0].__wrapped__).engine if targets else None
         names = [check_tag(template.format_map(arguments)) for template in tags]

@@ -33,6 +33,38 @@ class DecoratorOptions(TypedDict, total=False):
     xfetch_beta: float
     tags: Sequence[str]
     result_tags: Callable[[Any], Iterable[str]] | None
+    tag_headers: Sequence[str]
+
+
+# Response headers that can list a response's tags, for a cache in front (opt-in: tags can
+# reveal data): RFC 9875's Cache-Groups (a structured List of Strings), Fastly's and
+# Varnish's Surrogate-Key (space-separated), Cloudflare's Cache-Tag (comma-separated).
+TAG_HEADERS = ("Cache-Groups", "Surrogate-Key", "Cache-Tag")
+
+
+def tag_header_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The canonical spelling of each name in ``tag_headers``; ConfigurationError otherwise."""
+    if isinstance(names, str):
+        raise ConfigurationError(f"tag_headers takes a list of header names, got the string {names!r}")
+    known = {name.lower(): name for name in TAG_HEADERS}
+    out = []
+    for name in names:
+        canonical = known.get(str(name).lower())
+        if canonical is None:
+            raise ConfigurationError(f"tag_headers: {name!r} is not one of {', '.join(TAG_HEADERS)}")
+        out.append(canonical)
+    return tuple(dict.fromkeys(out))
+
+
+def tag_header_value(header: str, tags: Sequence[str]) -> str | None:
+    """``tags`` written as ``header`` expects (tags it cannot carry are left out), or None."""
+    printable = [t for t in dict.fromkeys(tags) if t.isascii() and t.isprintable()]
+    if header == "Cache-Groups":
+        quoted = [t.replace("\\", "\\\\").replace('"', '\\"') for t in printable]
+        return ", ".join(f'"{t}"' for t in quoted) or None
+    if header == "Surrogate-Key":
+        return " ".join(t for t in printable if " " not in t) or None
+    return ",".join(t for t in printable if "," not in t and t.strip() == t) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +83,7 @@ class Policy:
     xfetch_beta: float
     tags: tuple[str, ...] = ()  # templates over the function's parameters: "item:{item_id}"
     result_tags: Callable[[Any], Iterable[str]] | None = None  # tags taken from the result
+    tag_headers: tuple[str, ...] = ()  # response headers listing the entry's tags (TAG_HEADERS)
 
     vary_lower: tuple[str, ...] = field(init=False)
     keys_auth: bool = field(init=False)  # the key includes Authorization: such requests may be cached

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -40,7 +40,7 @@ from .exceptions import ConfigurationError
 
 log = logging.getLogger("cacheframe.views")
 
-__all__ = ["RouteInfo", "check_credentials", "effective_route", "route_info"]
+__all__ = ["RouteInfo", "check_credentials", "effective_route", "path_values", "route_info"]
 
 try:  # FastAPI >= 0.16x serves included routers through an "effective route context"
     from fastapi.routing import _FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY, _FASTAPI_SCOPE_KEY
@@ -66,6 +66,11 @@ class RouteInfo:
     # A dependency (not a FastAPI security scheme) receives the Request: it may read per-user state.
     reads_connection: bool = False
     uncacheable: str | None = None  # why every request to the route BYPASSes (a body, say)
+    # Each path parameter's name in the path -> (the endpoint's own parameter receiving it, or
+    # None when only a dependency reads it; the field FastAPI validates it with).
+    path_fields: dict[str, tuple[str | None, Any]] = dataclasses.field(
+        default_factory=dict, compare=False, hash=False
+    )
     keyed_by_request: bool = dataclasses.field(init=False)  # Header or Cookie parameters: part of the key
 
     def __post_init__(self) -> None:
@@ -235,6 +240,11 @@ def _analyse(route: Any) -> RouteInfo:
         ):
             reads_connection = True
     security = any(_is_security(node) for node in subs)
+    path_fields: dict[str, tuple[str | None, Any]] = {}
+    for node in subs:  # the endpoint's own parameters first: the values the view receives
+        for field in getattr(node, "path_params", ()):
+            name = getattr(field, "alias", None) or field.name
+            path_fields.setdefault(name, (field.name if node is root else None, field))
     reason = _opaque_reason(opaque)
     if reason:
         log.warning(
@@ -253,6 +263,7 @@ def _analyse(route: Any) -> RouteInfo:
         opaque_security=reason,
         reads_connection=reads_connection,
         uncacheable=uncacheable,
+        path_fields=path_fields,
     )
 
 
@@ -263,6 +274,36 @@ def _opaque_reason(opaque: list[str]) -> str:
         f"security scheme {', '.join(sorted(set(opaque)))}: cacheframe cannot tell where its "
         "credential travels (a custom SecurityBase, an overridden __call__, or a wrapped scheme)"
     )
+
+
+def path_values(
+    info: RouteInfo, path_params: Mapping[str, Any], kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The path parameters (by their names in the path) as the route's code receives them:
+    the view's own argument (from ``kwargs``, its arguments, when given), else the value the
+    field reading it makes of it (the view's, under an alias; a dependency's), else as matched.
+    So a view's resource is the same whether a GET names it or an unsafe request's path does,
+    whatever the spelling (``/items/03``, ``/items/ABC`` for a lower-cased slug)."""
+    fields = info.path_fields
+    values = {}
+    for name, raw in path_params.items():
+        own, field = fields.get(name, (None, None))
+        if own is not None and kwargs is not None and own in kwargs:
+            values[name] = kwargs[own]
+        elif field is not None:
+            values[name] = validated(field, name, raw)
+        else:
+            values[name] = kwargs.get(name, raw) if kwargs is not None else raw
+    return values
+
+
+def validated(field: Any, name: str, value: Any) -> Any:
+    """``value`` as FastAPI's ``field`` validates a path parameter; as given when it fails."""
+    try:
+        converted, errors = field.validate(value, {}, loc=("path", name))
+    except Exception:  # a field FastAPI could not validate this way: as given
+        return value
+    return value if errors else converted
 
 
 def check_credentials(func: Any) -> None:

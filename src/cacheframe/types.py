@@ -205,10 +205,11 @@ class Subscription(Protocol):
     """One live subscription to a broadcast channel (see :class:`SupportsBroadcast`)."""
 
     async def ping(self) -> None:
-        """Return once the server answered a ping sent on this subscription's connection. Every
+        """Return once the server answered a ping sent on this subscription's connection, and
+        is still the store's master (behind Sentinel: the one the sentinels name). Every
         message published (and acknowledged) before the ping was sent has then been handed to
         ``on_message``. Raises :class:`~cacheframe.exceptions.BackendError` when the
-        subscription is lost."""
+        subscription is lost, or its server no longer the master."""
         ...
 
     async def close(self) -> None:

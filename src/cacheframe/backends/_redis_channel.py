@@ -7,6 +7,14 @@ settings), opened, checked to be a master, subscribed, and then read here by one
 task: messages go to ``on_message`` in the order the server sent them, and each
 pong answers the oldest ping waiting. The first error ends it for good and calls
 ``on_lost``; the caller opens a new one.
+
+A pong proves that the messages published on *this* server before the ping were read.
+Behind Sentinel that is not enough: after ``SENTINEL FAILOVER`` the old master stays a
+master (answering pings, taking writes from connections still open to it) for about
+10 s, until the sentinel reconfigures it and closes its clients, while the new master
+takes every new connection's writes. So a ping is answered only once ``check`` (the
+backend's: the sentinels still name this server) has passed too, asked after the ping
+was sent.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..exceptions import BackendError
@@ -68,11 +76,13 @@ class RedisSubscription:
         on_message: Callable[[bytes], None],
         on_lost: Callable[[], None],
         where: str,
+        check: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._connection = connection
         self._on_message = on_message
         self._on_lost = on_lost
         self._where = where
+        self._check = check
         self._pings: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -88,10 +98,13 @@ class RedisSubscription:
         on_lost: Callable[[], None],
         timeout: float,  # noqa: ASYNC109 - the whole opening's bound, applied inside
         where: str,
+        check: Callable[[], Awaitable[None]] | None = None,
     ) -> RedisSubscription:
         """Connect ``connection`` (a redis-py asyncio connection, not connected yet), check its
-        server is a master, subscribe it to ``channel``; raises ``BackendError``."""
-        sub = cls(connection, on_message, on_lost, where)
+        server is a master, subscribe it to ``channel``; raises ``BackendError``. ``check``
+        runs after each pong (it raises ``BackendError`` when this server is no longer the
+        store's master)."""
+        sub = cls(connection, on_message, on_lost, where, check)
         try:
             async with asyncio.timeout(timeout):
                 await connection.connect()
@@ -161,7 +174,8 @@ class RedisSubscription:
             self._on_lost()
 
     async def ping(self) -> None:
-        """PING on the subscribed connection; return when its pong was read."""
+        """PING on the subscribed connection; return when its pong was read (and ``check``
+        passed, asked after the ping was sent)."""
         if self._closed:
             raise BackendError(f"{self._where}: the channel's connection was lost")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -171,6 +185,8 @@ class RedisSubscription:
         except Exception as exc:
             raise BackendError(f"{self._where}: the channel's connection was lost: {exc}") from exc
         await waiter
+        if self._check is not None:
+            await self._check()
 
     async def close(self) -> None:
         """Unsubscribe by closing the connection; ``on_lost`` is not called."""

@@ -39,6 +39,7 @@ replaces the copies that exist (``SET ... XX`` in a script, one command per buck
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import zlib
@@ -445,7 +446,38 @@ class RedisBackend(_RedisBase):
             on_lost=on_lost,
             timeout=_channel_timeout(self._exec),
             where=self._exec.where,
+            check=_named_master(pool, connection, self._exec.where),
         )
+
+
+def _named_master(pool: Any, connection: Any, where: str) -> Callable[[], Awaitable[None]] | None:
+    """Behind Sentinel (a pool that finds its master through the sentinels): a check that
+    ``connection``'s server is still the master the sentinels name, for the channel to run
+    after each pong; None for a fixed server.
+
+    After ``SENTINEL FAILOVER`` the old master stays a master for about 10 s (until the
+    sentinel reconfigures it and closes its clients): a channel left on it keeps getting
+    pongs while invalidations go to the new master, and so would the pool's connections
+    still open to it (redis-py asks the sentinels only when it opens one). When the
+    check finds the master moved it closes them all, so this process's store calls
+    follow too. One sentinel query per lease renewal."""
+    if not getattr(pool, "is_master", False) or not callable(getattr(pool, "get_master_address", None)):
+        return None
+
+    async def check() -> None:
+        try:
+            host, port = await pool.get_master_address()
+        except DRIVER_ERRORS as exc:
+            raise BackendError(f"{where}: asking the sentinels for the master failed: {exc}") from exc
+        if (host, int(port)) != (connection.host, int(connection.port)):
+            with contextlib.suppress(*DRIVER_ERRORS):  # closing: nothing better to do
+                await pool.disconnect()  # in-use ones too: their calls fail (open), the next reconnect
+            raise BackendError(
+                f"{where}: the master moved to {host}:{port}; "
+                f"the channel is on {connection.host}:{connection.port}"
+            )
+
+    return check
 
 
 class RedisSentinelBackend(RedisBackend):
