@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import settings
@@ -22,13 +23,25 @@ KEYS = ("a", "b")
 PROCESS: contextvars.ContextVar[int] = contextvars.ContextVar("process", default=0)
 
 
+class BucketedMemory(MemoryBackend):
+    """The memory store with stamp buckets, as Redis Cluster has them (``SupportsStampBuckets``):
+    entries spread over three buckets, each with its own copies of the stamps."""
+
+    stamp_buckets = ("{a}", "{b}", "{c}")
+
+    async def replace_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        await self.write_stamps({name: token for name, token in stamps.items() if name in self._stamps}, ttl)
+
+
 class TwoProcesses(RuleBasedStateMachine):
     """Two ``Cache`` objects (two processes: nothing shared but the store) over one store."""
+
+    store_class: type[MemoryBackend] = MemoryBackend
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        store = MemoryBackend()
+        store = self.store_class()
         self.caches = [Cache(backend=store, prefix="m"), Cache(backend=store, prefix="m")]
         self.store = store
         self.data = dict.fromkeys(KEYS, 0)  # the version of each record
@@ -136,5 +149,13 @@ class TwoProcesses(RuleBasedStateMachine):
         self.loop.close()
 
 
+class TwoProcessesOverBuckets(TwoProcesses):
+    """The same over a store with stamp buckets (invalidations replace only the copies that exist)."""
+
+    store_class = BucketedMemory
+
+
 TwoProcesses.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+TwoProcessesOverBuckets.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 test_two_processes = TwoProcesses.TestCase
+test_two_processes_over_buckets = TwoProcessesOverBuckets.TestCase

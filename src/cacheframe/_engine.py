@@ -163,7 +163,7 @@ class Engine:
         # Called with (tags, soft) after each tag invalidation is durable (Cache.on_invalidate).
         self.invalidation_hooks: list[Callable[[list[str], bool], Any]] = []
         self._prefix = keys.safe_segment(settings.prefix)
-        self.stamps = StampKeys(self._prefix)
+        self.stamps = StampKeys(self._prefix, gateway.buckets)
         # The stamps of each store key's entries, as the full path found them: the fast path,
         # which sees no arguments, reads them from here (and passes a key not known yet on).
         self.key_deps: BytesMemo[str, Deps] = BytesMemo(KEY_DEPS_MAX_BYTES)
@@ -251,8 +251,42 @@ class Engine:
         ``fail_open``: then False), however ``fail_open`` is set for reads."""
         self.invalidated()
         self.observer.on_invalidation(label)
+        return await self._replace(stamps, fail_open)
+
+    async def _replace(self, stamps: list[str], fail_open: bool) -> bool:
+        """Fresh tokens for ``stamps`` (logical keys): written, or, with buckets, replacing every
+        copy that exists (one token per stamp, the same in each bucket)."""
         fresh = dict(zip(stamps, _stamps.new_tokens(len(stamps)), strict=True))
-        return await self.gateway.write_stamps(fresh, _stamps.STAMP_TTL, fail_open=fail_open)
+        keys = self.stamps
+        if keys.bucketed:
+            fresh = {bucket + stamp: token for stamp, token in fresh.items() for bucket in keys.buckets}
+        return await self.gateway.write_stamps(
+            fresh, _stamps.STAMP_TTL, fail_open=fail_open, existing=keys.bucketed
+        )
+
+    async def _still_sealed(self, entry: Entry, sealing: Sealing | None) -> bool:
+        """Whether each stamp this caller's lookup found absent now holds the token ``entry``
+        (a leader's, which :func:`_follows` accepted) was sealed with. An absent stamp may
+        since have been created by the leader, lost, and invalidated while absent (on a store
+        with buckets an invalidation replaces only the copies that exist; anywhere, the loss
+        may follow the invalidation): a stamp still holding the leader's token has held it
+        since its creation (tokens are never reused), so no invalidation was lost. One read,
+        only when a stamp was absent (a cold start)."""
+        if sealing is None:
+            return True
+        deps, tokens = sealing
+        absent = [i for i, token in enumerate(tokens[: len(deps.hard) + len(deps.soft)]) if token is None]
+        if not absent:
+            return True
+        now = await self.gateway.read_tokens([deps.keys[i] for i in absent])
+        if now is None:
+            return False
+        sealed = entry.seal.hard + entry.seal.soft
+        size = _stamps.TOKEN_BYTES
+        return all(
+            token is not None and sealed[i * size : (i + 1) * size] == token
+            for i, token in zip(absent, now, strict=True)
+        )
 
     def claim_refresh(self, key: str) -> bool:
         """Whether the caller should start the one background refresh of ``key`` now.
@@ -413,7 +447,7 @@ class Engine:
             shared = await follow(pending, self.settings.stampede_wait)
             # Only what was computed under the stamps this caller read: an invalidation made
             # (in any process) since the leader read them must not reach this caller.
-            if shared is not None and _follows(shared, sealing):
+            if shared is not None and _follows(shared, sealing) and await self._still_sealed(shared, sealing):
                 try:
                     answer = producer.answer(shared, COLLAPSED if use_store else BYPASS)
                 except EntryError:
@@ -440,7 +474,7 @@ class Engine:
             lock = StoreLock(self.gateway, key)
             try:
                 held, current = await lock.acquire(reread)
-                entry = current if _fresh(current) and await self._taken(current, seal) else None
+                entry = current if _fresh(current) and await self._taken(current, seal, key) else None
                 label = HIT  # found in the store on the re-read
                 if entry is None and not held:  # another process computes: wait for its entry
                     entry = await self._wait_for_entry(key, seal)
@@ -554,12 +588,13 @@ class Engine:
             )
             return stats.NS_RESULT_TAGS
         stamps = self.stamps
-        if sealing is None or not sealing[0].keys or sealing[0].keys[-1] != stamps.epoch_key:
+        bucket = "" if sealing is None else sealing[0].bucket
+        epoch_key = bucket + stamps.epoch_key
+        if sealing is None or not sealing[0].keys or sealing[0].keys[-1] != epoch_key:
             binding.learned.add(RESULT_TAGS)  # its lookups read the tag epoch from now on
             return stats.NS_RESULT_TAGS
         before = sealing[1][-1]
-        pairs = [stamps.tag(name) for name in names]
-        keys = [hard for hard, _ in pairs] + [soft for _, soft in pairs] + [stamps.epoch_key]
+        keys = [*self._tag_stamps(names, bucket), epoch_key]
         tokens = await self.gateway.read_tokens(keys)
         if tokens is None:
             return stats.STORE_DOWN
@@ -580,10 +615,15 @@ class Engine:
             tag_soft=b"".join(tokens[n : 2 * n]),  # type: ignore[arg-type]
         )
 
-    async def result_tag_tokens(self, entry: Entry) -> list[bytes | None]:
-        """The current tokens of the tags ``entry`` took from its result (hard, then soft)."""
-        pairs = [self.stamps.tag(name) for name in entry.seal.tags]
-        keys = [hard for hard, _ in pairs] + [soft for _, soft in pairs]
+    def _tag_stamps(self, names: list[str] | tuple[str, ...], bucket: str) -> list[str]:
+        """The hard stamps of the tags ``names``, then their soft ones, in ``bucket``."""
+        pairs = [self.stamps.tag(name) for name in names]
+        return [bucket + hard for hard, _ in pairs] + [bucket + soft for _, soft in pairs]
+
+    async def result_tag_tokens(self, entry: Entry, bucket: str = "") -> list[bytes | None]:
+        """The current tokens of the tags ``entry`` (in ``bucket``) took from its result (hard,
+        then soft)."""
+        keys = self._tag_stamps(entry.seal.tags, bucket)
         tokens = await self.gateway.read_tokens(keys)
         return tokens if tokens is not None else [None] * len(keys)
 
@@ -591,8 +631,7 @@ class Engine:
         """Replace the tag epoch, then each tag's hard (or soft) stamp: a computation that
         takes its tags from its result and ran across this sees the epoch move."""
         stamps = self.stamps
-        epoch = {stamps.epoch_key: _stamps.new_tokens(1)[0]}
-        await self.gateway.write_stamps(epoch, _stamps.STAMP_TTL, fail_open=False)  # counted once, below
+        await self._replace([stamps.epoch_key], fail_open=False)  # counted once, below
         await self.invalidate([stamps.tag(name)[1 if soft else 0] for name in tags], "tags")
         for hook in self.invalidation_hooks:  # durable here: now tell what is in front (a CDN)
             try:
@@ -604,19 +643,27 @@ class Engine:
 
     async def seal(self, sealing: Sealing | None) -> Seal | None:
         """The seal of an entry computed from now on: the tokens its lookup read, a fresh one
-        written first for each stamp that was missing. None when that write failed."""
+        written first for each stamp that was missing. None when that write failed.
+
+        A tag epoch created here is also filled into the lookup's tokens (``sealing``'s list):
+        the computation starts after it existed, so :meth:`tag_seal` may check it against
+        the epoch read once the computation is over (rather than not store the entry)."""
         if sealing is None:
             return NO_SEAL
         deps, tokens = sealing
+        hard, soft = len(deps.hard), len(deps.soft)  # (the tag epoch, if read, is last: never sealed)
         missing = [i for i, token in enumerate(tokens) if token is None]
-        if missing:  # filled in place: the tag epoch's new token is then what tag_seal compares
+        if missing:
+            read = tokens
+            tokens = list(tokens)
             fresh = dict(zip((deps.keys[i] for i in missing), _stamps.new_tokens(len(missing)), strict=True))
             held = await self.gateway.create_stamps(fresh, _stamps.STAMP_TTL)
             if held is None:
                 return None
             for i in missing:
                 tokens[i] = held[deps.keys[i]]
-        hard, soft = len(deps.hard), len(deps.soft)  # (the tag epoch, if read, is last: never sealed)
+            if len(read) > hard + soft and read[-1] is None:
+                read[-1] = tokens[-1]
         return Seal(deps.digest, b"".join(tokens[:hard]), b"".join(tokens[hard : hard + soft]))  # type: ignore[arg-type]
 
     # The steps of a computation, shared by _compute and the sync shell of plain functions
@@ -693,15 +740,15 @@ class Engine:
         while loop.time() < deadline:
             await asyncio.sleep(_POLL)
             entry = await self.gateway.read_once(key)
-            if _fresh(entry) and await self._taken(entry, seal):
+            if _fresh(entry) and await self._taken(entry, seal, key):
                 return entry
         return None
 
-    async def _taken(self, entry: Entry, seal: Seal | None) -> bool:
-        """Whether a fresh entry found in the store may answer this caller as its own: sealed
-        with the tokens this caller read (``seal``: None, never), and, when it took tags from
-        its result, holding those tags' current tokens (another process's computation took
-        them; they may have been invalidated since it stored the entry)."""
+    async def _taken(self, entry: Entry, seal: Seal | None, key: str) -> bool:
+        """Whether a fresh entry found in the store under ``key`` may answer this caller as its
+        own: sealed with the tokens this caller read (``seal``: None, never), and, when it took
+        tags from its result, holding those tags' current tokens (another process's computation
+        took them; they may have been invalidated since it stored the entry)."""
         if seal is None:
             return False
         own = entry.seal
@@ -709,7 +756,7 @@ class Engine:
             return False
         if not own.tags:
             return True
-        tokens = await self.result_tag_tokens(entry)
+        tokens = await self.result_tag_tokens(entry, self.stamps.bucket_of(key))
         if any(token is None for token in tokens):
             return False
         n = len(own.tags)
@@ -726,9 +773,9 @@ def _tag_caller(entry: Entry) -> None:
 
 def _follows(entry: Entry, sealing: Sealing | None) -> bool:
     """Whether ``entry`` (a leader's) was computed under the stamps this follower read: each
-    token it read is the one the leader sealed, or was absent (the leader created it after;
-    an invalidation writes a token, so an absent one hides none). A follower may then take it
-    as its own."""
+    token it read is the one the leader sealed, or was absent (the leader created it after:
+    :meth:`Engine._still_sealed` then checks it still holds the leader's token). A follower
+    may then take it as its own."""
     if sealing is None:
         return True
     deps, tokens = sealing

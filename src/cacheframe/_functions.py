@@ -103,13 +103,19 @@ class _Call:
         )
 
 
-def deps(binding: Binding, key: str, signature: inspect.Signature, args: Any, kwargs: Any) -> Deps:
-    """The stamps an entry of this call depends on: the cache's and the function's, this
-    call's own (its store key: what ``func.invalidate(*args)`` replaces) and its tags (the
-    function's templates, filled from its arguments)."""
-    identity = key.encode("utf-8", "surrogatepass")
+def placed(
+    binding: Binding, signature: inspect.Signature, args: Any, kwargs: Any, custom: bytes | None
+) -> tuple[str, Deps]:
+    """The store key of one call (in its stamp bucket, where the store has buckets) and the
+    stamps its entry depends on: the cache's and the function's, this call's own (named by
+    its key: what ``func.invalidate(*args)`` replaces) and its tags (the function's
+    templates, filled from its arguments)."""
+    logical = call_key(binding, signature, args, kwargs, custom)
+    stamps = binding.engine.stamps
+    key = stamps.place(logical)
+    identity = logical.encode("utf-8", "surrogatepass")
     tags = tag_names(binding, signature, args, kwargs)
-    return binding.engine.stamps.deps(binding.namespace, identity, tags, binding.tags_results)
+    return key, stamps.deps(binding.namespace, identity, tags, binding.tags_results, stamps.bucket_of(key))
 
 
 def tag_names(binding: Binding, signature: inspect.Signature, args: Any, kwargs: Any) -> tuple[str, ...]:
@@ -173,16 +179,15 @@ async def call_async(
     custom = None
     if binding.policy.key_builder is not None:
         custom = await keys.custom_key(binding.policy.key_builder, func, None, args, kwargs)
-    key = call_key(binding, signature, args, kwargs, custom)
+    key, stamps = placed(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
-    stamps = deps(binding, key, signature, args, kwargs)
     gateway = engine.gateway
     read = gateway.peek_stamped(key, stamps.keys)
     if read is NEEDS_IO:
         read = await gateway.read_stamped(key, stamps.keys)
     state, found = _lookup(engine, call, read, stamps)  # type: ignore[arg-type]
     if state == RECHECK:  # tagged from its result: read those tags' stamps, then judge
-        tag_tokens = await engine.result_tag_tokens(found)
+        tag_tokens = await engine.result_tag_tokens(found, stamps.bucket)
         state, found = _lookup(engine, call, read, stamps, tag_tokens)  # type: ignore[arg-type]
     outer = collecting()
     if outer is not None:  # called by a cached computation: it depends on this call's tags too
@@ -230,16 +235,15 @@ def call_sync(
     custom = None
     if binding.policy.key_builder is not None:
         custom = run_sync(keys.custom_key(binding.policy.key_builder, func, None, args, kwargs))
-    key = call_key(binding, signature, args, kwargs, custom)
+    key, stamps = placed(binding, signature, args, kwargs, custom)
     call = _Call(binding, key, func, args, kwargs, return_type)
-    stamps = deps(binding, key, signature, args, kwargs)
     gateway = engine.gateway
     peeked = gateway.peek_stamped(key, stamps.keys) if gateway.local is not None else NEEDS_IO  # local tier
     # Else on the portal loop, as every store call.
     read = peeked if isinstance(peeked, tuple) else run_sync(gateway.read_stamped(key, stamps.keys))
     state, found = _lookup(engine, call, read, stamps)
     if state == RECHECK:
-        tag_tokens = run_sync(engine.result_tag_tokens(found))
+        tag_tokens = run_sync(engine.result_tag_tokens(found, stamps.bucket))
         state, found = _lookup(engine, call, read, stamps, tag_tokens)
     outer = collecting()
     if outer is not None:  # called by a cached computation: it depends on this call's tags too

@@ -42,6 +42,7 @@ from .types import (
     SupportsGetNowait,
     SupportsLock,
     SupportsLockRoundTrips,
+    SupportsStampBuckets,
     SupportsStamps,
     SupportsStampsNowait,
 )
@@ -157,6 +158,19 @@ class StoreGateway:
         # Decoded entries by store key, with the stored bytes they came from.
         self.decoded: BytesMemo[str, tuple[bytes, Entry]] = BytesMemo(DECODED_MAX_BYTES, DECODED_MAX_ITEM)
         self._last_logged = float("-inf")
+        # Stamp buckets (a cluster): each entry and the copies of its stamps share a prefix.
+        self.bucketed: SupportsStampBuckets | None = None
+        self.buckets: tuple[str, ...] = ("",)
+        if self._stamped is not None and isinstance(backend, SupportsStampBuckets):
+            buckets = tuple(backend.stamp_buckets)
+            if len(buckets) > 1:
+                if len({len(b) for b in buckets}) != 1 or len(set(buckets)) != len(buckets) or "" in buckets:
+                    raise ConfigurationError(
+                        f"{name}: {type(backend).__name__}.stamp_buckets must be distinct, non-empty "
+                        "prefixes of one length"
+                    )
+                self.bucketed, self.buckets = backend, buckets
+        self._bucket_width = len(self.buckets[0])
         # Invalidations are announced on a channel wherever the store has one (whether this
         # process keeps copies or not: others may).
         self.broadcast: SupportsBroadcast | None = backend if isinstance(backend, SupportsBroadcast) else None
@@ -402,10 +416,17 @@ class StoreGateway:
                 if not waiter.done():
                     waiter.set_result(found)
 
+    def _no_entry(self, stamps: Sequence[str]) -> str:
+        """A key nothing is stored under, read beside ``stamps`` when only they are wanted (in
+        their bucket, so that the read stays one command)."""
+        if self._bucket_width and stamps:
+            return stamps[0][: self._bucket_width] + _NO_ENTRY_KEY
+        return _NO_ENTRY_KEY
+
     async def read_tokens(self, stamps: list[str]) -> list[bytes | None] | None:
         """The current tokens of ``stamps`` (None each when absent), in one round trip where the
         store allows it; None when the store failed (counted, logged)."""
-        entry_key = _NO_ENTRY_KEY  # a stamped read without an entry: a key nothing is stored under
+        entry_key = self._no_entry(stamps)
         try:
             if self._stamped_nowait is not None:
                 return self._stamped_nowait(entry_key, stamps)[1:]
@@ -418,7 +439,7 @@ class StoreGateway:
 
     async def _read_stamps(self, stamps: Sequence[str]) -> list[bytes | None]:
         if self._stamped is not None:
-            return (await self._stamped.read_stamped(_NO_ENTRY_KEY, stamps))[1:]
+            return (await self._stamped.read_stamped(self._no_entry(stamps), stamps))[1:]
         return list(await asyncio.gather(*(self.backend.get(k) for k in stamps)))
 
     def _each_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
@@ -426,14 +447,23 @@ class StoreGateway:
         assert get is not None
         return [get(key), *(get(stamp) for stamp in stamps)]
 
-    async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float, *, fail_open: bool) -> bool:
+    async def write_stamps(
+        self, stamps: Mapping[str, bytes], ttl: float, *, fail_open: bool, existing: bool = False
+    ) -> bool:
         """Replace each stamp with its new token, durably. A failure is counted and logged; it
         raises :class:`BackendError` unless ``fail_open`` (an invalidation always raises: it
-        never fails silently; a miss creating missing stamps only gives up storing)."""
+        never fails silently; a miss creating missing stamps only gives up storing).
+
+        ``existing``: the stamps are bucket copies (``SupportsStampBuckets``): only those that
+        exist are replaced (an absent copy validates nothing, and stays absent)."""
         if not stamps:
             return True
         try:
-            if self.broadcast is not None:  # written and announced together (see _local)
+            if existing and self.bucketed is not None:  # replaced, then announced (see _local)
+                await self.bucketed.replace_stamps(stamps, ttl)
+                if self.broadcast is not None:
+                    await self.broadcast.publish(self.channel, message_of(stamps))
+            elif self.broadcast is not None:  # written and announced together (see _local)
                 await self.broadcast.publish(self.channel, message_of(stamps), stamps, ttl)
             elif self._stamped is not None:
                 await self._stamped.write_stamps(stamps, ttl)

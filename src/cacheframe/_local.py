@@ -66,6 +66,16 @@ def message_of(keys: Iterable[str]) -> bytes:
     return "\n".join(keys).encode()
 
 
+def _under(key: str, prefix: str) -> bool:
+    """Whether store key ``key`` starts with ``prefix``, after its stamp bucket's hash tag if any."""
+    if key.startswith(prefix):
+        return True
+    if key[:1] == "{":
+        end = key.find("}")
+        return end > 0 and key.startswith(prefix, end + 1)
+    return False
+
+
 class LocalTier:
     """One per ``Cache`` on a network store with ``local_max_entries`` > 0."""
 
@@ -272,15 +282,16 @@ class LocalTier:
 
     def drop(self, keys: Iterable[str]) -> None:
         """Forget ``keys`` (changed here or heard on the channel; ``prefix*``: every key under
-        it), and void the reads under way that read them."""
+        it, in a stamp bucket too: ``{tag}prefix...``), and void the reads under way that read
+        them."""
         with self._lock:
             for key in keys:
                 self.applied += 1
                 if key.endswith("*"):
                     prefix = key[:-1]
-                    for kept in [k for k in self._values if k.startswith(prefix)]:
+                    for kept in [k for k in self._values if _under(k, prefix)]:
                         self._pop(kept)
-                    for stamp in [k for k in self._stamps if k.startswith(prefix)]:
+                    for stamp in [k for k in self._stamps if _under(k, prefix)]:
                         self._forget_stamp(stamp)
                     self._floor = self.applied
                 else:

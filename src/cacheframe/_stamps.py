@@ -19,6 +19,13 @@ number of entries.
   are then stale, served while one refresh runs.
 - **Exact.** Stamp keys are digests of the tag or parameters, so ``item:1``
   never reaches ``item:10``.
+- **Buckets.** On a store that spreads keys over shards (Redis Cluster, with
+  :class:`~cacheframe.types.SupportsStampBuckets`) each stamp is kept in one copy per
+  bucket, and each entry lives in one bucket (:meth:`StampKeys.place`): its key and
+  the copies of its stamps share a prefix, so a hit reads one shard. An invalidation
+  replaces every copy that exists; a copy that does not exist validates nothing, so
+  it stays absent until a miss in its bucket creates it. Elsewhere there is one
+  bucket, ``""``, and keys are as they always were.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import secrets
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -55,12 +63,14 @@ _DEPS_MEMO_BYTES = 4 * 1024 * 1024
 class Deps(NamedTuple):
     """The stamps one lookup depends on: ``hard`` keys (prefix, namespace, resource, tags),
     then the tags' ``soft`` keys; ``digest`` names the set (sealed into the entry); ``keys``
-    is both, in the order of a stamped read's tokens."""
+    is both, in the order of a stamped read's tokens; ``bucket``: the prefix of the entry's
+    key and of these copies of the stamps (``""`` without buckets)."""
 
     hard: tuple[str, ...]
     soft: tuple[str, ...]
     digest: bytes
     keys: tuple[str, ...]  # hard, soft (then the tag epoch): the order of a stamped read's tokens
+    bucket: str = ""
 
 
 def new_tokens(n: int) -> list[bytes]:
@@ -78,9 +88,14 @@ def check_tag(tag: str) -> str:
 
 
 class StampKeys:
-    """The stamp keys of one cache (its prefix), and the memo of the dependency sets it built."""
+    """The stamp keys of one cache (its prefix), the store's buckets (``("",)``: none), and
+    the memo of the dependency sets it built. Stamp keys are logical (one per stamp); a
+    bucket's copy is the bucket prefix followed by that key."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, buckets: tuple[str, ...] = ("",)) -> None:
+        self.buckets = buckets
+        self.bucketed = len(buckets) > 1
+        self._width = len(buckets[0])
         self._base = f"{prefix}:!s:"
         self.global_key = self._key("g", b"")
         # Replaced by every tag invalidation, before the tags' own stamps: a computation that
@@ -88,6 +103,18 @@ class StampKeys:
         # it changed (a tag it only learns from its result may have been invalidated meanwhile).
         self.epoch_key = self._key("e", b"")
         self._deps: BytesMemo[tuple[Any, ...], Deps] = BytesMemo(_DEPS_MEMO_BYTES)
+
+    def place(self, key: str) -> str:
+        """The store key of the entry ``key``: in its bucket (a stable hash of ``key`` picks
+        it) where the store has buckets, else ``key`` itself."""
+        if not self.bucketed:
+            return key
+        buckets = self.buckets
+        return buckets[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(buckets)] + key
+
+    def bucket_of(self, key: str) -> str:
+        """The bucket of a store key made by :meth:`place` (``""`` without buckets)."""
+        return key[: self._width]
 
     def _key(self, kind: str, identity: bytes) -> str:
         return f"{self._base}{kind}:{hashlib.blake2b(identity, digest_size=16).hexdigest()}"
@@ -110,25 +137,34 @@ class StampKeys:
         """Canonical bytes of named parameters (sorted by name)."""
         return keys.canonical(sorted(params.items()))
 
-    def deps(self, namespace: str, resource: bytes | None, tags: Iterable[str], epoch: bool = False) -> Deps:
+    def deps(
+        self,
+        namespace: str,
+        resource: bytes | None,
+        tags: Iterable[str],
+        epoch: bool = False,
+        bucket: str = "",
+    ) -> Deps:
         """The stamps of an entry of ``namespace`` for ``resource`` (None: none beyond the
-        namespace) and ``tags``; with ``epoch``, the tag epoch is read too (last in ``keys``,
-        never sealed): the function tags its results. Memoised, since hot keys repeat."""
+        namespace) and ``tags``, their copies in ``bucket`` (the entry's); with ``epoch``, the
+        tag epoch is read too (last in ``keys``, never sealed): the function tags its results.
+        Memoised, since hot keys repeat."""
         tag_names = tuple(tags)
-        memo_key = (namespace, resource, tag_names, epoch)
+        memo_key = (namespace, resource, tag_names, epoch, bucket)
         known = self._deps.get(memo_key)
         if known is not None:
             return known
-        hard = [self.global_key, self.namespace(namespace)]
+        hard = [bucket + self.global_key, bucket + self.namespace(namespace)]
         if resource is not None:
-            hard.append(self.resource(namespace, resource))
+            hard.append(bucket + self.resource(namespace, resource))
         soft = []
         for tag in tag_names:
             tag_hard, tag_soft = self.tag(tag)
-            hard.append(tag_hard)
-            soft.append(tag_soft)
+            hard.append(bucket + tag_hard)
+            soft.append(bucket + tag_soft)
         digest = hashlib.blake2b("\n".join(hard).encode(), digest_size=8).digest()
-        made = Deps(tuple(hard), tuple(soft), digest, (*hard, *soft, *((self.epoch_key,) if epoch else ())))
+        epoch_keys = (bucket + self.epoch_key,) if epoch else ()
+        made = Deps(tuple(hard), tuple(soft), digest, (*hard, *soft, *epoch_keys), bucket)
         size = sum(len(k) for k in hard) * 2 + len(namespace) + len(resource or b"") + 200
         self._deps.put(memo_key, made, size)
         return made

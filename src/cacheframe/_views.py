@@ -132,7 +132,7 @@ async def serve(
                 )
 
         if policy.key_builder is None and not (policy.vary or policy.private or info.keyed_by_request):
-            key = keys.url_key(binding.url_keys, binding.namespace, scope, host)
+            key = keys.url_key(binding.url_keys, binding.namespace, scope, host, engine.stamps.place)
         else:
             custom = None
             if policy.key_builder is not None:
@@ -140,19 +140,21 @@ async def serve(
             # A secured route gets here only when the key holds Authorization: key every credential.
             private = policy.private or info.has_security
             keyed_headers = policy.vary or info.header_names or private
-            key = keys.view_key(
-                binding.namespace,
-                scope,
-                host,
-                headers=request.headers if keyed_headers else None,
-                cookies=request.cookies if info.cookie_names else {},
-                vary=policy.vary_lower,
-                header_params=info.header_names,
-                cookie_params=info.cookie_names,
-                private=private,
-                custom=custom,
-                credential_headers=info.credential_headers,
-                credential_query=info.credential_query,
+            key = engine.stamps.place(
+                keys.view_key(
+                    binding.namespace,
+                    scope,
+                    host,
+                    headers=request.headers if keyed_headers else None,
+                    cookies=request.cookies if info.cookie_names else {},
+                    vary=policy.vary_lower,
+                    header_params=info.header_names,
+                    cookie_params=info.cookie_names,
+                    private=private,
+                    custom=custom,
+                    credential_headers=info.credential_headers,
+                    credential_query=info.credential_query,
+                )
             )
         if getattr(scope.get("endpoint"), "__wrapped__", func) is not func:
             # A decorator stacked above @cache may have changed the arguments FastAPI solved from
@@ -191,7 +193,7 @@ async def serve(
         else:
             state = engine.classify(binding, key, entry, ResponseEntry, directives.max_age, sealing=sealing)
             if state == RECHECK:  # tagged from its result: read those tags' stamps, then judge
-                tag_tokens = await engine.result_tag_tokens(entry)
+                tag_tokens = await engine.result_tag_tokens(entry, deps.bucket)
                 state = engine.classify(
                     binding,
                     key,
@@ -294,7 +296,8 @@ def _deps(binding: Binding, scope: Any, kwargs: dict[str, Any], key: str, info: 
                 if field is not None:
                     binding.path_fields.setdefault(name, field[1])
     tags = [template.format_map(kwargs) for template in binding.policy.tags]
-    deps = engine.stamps.deps(binding.namespace, resource, tags, binding.tags_results)
+    stamps = engine.stamps
+    deps = stamps.deps(binding.namespace, resource, tags, binding.tags_results, stamps.bucket_of(key))
     engine.remember_deps(key, deps)
     return deps
 

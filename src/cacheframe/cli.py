@@ -318,7 +318,7 @@ def _request_key(args: argparse.Namespace) -> tuple[_Store, str]:
         cookie_params=info.cookie_names,
         private=policy.private,
     )
-    return _Store.of(binding.engine), key
+    return _Store.of(binding.engine), binding.engine.stamps.place(key)
 
 
 def cmd_get(args: argparse.Namespace) -> int:

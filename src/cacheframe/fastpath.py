@@ -142,7 +142,8 @@ class FastPath:
         host, _, _, _, if_none_match = http.scan_request_headers(scope["headers"])  # as the decorator path
         if host is None:  # several Host headers: the full path answers BYPASS
             return None
-        key = keys.url_key(binding.url_keys, binding.namespace, scope, request_authority(host, scope))
+        authority = request_authority(host, scope)
+        key = keys.url_key(binding.url_keys, binding.namespace, scope, authority, engine.stamps.place)
         deps = engine.key_deps.get(key)
         if deps is None:  # the stamps are those of the view's arguments: the full path knows them
             return None

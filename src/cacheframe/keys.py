@@ -393,9 +393,12 @@ _URL_MEMO_MAX_URL = 512  # longer URLs are keyed each time, not kept
 _URL_MEMO_OVERHEAD = 200  # bytes of a memo slot beyond its strings
 
 
-def url_key(memo: KeyMemo, namespace: str, scope: Any, host: str) -> str:
-    """:func:`view_key` of a request keyed by its URL alone (the common case), kept in ``memo``
-    by (namespace, method, scheme, host, root path, path, query string): hot URLs repeat."""
+def url_key(
+    memo: KeyMemo, namespace: str, scope: Any, host: str, place: Callable[[str], str] | None = None
+) -> str:
+    """:func:`view_key` of a request keyed by its URL alone (the common case), as ``place``
+    puts it in the store (in a stamp bucket, see ``_stamps``; None: as is), kept in ``memo`` by
+    (namespace, method, scheme, host, root path, path, query string): hot URLs repeat."""
     query = scope.get("query_string", b"")
     path = scope["path"]
     root = scope.get("root_path", "")
@@ -403,6 +406,8 @@ def url_key(memo: KeyMemo, namespace: str, scope: Any, host: str) -> str:
     key = memo.get(fields)
     if key is None:
         key = view_key(namespace, scope, host)
+        if place is not None:
+            key = place(key)
         size = len(query) + len(host) + len(path) + len(root)
         if size <= _URL_MEMO_MAX_URL:
             memo.put(fields, key, size + len(namespace) + len(key) + _URL_MEMO_OVERHEAD)

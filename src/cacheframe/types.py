@@ -34,6 +34,7 @@ __all__ = [
     "SupportsKeyedEntries",
     "SupportsLock",
     "SupportsLockRoundTrips",
+    "SupportsStampBuckets",
     "SupportsStamps",
     "SupportsStampsNowait",
     "SupportsStats",
@@ -166,6 +167,28 @@ class SupportsCreateStamps(Protocol):
     async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> list[bytes | None]:
         """For each stamp: store its token unless the stamp exists; the token each now holds,
         in order (None if it vanished at once). Raises ``BackendError`` like ``write_stamps``."""
+        ...
+
+
+@runtime_checkable
+class SupportsStampBuckets(Protocol):
+    """Capability: stamps kept in one copy per *bucket*, so that a stamped read names keys of
+    one shard only (with :class:`SupportsStamps`; Redis Cluster: one ``MGET`` on one node).
+
+    ``stamp_buckets`` are two or more key prefixes of one length (hash tags on a cluster).
+    The core puts each entry in one of them (its key, and its lock's, start with that
+    prefix, picked by a hash of the key) and reads and creates the stamps the entry depends
+    on under the same prefix. An invalidation replaces every copy of a stamp with
+    :meth:`replace_stamps`: a copy that does not exist validates nothing, so it need not be
+    created. ``clear(ns)`` also removes the keys that start with a bucket prefix and then ``ns``.
+    """
+
+    stamp_buckets: tuple[str, ...]
+
+    async def replace_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        """Store each stamp that exists (keeping absent ones absent), for ``ttl`` seconds;
+        return only once the store acknowledged all of them, raise
+        :class:`~cacheframe.exceptions.BackendError` otherwise."""
         ...
 
 

@@ -156,6 +156,7 @@ def test_damaged_entry_is_a_miss_and_overwritten(app_cache: Cache, damage: str) 
         headers=Headers(),
         cookies={},
     )
+    key = app_cache._engine.stamps.place(key)  # the store key (in its stamp bucket on a cluster)
 
     async def corrupt() -> None:
         good = await backend.get(key)

@@ -546,8 +546,9 @@ async def test_signed_pickle_entry_moved_to_another_key_is_refused(app_cache: ca
     assert await role("bob") == "guest"
     bound = role.__cacheframe__.bind(role.__wrapped__)  # type: ignore[attr-defined]
     sig = inspect.signature(role.__wrapped__)  # type: ignore[attr-defined]
-    alice = bound.namespace + keys.function_digest(sig, ("alice",), {}, (), bound.identity)
-    bob = bound.namespace + keys.function_digest(sig, ("bob",), {}, (), bound.identity)
+    place = bound.engine.stamps.place  # the store key (in its stamp bucket on a cluster)
+    alice = place(bound.namespace + keys.function_digest(sig, ("alice",), {}, (), bound.identity))
+    bob = place(bound.namespace + keys.function_digest(sig, ("bob",), {}, (), bound.identity))
     await cache.backend.set(bob, await cache.backend.get(alice), 60)  # type: ignore[arg-type]
     assert await role("bob") == "guest"
     # Refused twice over: its seal names alice's call (a miss), and its MAC names alice's key.

@@ -197,7 +197,7 @@ def test_tag_headers_list_argument_and_result_tags_on_misses_and_hits() -> None:
         return {"x": x}
 
     client = TestClient(app)
-    for expected in ("MISS", "MISS", "HIT"):  # result tags: the first result is not stored
+    for expected in ("MISS", "HIT", "HIT"):  # result_tags=: the tag epoch is read from the first lookup
         reply = client.get("/p/3")
         assert reply.headers["x-cache"] == expected
         assert reply.headers["cache-groups"] == '"item:3", "shelf 1"'

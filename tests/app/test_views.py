@@ -157,7 +157,8 @@ def test_router_routes_are_cached(client: TestClient) -> None:
 
 
 def test_keys_carry_prefix_and_namespace(app_cache: cacheframe.Cache) -> None:
-    """The stored key is <prefix>:<module.qualname>:<path digest>:<digest>, found under that name."""
+    """The stored key is <prefix>:<module.qualname>:<path digest>:<digest>, found under that name
+    (after its stamp bucket's hash tag on a cluster)."""
     from starlette.datastructures import Headers
 
     from cacheframe import keys
@@ -179,7 +180,8 @@ def test_keys_carry_prefix_and_namespace(app_cache: cacheframe.Cache) -> None:
 
     async def stored() -> bytes | None:
         try:
-            return await app_cache.backend.get(namespace + keys.uri_segment("", "/plain") + digest)
+            key = namespace + keys.uri_segment("", "/plain") + digest
+            return await app_cache.backend.get(app_cache._engine.stamps.place(key))
         finally:
             await app_cache.backend.close()
 

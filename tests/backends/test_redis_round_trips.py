@@ -1,20 +1,29 @@
 """Store commands per call (INFO commandstats, MONITOR): a hit is one GET on every deployment,
-a stamped hit one MGET (one per slot involved on a cluster)."""
+a stamped hit one MGET (on a cluster: on one node, the entry and its stamps sharing a bucket)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
+import redis
+import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 import cacheframe
-from cacheframe.backends.redis import _RELEASE_LOCK, RedisBackend, RedisClusterBackend, RedisSentinelBackend
+from cacheframe.backends.redis import (
+    _RELEASE_LOCK,
+    _REPLACE_STAMPS,
+    RedisBackend,
+    RedisClusterBackend,
+    RedisSentinelBackend,
+)
 from servers.redis import RedisClusterServers, RedisSentinelServers, RedisServer
 
-from .redis_support import SUITE, commands_on, count_commands, raw_client, unique_ns
+from .redis_support import SUITE, commands_on, commandstats, count_commands, raw_client, unique_ns
 
 
 async def test_one_command_per_call(redis_server: RedisServer) -> None:
@@ -155,6 +164,192 @@ async def test_cluster_stamped_read_is_one_mget_per_slot(redis_cluster: RedisClu
         assert await commands_on(ports, lambda: backend.read_stamped(ns + "k", [])) == {"cmdstat_mget": 1}
     finally:
         await backend.close()
+
+
+async def test_cluster_stamps_in_a_bucket_are_one_mget_on_one_node(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """Keys that start with one of the cluster's bucket tags keep it (an entry and its lock
+    share its slot); a stamped read of keys in one bucket is one MGET on one node; replacing
+    copies is one EVALSHA per bucket and creates none (SET XX)."""
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + SUITE)
+    ns = unique_ns()
+    first, second = backend.stamp_buckets[3], backend.stamp_buckets[20]
+    entry, stamps = first + ns + "k", [first + name for name in _stamps(ns, 3)]
+    assert backend._key(entry) == entry and backend._key(entry + ":lock") == entry + ":lock"
+    assert backend._key(ns + "k").startswith("{") and not backend._key(ns + "k").startswith(first)
+    ports = [node.port for node in redis_cluster.nodes]
+    try:
+        await backend.set(entry, b"v", 60)
+        await backend.write_stamps(dict.fromkeys(stamps, b"t"), 60)
+        read = backend.read_stamped(entry, stamps)
+        assert await _per_node(ports, lambda: read) == [{"cmdstat_mget": 1}]
+        assert await backend.read_stamped(entry, stamps) == [b"v", b"t", b"t", b"t"]
+        other = [second + name for name in _stamps(ns, 3)]  # never created in that bucket
+        await backend.replace_stamps(dict.fromkeys([*stamps[:2], *other], b"w"), 60)  # loads the script
+        replace = backend.replace_stamps(dict.fromkeys([*stamps[:2], *other], b"u"), 60)
+        # The script's SET XX each count as a call, the three that find no copy too.
+        assert await commands_on(ports, lambda: replace) == {"cmdstat_evalsha": 2, "cmdstat_set": 5}
+        assert await backend.read_stamped(entry, stamps) == [b"v", b"u", b"u", b"t"]
+        assert await backend.read_stamped(second + ns + "k", other) == [None, None, None, None]
+        assert 50_000 < await _pttl(redis_cluster, stamps[0]) <= 60_000
+    finally:
+        await backend.close()
+
+
+async def test_cluster_replace_loads_its_script_when_missing(redis_cluster: RedisClusterServers) -> None:
+    """After SCRIPT FLUSH on every node the replacement falls back to EVAL."""
+    backend = RedisClusterBackend.from_url(redis_cluster.url + "?" + SUITE)
+    stamp = backend.stamp_buckets[0] + unique_ns() + "s"
+    try:
+        await backend.write_stamps({stamp: b"t"}, None)
+        for node in redis_cluster.nodes:
+            raw = aioredis.Redis(host="127.0.0.1", port=node.port)
+            await raw.script_flush()
+            await raw.aclose()
+        await backend.replace_stamps({stamp: b"u"}, None)
+        assert await backend.read_stamped(backend.stamp_buckets[0] + "x", [stamp]) == [None, b"u"]
+        assert await _pttl(redis_cluster, stamp) == -1
+        assert _REPLACE_STAMPS.count("XX") == 2
+    finally:
+        await backend.close()
+
+
+def test_cluster_buckets_spread_over_the_primaries(redis_cluster: RedisClusterServers) -> None:
+    """The 32 bucket tags are 8 characters inside braces (``clear``'s ``{????????}`` matches
+    them), distinct, and their slots spread 11, 11 and 10 over the three primaries."""
+    tags = RedisClusterBackend.stamp_buckets
+    assert len(tags) == len(set(tags)) == 32
+    assert all(len(tag) == 10 and tag[0] == "{" and tag[-1] == "}" for tag in tags)
+    slots = [key_slot(tag.encode()) for tag in tags]
+    assert slots == sorted(slots)  # one per 32nd of the slot range, in order
+    raw = redis.Redis(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    try:
+        ranges = [
+            (int(low), int(high), owner[1]) for low, high, owner, *_ in raw.execute_command("CLUSTER SLOTS")
+        ]
+    finally:
+        raw.close()
+    owners: dict[int, int] = {}
+    for slot in slots:
+        port = next(port for low, high, port in ranges if low <= slot <= high)
+        owners[port] = owners.get(port, 0) + 1
+    assert sorted(owners.values()) == [10, 11, 11]
+
+
+async def _pttl(cluster: RedisClusterServers, key: str) -> int:
+    """PTTL of ``key``, asked of the node owning its slot."""
+    raw = aioredis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    try:
+        return int(await raw.pttl(key))
+    finally:
+        await raw.aclose()
+
+
+async def _per_node(ports: list[int], action: Callable[[], Awaitable[Any]]) -> list[dict[str, int]]:
+    """The commands ``action`` caused on each node that saw any."""
+    raws = [aioredis.Redis(host="127.0.0.1", port=port) for port in ports]
+    try:
+        before = [await commandstats(r) for r in raws]
+        await action()
+        after = [await commandstats(r) for r in raws]
+    finally:
+        for r in raws:
+            await r.aclose()
+    seen = []
+    for b, a in zip(before, after, strict=True):
+        delta = {name: n - b.get(name, 0) for name, n in a.items() if n != b.get(name, 0)}
+        if delta:
+            seen.append(delta)
+    return seen
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_cluster_hit_is_one_mget_on_one_node(redis_cluster: RedisClusterServers, fast_path: bool) -> None:
+    """Through the decorator (and the fast path), on a 3-primary cluster, a hit of a view with a
+    path parameter and argument tags, and a hit of a plain cached function, are each exactly
+    one command: one MGET, on one node (issue #13, guarantee 4)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from cacheframe import fastpath
+
+    cache = cacheframe.Cache(url=redis_cluster.url + "?" + SUITE, prefix=f"rc{uuid.uuid4().hex[:6]}")
+    app = FastAPI()
+    if fast_path:
+        fastpath.install(app)
+
+    @app.get("/items/{item_id}")
+    @cache.cache(ttl=60, tags=["item:{item_id}", "items"])
+    async def read_item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @cache.cache(ttl=60, tags=["rate:{currency}"])
+    async def rate(currency: str) -> float:
+        return 1.5
+
+    ports = [node.port for node in redis_cluster.nodes]
+    with TestClient(app) as client:
+        for item in range(8):  # entries in several buckets
+            assert client.get(f"/items/{item}").headers["x-cache"] == "MISS"
+            assert client.get(f"/items/{item}").headers["x-cache"] == "HIT"
+
+            async def hit(item: int = item) -> None:
+                assert (await asyncio.to_thread(client.get, f"/items/{item}")).headers["x-cache"] == "HIT"
+
+            assert asyncio.run(_per_node(ports, hit)) == [{"cmdstat_mget": 1}]
+
+    async def calls() -> None:
+        for currency in ("EUR", "USD", "GBP", "JPY"):
+            await rate(currency)  # a miss
+            hits = cache.stats.hits
+            assert await _per_node(ports, lambda c=currency: rate(c)) == [{"cmdstat_mget": 1}]
+            assert cache.stats.hits == hits + 1
+        await cache.close()
+
+    asyncio.run(calls())
+
+
+def test_cluster_invalidation_creates_no_stamp_copies(redis_cluster: RedisClusterServers) -> None:
+    """Invalidating by tag, by resource and by namespace on a cluster replaces the copies of the
+    stamps that exist (the entries' buckets) and creates none in the other 31 buckets; the
+    entries are misses afterwards."""
+    prefix = f"ri{uuid.uuid4().hex[:6]}"
+    cache = cacheframe.Cache(url=redis_cluster.url + "?" + SUITE, prefix=prefix)
+    runs: list[str] = []
+
+    @cache.cache(ttl=60, namespace="rates", tags=["rate:{currency}"])
+    async def rate(currency: str) -> str:
+        runs.append(currency)
+        return currency.lower()
+
+    async def stamp_keys() -> list[bytes]:
+        raw = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+        try:
+            return sorted([key async for key in raw.scan_iter(match=f"*{prefix}:!s:*")])
+        finally:
+            await raw.aclose()
+
+    async def run() -> None:
+        for currency in ("EUR", "USD"):
+            await rate(currency)
+            await rate(currency)
+        assert runs == ["EUR", "USD"]
+        made = await stamp_keys()
+        buckets = {key[:10] for key in made}
+        assert 1 <= len(buckets) <= 2 and all(key.startswith(b"{s") for key in made)
+        await cache.invalidate_tags("rate:EUR")
+        await rate.invalidate("USD")
+        assert await stamp_keys() == made
+        assert [await rate("EUR"), await rate("USD")] == ["eur", "usd"]
+        assert runs == ["EUR", "USD", "EUR", "USD"]
+        await cache.clear("rates")
+        assert await stamp_keys() == made
+        await rate("EUR")
+        assert runs[-1] == "EUR" and len(runs) == 5
+        await cache.close()
+
+    asyncio.run(run())
 
 
 # What Sentinel itself sends the master and its peers every second or so (hello messages,

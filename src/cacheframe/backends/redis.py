@@ -26,9 +26,14 @@ lock share a slot, and ``clear`` matches ``{????????}<namespace>*`` on every pri
 
 Stamps (``SupportsStamps``) are plain string keys. On one server (single, Sentinel) a
 stamped read is one ``MGET`` of the entry and its stamps, and ``write_stamps`` one
-``SET ... PX`` per stamp, pipelined. On a cluster the keys of a stamped read sit in
-different slots: it sends one ``MGET`` per slot involved, all at once, so it still
-waits for one round trip; ``write_stamps`` sends its ``SET`` commands the same way.
+``SET ... PX`` per stamp, pipelined. A cluster keeps its stamps in buckets
+(``SupportsStampBuckets``): 32 hash tags (``{s07~003a}``, 8 characters like the CRC
+tags, so ``clear``'s pattern matches both), each picked so that its slot lies in the
+middle of its 32nd of the slot range, so they spread evenly over the primaries of any
+even split (11, 11 and 10 buckets over 3 primaries). The core puts each entry in one
+bucket (its key starts with the tag, which ``_key`` then keeps) and reads the copies of
+its stamps in that bucket: a stamped hit is one ``MGET`` on one node. An invalidation
+replaces the copies that exist (``SET ... XX`` in a script, one command per bucket).
 """
 
 from __future__ import annotations
@@ -94,7 +99,24 @@ end
 return 0
 """
 _RELEASE_LOCK_SHA = hashlib.sha1(_RELEASE_LOCK.encode(), usedforsecurity=False).hexdigest()
-_SCRIPTS = {_RELEASE_LOCK_SHA: _RELEASE_LOCK}  # what an executor re-sends as EVAL after NOSCRIPT
+# Replaces the stamps (KEYS, all in one slot) that exist with their tokens (ARGV, then the ttl
+# in ms, "" for none); absent ones stay absent.
+_REPLACE_STAMPS = """\
+local ttl = ARGV[#ARGV]
+for i, key in ipairs(KEYS) do
+    if ttl == '' then
+        redis.call('SET', key, ARGV[i], 'XX')
+    else
+        redis.call('SET', key, ARGV[i], 'XX', 'PX', ttl)
+    end
+end
+return #KEYS
+"""
+_REPLACE_STAMPS_SHA = hashlib.sha1(_REPLACE_STAMPS.encode(), usedforsecurity=False).hexdigest()
+# What an executor re-sends as EVAL after NOSCRIPT.
+_SCRIPTS = {_RELEASE_LOCK_SHA: _RELEASE_LOCK, _REPLACE_STAMPS_SHA: _REPLACE_STAMPS}
+CLUSTER_BUCKETS = 32  # stamp buckets of a cluster: a hit's keys share one of these hash tags
+_SLOTS = 16384
 _GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
 
@@ -124,6 +146,25 @@ def _expiry_args(ttl: float | None) -> tuple[Any, ...]:
 
 def _lease_ms(lease: float) -> int:
     return max(1, round(lease * 1000))
+
+
+def bucket_tags(count: int) -> tuple[str, ...]:
+    """``count`` hash tags of 10 characters (8 inside the braces), the i-th one's slot in the
+    middle half of the i-th ``count``-th of the slot range: spread evenly over the primaries
+    of any even split of the slots, whatever their number. Deterministic (every process
+    computes the same ones)."""
+    tags = []
+    for i in range(count):
+        low, high = i * _SLOTS // count, (i + 1) * _SLOTS // count
+        margin = (high - low) // 4
+        for n in range(1 << 16):
+            tag = f"{{s{i:02d}~{n:04x}}}"
+            if low + margin <= key_slot(tag.encode()) < high - margin:
+                tags.append(tag)
+                break
+        else:  # pragma: no cover - CRC16 spreads four hex digits over every quarter-stripe
+            raise AssertionError(f"no hash tag for bucket {i} of {count}")
+    return tuple(tags)
 
 
 def _defaults(settings: CacheSettings | None) -> dict[str, Any]:
@@ -454,6 +495,9 @@ class RedisClusterBackend(_RedisBase):
     """A Redis Cluster: ``redis+cluster://h:p[,h:p...]``; keys are hash-tagged (see module doc)."""
 
     name = "redis+cluster"
+    stamp_buckets = bucket_tags(CLUSTER_BUCKETS)
+    _buckets = frozenset(stamp_buckets)
+    _tag_width = len(stamp_buckets[0])
 
     def __init__(
         self,
@@ -481,14 +525,23 @@ class RedisClusterBackend(_RedisBase):
         return cls(url=url, settings=settings)
 
     def _key(self, key: str) -> str:
+        if key[:1] == "{" and key[: self._tag_width] in self._buckets:  # placed in a bucket already
+            return key
         base = key
         while base.endswith(":lock"):  # k, k:lock, k:lock:lock... share one slot
             base = base[:-5]
         return f"{{{zlib.crc32(base.encode()):08x}}}{key}"
 
-    async def read_stamped(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
-        """One ``MGET`` per slot the entry and its stamps live in, sent concurrently: one
-        round trip of waiting, one command per slot (``SupportsStamps``)."""
+    def read_stamped(self, key: str, stamps: Sequence[str]) -> Coroutine[Any, Any, list[bytes | None]]:
+        """One ``MGET`` of the entry and its stamps when they share a bucket (the core's stamped
+        reads: one command on one node); else one per slot involved, sent concurrently (one
+        round trip of waiting) (``SupportsStamps``)."""
+        tag = key[: self._tag_width]
+        if tag in self._buckets and all(name.startswith(tag) for name in stamps):
+            return self._exec.read_many((key, *stamps))
+        return self._read_slots(key, stamps)
+
+    async def _read_slots(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
         keys = [self._key(name) for name in (key, *stamps)]
         slots: dict[int, list[int]] = {}
         for i, name in enumerate(keys):
@@ -510,6 +563,29 @@ class RedisClusterBackend(_RedisBase):
         await _all(
             self._exec.call("SET stamps", "SET", self._key(name), value, *expiry)
             for name, value in stamps.items()
+        )
+
+    async def replace_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
+        """The stamps that exist replaced, absent ones left absent: per slot involved one
+        ``EVALSHA`` of a script running ``SET stamp token XX PX ms`` for each of its stamps, all
+        slots concurrently; raises ``BackendError`` unless every node acknowledged
+        (``SupportsStampBuckets``)."""
+        slots: dict[int, list[tuple[str, bytes]]] = {}
+        for name, value in stamps.items():
+            key = self._key(name)
+            slots.setdefault(key_slot(key.encode()), []).append((key, value))
+        expiry = "" if ttl is None or math.isinf(ttl) else str(max(1, round(ttl * 1000)))  # ms
+        await _all(
+            self._exec.call(
+                "SET stamps",
+                "EVALSHA",
+                _REPLACE_STAMPS_SHA,
+                len(group),
+                *(key for key, _ in group),
+                *(value for _, value in group),
+                expiry,
+            )
+            for group in slots.values()
         )
 
     async def create_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> list[bytes | None]:
