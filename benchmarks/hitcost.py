@@ -83,7 +83,9 @@ async def _hits(hits: int, keys: int) -> float:
         await app({**scopes[i % keys], "state": {}}, receive, send)
     spent = time.process_time() - started
     if statuses != [200] * hits or apps.common._Runs.count != runs:
-        raise SystemExit(f"not all hits: statuses {set(statuses)}, {apps.common._Runs.count - runs} view runs")
+        raise SystemExit(
+            f"not all hits: statuses {set(statuses)}, {apps.common._Runs.count - runs} view runs"
+        )
     await inbox.put({"type": "lifespan.shutdown"})
     await outbox.get()
     await lifespan
@@ -107,7 +109,9 @@ def _instructions(argv: list[str], env: dict[str, str], outdir: str, hits: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--store", choices=["memory", "redis", "memcached"], default="redis")
     parser.add_argument("--fastpath", action="store_true", help="install the ASGI fast path")
     parser.add_argument("--keys", type=int, default=1, help="distinct keys cycled (1: one hot key)")
