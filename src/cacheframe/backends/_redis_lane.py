@@ -90,9 +90,13 @@ class Lane:
             while True:
                 conn = self._idle.pop() if self._idle else self._connection()
                 try:
+                    writer = conn._writer
+                    if writer is not None and writer.transport.is_closing():
+                        # reset while idle: uvloop would refuse the write (RuntimeError); reconnect
+                        await conn.disconnect(nowait=True)
+                        writer = None
                     if how == BULKS:
-                        writer = conn._writer
-                        if writer is None:
+                        if writer is None:  # new or dropped: redis-py connects it first
                             await conn.send_packed_command(commands, check_health=False)
                         else:
                             writer.write(commands)
