@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
+from procs import child_environ
 
 APP = textwrap.dedent(
     """
@@ -164,7 +165,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "faultapp:app", "--port", str(port), "--log-level", "warning"],
         cwd=workdir,
-        env={**os.environ, "BENCH_URL": url},
+        env=child_environ(BENCH_URL=url),
     )
     try:
         wait_port(port)

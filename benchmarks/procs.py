@@ -25,6 +25,19 @@ HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
 
 
+def child_environ(**extra: str) -> dict[str, str]:
+    """This process's environment for a child started in another directory: a relative
+    ``PYTHONPATH`` (``PYTHONPATH=src``, a worktree's code) made absolute, or the child would
+    import whatever cacheframe is installed instead."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p
+        )
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -232,7 +245,7 @@ class App:
         self.log = open(log_path, "wb")  # noqa: SIM115 (closed in close())
         self.proc: subprocess.Popen[bytes] = subprocess.Popen(
             argv,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **_absolute_pythonpath(), **env},
+            env=child_environ(PYTHONDONTWRITEBYTECODE="1", **env),
             cwd=str(BENCH_DIR),
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -297,15 +310,6 @@ class App:
         self._drop()
         stop(self.proc)
         self.log.close()
-
-
-def _absolute_pythonpath() -> dict[str, str]:
-    """``PYTHONPATH`` with relative entries made absolute: the apps run in ``benchmarks/``, so
-    ``PYTHONPATH=src`` would otherwise import another cacheframe than the one asked for."""
-    path = os.environ.get("PYTHONPATH")
-    if not path:
-        return {}
-    return {"PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in path.split(os.pathsep) if p)}
 
 
 def _importable(name: str) -> bool:

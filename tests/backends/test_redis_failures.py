@@ -152,3 +152,36 @@ async def test_silent_server_call_within_timeout(url: str) -> None:
         )
         await assert_one_call_within_timeout(backend, 0.5)
         await backend.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_connection_reset_while_idle_is_reconnected(redis_server: RedisServer, loop: str) -> None:
+    """An idle lane connection whose transport closed under it (a reset while idle) is
+    reconnected by the next call, whatever the call (uvloop refuses to write to it)."""
+    run = pytest.importorskip("uvloop").run if loop == "uvloop" else asyncio.run
+    ns = unique_ns()
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(redis_server.url + "?timeout=5")
+        try:
+            await backend.set(ns + "k", b"v", 60)
+            calls = {
+                "get": lambda: backend.get(ns + "k"),
+                "read_stamped": lambda: backend.read_stamped(ns + "k", [ns + "s"]),
+                "lock": lambda: backend.acquire_lock_and_get(ns + "k:lock", "t", 5.0, ns + "k"),
+                "ttl": lambda: backend.ttl(ns + "k"),
+            }
+            answers = {}
+            for name, call in calls.items():
+                lane = backend._exec.lanes.current()
+                assert lane is not None and lane._idle
+                for conn in lane._idle:
+                    conn._writer.transport.abort()
+                await asyncio.sleep(0.01)  # the loop sees the connection lost
+                answers[name] = await call()
+            assert answers["get"] == b"v" and answers["read_stamped"] == [b"v", None]
+            assert answers["lock"] == (True, b"v") and 59 < (answers["ttl"] or 0) <= 60
+        finally:
+            await backend.close()
+
+    run(main())

@@ -46,6 +46,18 @@ def test_url_defaults() -> None:
     assert kw["retry"].get_retries() == 1
 
 
+@pytest.mark.parametrize("scheme", ["redis://h/0", "redis+cluster://h:1", "redis+sentinel://h/m"])
+def test_url_protocol(scheme: str) -> None:
+    """``protocol=3`` in a URL's query reaches the connections (RESP3); the default is 2."""
+    factory = load_backend_factory(scheme)
+    for query, protocol in (("", 2), ("?protocol=3", 3), ("?protocol=2", 2)):
+        backend = factory.from_url(scheme + query)
+        client = client_of(backend)
+        pool = getattr(client, "connection_pool", None)
+        kwargs = pool.connection_kwargs if pool is not None else client.connection_kwargs
+        assert kwargs["protocol"] == protocol, (scheme, query)
+
+
 def test_url_rediss_tls_options() -> None:
     """rediss:// uses TLS with the ssl_* options given in the query."""
     backend = RedisBackend.from_url("rediss://:pw@h:6380/1?ssl_cert_reqs=none&ssl_check_hostname=false")
@@ -125,6 +137,7 @@ def test_url_sentinel_needs_service() -> None:
         ("redis://h/0?nope=1", "nope"),
         ("redis+cluster://h:1?health_check_interval=-1", "health_check_interval"),
         ("redis+sentinel://h/m?retries=many", "retries"),
+        ("redis://h/0?protocol=1", "protocol"),
     ],
 )
 def test_bad_option_names_itself(url: str, name: str) -> None:

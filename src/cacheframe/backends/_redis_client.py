@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..exceptions import BackendError, BackendTimeoutError, ConfigurationError, MissingDriverError
 from ._loops import Closer, Factory
@@ -62,6 +62,11 @@ DRIVER_ERRORS = (Exception,)
 # -- options ---------------------------------------------------------------------------
 
 
+def _int(value: Any) -> Any:
+    """A whole number given as text (a URL's query) as an int; anything else as it is."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,7 +80,10 @@ class _Common(BaseModel):
         1, ge=0, le=5, description="retries after a connection error (never after a timeout)"
     )
     client_name: str | None = None
-    protocol: Literal[2, 3] = Field(2, description="RESP version (2 needs no HELLO on connect)")
+    # A query string gives "3", which a Literal[2, 3] alone would refuse.
+    protocol: Annotated[Literal[2, 3], BeforeValidator(_int)] = Field(
+        2, description="RESP version (2 needs no HELLO on connect)"
+    )
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None

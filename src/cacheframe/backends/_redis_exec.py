@@ -15,7 +15,8 @@ Both bound each call by the backend's ``timeout``, connecting included, and rais
 cacheframe's errors (``from`` the driver's). Both re-send an ``EVALSHA`` answered
 ``NOSCRIPT`` as ``EVAL`` of its script. A hit is :meth:`Executor.read`: each executor
 specialises it so that a hit runs in one coroutine of its own over the I/O, and so
-does :meth:`Executor.read_many` (``MGET``), a stamped hit's one command.
+does :meth:`Executor.read_many` (``MGET``), a stamped hit's one command; over a RESP2
+lane both are packed and their replies read by :mod:`._redis_reply`, in one pass.
 
 Calls of several round trips that need the client's reply parsing or cluster routing
 (SCAN, INFO) take :meth:`Executor.client` inside :func:`whole_call`, whose deadline
@@ -34,7 +35,8 @@ from ..exceptions import BackendError
 from ._deadline import Deadline
 from ._loops import Closer, PerLoop
 from ._redis_client import DRIVER_ERRORS, driver_error, rex
-from ._redis_lane import Lane
+from ._redis_lane import BULKS, PIPELINE, SINGLE, Lane
+from ._redis_reply import pack
 
 __all__ = [
     "ClientExecutor",
@@ -261,7 +263,10 @@ class LaneExecutor:
         lanes = self.lanes
         try:
             lane = lanes.current() or await lanes.get()
-            value = await lane.round_trip((("GET", key),), single=True)
+            if lane.resp2:
+                value = await lane.round_trip(pack(b"GET", (key,)), BULKS)
+            else:
+                value = await lane.round_trip((("GET", key),), SINGLE)
         except DRIVER_ERRORS as exc:
             raise self.error(exc, "GET") from exc
         return stored(value, self.where)
@@ -271,7 +276,10 @@ class LaneExecutor:
         lanes = self.lanes
         try:
             lane = lanes.current() or await lanes.get()
-            values = await lane.round_trip((("MGET", *keys),), single=True)
+            if lane.resp2:
+                values = await lane.round_trip(pack(b"MGET", keys), BULKS)
+            else:
+                values = await lane.round_trip((("MGET", *keys),), SINGLE)
         except DRIVER_ERRORS as exc:
             raise self.error(exc, "MGET") from exc
         return stored_many(values, self.where)
@@ -281,12 +289,12 @@ class LaneExecutor:
         try:
             lane = self.lanes.current() or await self.lanes.get()
             try:
-                return await lane.round_trip((command,), single=True)
+                return await lane.round_trip((command,), SINGLE)
             except rex.NoScriptError:
                 fallback = _unscripted(command, self._scripts)
                 if fallback is None:
                     raise
-                return await lane.round_trip((fallback,), single=True)
+                return await lane.round_trip((fallback,), SINGLE)
         except DRIVER_ERRORS as exc:
             raise self.error(exc, action) from exc
 
@@ -295,14 +303,14 @@ class LaneExecutor:
         after NOSCRIPT); the first error reply raises."""
         try:
             lane = self.lanes.current() or await self.lanes.get()
-            replies: list[Any] = await lane.round_trip(tuple(commands), single=False)
+            replies: list[Any] = await lane.round_trip(tuple(commands), PIPELINE)
             for i, reply in enumerate(replies):
                 if not isinstance(reply, rex.ResponseError):
                     continue
                 fallback = _unscripted(commands[i], self._scripts)
                 if fallback is None or not isinstance(reply, rex.NoScriptError):
                     raise reply
-                replies[i] = await lane.round_trip((fallback,), single=True)
+                replies[i] = await lane.round_trip((fallback,), SINGLE)
         except DRIVER_ERRORS as exc:
             raise self.error(exc, action) from exc
         return replies

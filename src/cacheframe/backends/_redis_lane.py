@@ -6,7 +6,8 @@ send timeout (``asyncio.wait_for`` on Python 3.11) and a timer for the read: abo
 35 µs of CPU for a 10 kB GET on the benchmark machine. A :class:`Lane` keeps the
 same redis-py connections (handshake, AUTH, SELECT, TLS, RESP parsing all stay
 redis-py's) on a plain free list and bounds the whole call with one loop timer:
-about 17 µs (``benchmarks/`` measures both through the app).
+about 17 µs (``benchmarks/`` measures both through the app). The replies of a hit's
+``GET``/``MGET`` are read in one pass instead (:mod:`._redis_reply`, RESP2).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from typing import Any
 
 from ._deadline import Deadline
 from ._redis_client import DRIVER_ERRORS, rex
+from ._redis_reply import read_bulks
 
-__all__ = ["Lane"]
+__all__ = ["BULKS", "Lane", "PIPELINE", "SINGLE"]
+
+SINGLE, PIPELINE, BULKS = 0, 1, 2
+"""How :meth:`Lane.round_trip` sends and reads: one command, several, or one packed ``GET``/``MGET``."""
 
 
 async def _reply(conn: Any) -> Any:
@@ -55,13 +60,15 @@ class Lane:
         self._timeout = timeout
         self._retries = retries
         self._max = max_connections
+        self.resp2 = str(connection_kwargs.get("protocol") or 2) == "2"
+        """Whether :data:`BULKS` may be used: replies read beside redis-py's parser are RESP2."""
         self._idle: list[Any] = []
         self._open = 0
         self._closed = False
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (bytes undecoded); raise redis-py's errors."""
-        return await self.round_trip((args,), single=True)
+        return await self.round_trip((args,), SINGLE)
 
     async def pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send several commands in one write and read their replies: one round trip.
@@ -69,20 +76,34 @@ class Lane:
         An error reply comes back in the list as a ``redis.exceptions.ResponseError``
         (the other replies are still read, keeping the connection in step).
         """
-        replies: list[Any] = await self.round_trip(commands, single=False)
+        replies: list[Any] = await self.round_trip(commands, PIPELINE)
         return replies
 
-    async def round_trip(self, commands: tuple[tuple[Any, ...], ...], single: bool) -> Any:
-        """``commands`` in one write, their replies read: ``call`` (``single``) or ``pipeline``."""
+    async def round_trip(self, commands: Any, how: int) -> Any:
+        """``commands`` in one write, their replies read: ``call`` (:data:`SINGLE`, one command in
+        a tuple), ``pipeline`` (:data:`PIPELINE`), or :data:`BULKS`: ``commands`` is a ``GET`` or
+        ``MGET`` packed by :func:`~._redis_reply.pack`, its reply read by
+        :func:`~._redis_reply.read_bulks` (only when :attr:`resp2`)."""
         deadline = Deadline(self._timeout)
         retries = self._retries
         try:
             while True:
                 conn = self._idle.pop() if self._idle else self._connection()
                 try:
-                    if single:
+                    writer = conn._writer
+                    if writer is not None and writer.transport.is_closing():
+                        # reset while idle: uvloop would refuse the write (RuntimeError); reconnect
+                        await conn.disconnect(nowait=True)
+                        writer = None
+                    if how == BULKS:
+                        if writer is None:  # new or dropped: redis-py connects it first
+                            await conn.send_packed_command(commands, check_health=False)
+                        else:
+                            writer.write(commands)
+                        reply: Any = await read_bulks(conn)
+                    elif how == SINGLE:
                         await conn.send_packed_command(conn.pack_command(*commands[0]), check_health=False)
-                        reply: Any = await conn.read_response(disable_decoding=True)
+                        reply = await conn.read_response(disable_decoding=True)
                     else:
                         await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
                         reply = [await _reply(conn) for _ in commands]
