@@ -2,7 +2,7 @@
 
 redis-py's pure-Python RESP parser reads a reply element by element: each one is a
 coroutine of its own, a ``readline`` and a ``readexactly`` on the stream, so an
-``MGET`` of an entry and two stamps costs three times the parsing of a ``GET``.
+``MGET`` of an entry and two stamps costs several times the parsing of a ``GET``.
 :func:`read_bulks` reads what the connection's stream holds in one call and splits
 it there: the reply of ``GET`` (one bulk string) or ``MGET`` (an array of them).
 
