@@ -136,10 +136,13 @@ async def assert_one_call_within_timeout(backend: object, timeout: float) -> Non
         "delete": lambda: backend.delete("cf:k"),  # type: ignore[attr-defined]
         "clear": lambda: backend.clear("cf:"),  # type: ignore[attr-defined]
     }
+    loop = asyncio.get_running_loop()
     for name, call in calls.items():
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        with pytest.raises(BackendError):
-            await asyncio.wait_for(call(), 10)  # the bound on a hang, far above the limit
-        took = loop.time() - started
+        for attempt in range(2):  # a stalled machine (a paused VM) shows once; no deadline, every time
+            started = loop.time()
+            with pytest.raises(BackendError):
+                await asyncio.wait_for(call(), 10)  # the bound on a hang, far above the limit
+            took = loop.time() - started
+            if took < timeout + SILENT_MARGIN or attempt:
+                break
         assert took < timeout + SILENT_MARGIN, f"{name} took {took:.3f}s with timeout={timeout}"
