@@ -26,7 +26,7 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
@@ -70,7 +70,8 @@ log = logging.getLogger("cacheframe.engine")
 R = TypeVar("R")
 A = TypeVar("A")
 A_co = TypeVar("A_co", covariant=True)
-Sealing = tuple[Deps, list[bytes | None]]  # the stamps a lookup read, and their tokens
+Sealing = tuple[Deps, list[bytes | None]]  # the stamps a computation's lookup read, and their tokens
+Lookup = tuple[Deps, Sequence[bytes | None]]  # the stamps a lookup read, and their tokens (as read)
 
 # What a lookup found.
 FRESH, STALE, EXPIRED, MISSING, DOWN = "fresh", "stale", "expired", "missing", "down"
@@ -313,7 +314,7 @@ class Engine:
         *,
         fast: bool = False,
         count: bool = True,
-        sealing: Sealing | None = None,
+        sealing: Lookup | None = None,
         tag_tokens: list[bytes | None] | None = None,
     ) -> str:
         """What ``entry`` (read for ``key``) is worth: ``FRESH`` (counted as a hit unless not
@@ -326,34 +327,14 @@ class Engine:
         tokens alone changed is ``SOFT`` (invalidated softly: served stale while one refresh
         runs)."""
         if type(entry) is kind:
-            if sealing is not None:
-                deps, tokens = sealing
-                seal = entry.seal  # type: ignore[union-attr]
-                hard = len(deps.hard)
-                try:
-                    if len(tokens) > len(deps.hard) + len(deps.soft):  # the tag epoch, read last
-                        tokens = tokens[:-1]
-                    if hard == len(tokens):  # no soft stamps (no tags): the common case
-                        if seal.hard != b"".join(tokens) or seal.deps != deps.digest:  # type: ignore[arg-type]
-                            return INVALID
-                    else:
-                        if seal.hard != b"".join(tokens[:hard]) or seal.deps != deps.digest:  # type: ignore[arg-type]
-                            return INVALID
-                        if seal.soft != b"".join(tokens[hard:]):  # type: ignore[arg-type]
-                            return SOFT if entry.age() < entry.ttl + entry.stale else INVALID  # type: ignore[union-attr]
-                except TypeError:  # a stamp is missing: nothing sealed under it is valid
-                    return INVALID
-                if seal.tags:  # tagged from its result: judged by those tags' stamps too
-                    if tag_tokens is None:
-                        return RECHECK
-                    n = len(seal.tags)
-                    try:
-                        if seal.tag_hard != b"".join(tag_tokens[:n]):  # type: ignore[arg-type]
-                            return INVALID
-                        if seal.tag_soft != b"".join(tag_tokens[n:]):  # type: ignore[arg-type]
-                            return SOFT if entry.age() < entry.ttl + entry.stale else INVALID  # type: ignore[union-attr]
-                    except TypeError:
-                        return INVALID
+            # Tokens the entry's seal was already found to match (the same tuple, handed out
+            # again by an in-process store while its stamps are unchanged) need no new check.
+            if sealing is not None and (
+                sealing[1] is not entry.checked or sealing[0] is not entry.checked_deps  # type: ignore[union-attr]
+            ):
+                judged = _judge_seal(entry, sealing[0], sealing[1], tag_tokens)  # type: ignore[arg-type]
+                if judged is not None:
+                    return judged
             now = time.time()
             policy = binding.policy
             if max_age is None and not policy.xfetch_beta and now - entry.created < entry.ttl:  # type: ignore[union-attr]
@@ -769,6 +750,42 @@ def _tag_caller(entry: Entry) -> None:
     from its result, as if the call had computed them itself."""
     if entry.seal.tags:
         _stamps.tag(*entry.seal.tags)
+
+
+def _judge_seal(
+    entry: Entry, deps: Deps, tokens: Sequence[bytes | None], tag_tokens: list[bytes | None] | None
+) -> str | None:
+    """What ``entry``'s seal says against the ``tokens`` of the stamps ``deps`` (and, for an
+    entry tagged from its result, ``tag_tokens`` of those tags): None when it still holds,
+    ``INVALID`` when a hard stamp changed or a stamp is missing, ``RECHECK`` when the result
+    tags' tokens must be read first, ``SOFT`` when only soft stamps changed (every hard one
+    checked first: a hard invalidation is never served stale). A match against a tuple of
+    tokens is remembered on the entry (``checked``) so the same tuple is not checked again."""
+    seal = entry.seal
+    hard = len(deps.hard)
+    read = tokens
+    soft = False
+    try:
+        if len(tokens) > hard + len(deps.soft):  # the tag epoch, read last
+            tokens = tokens[:-1]
+        if seal.hard != b"".join(tokens[:hard]) or seal.deps != deps.digest:  # type: ignore[arg-type]
+            return INVALID
+        if hard != len(tokens):  # soft stamps (tags)
+            soft = seal.soft != b"".join(tokens[hard:])  # type: ignore[arg-type]
+        if seal.tags:  # tagged from its result: judged by those tags' stamps too
+            if tag_tokens is None:
+                return RECHECK
+            n = len(seal.tags)
+            if seal.tag_hard != b"".join(tag_tokens[:n]):  # type: ignore[arg-type]
+                return INVALID
+            soft = soft or seal.tag_soft != b"".join(tag_tokens[n:])  # type: ignore[arg-type]
+    except TypeError:  # a stamp is missing: nothing sealed under it is valid
+        return INVALID
+    if soft:
+        return SOFT if entry.age() < entry.ttl + entry.stale else INVALID
+    if not seal.tags and type(read) is tuple:  # (result tags: their tokens are read apart)
+        entry.checked, entry.checked_deps = read, deps
+    return None
 
 
 def _follows(entry: Entry, sealing: Sealing | None) -> bool:

@@ -192,9 +192,9 @@ async def call_async(
     outer = collecting()
     if outer is not None:  # called by a cached computation: it depends on this call's tags too
         _tag_caller(outer, binding, signature, args, kwargs, read)
-    sealing = (stamps, read[1])  # type: ignore[index]
     if state == FRESH:
         return found
+    sealing = (stamps, list(read[1]))  # type: ignore[index]  # the computation's own: a tag epoch is filled in
     if state == DOWN:
         engine.observer.on_bypass(binding.stats_name, down(found) or stats.STORE_DOWN)
         return await engine.fill(binding, key, call, None, use_store=False)
@@ -257,7 +257,8 @@ def call_sync(
     stale = (
         engine.usable_on_error(binding, found) if state in (STALE, EXPIRED) and found is not None else None
     )
-    seal = run_sync(engine.seal((stamps, read[1])))  # the tokens read before computing
+    sealing = (stamps, list(read[1]))  # the tokens read before computing (a tag epoch is filled in)
+    seal = run_sync(engine.seal(sealing))
     epoch, started = engine.begin(binding)
     collected, token = collect()  # tags taken from the result inside it (cacheframe.tag)
     try:
@@ -273,7 +274,7 @@ def call_sync(
     stop_collecting(token)
     entry = engine.made(binding, call, value, started)
     if seal is not None and collected:
-        tagged = run_sync(engine.tag_seal(binding, seal, (stamps, read[1]), collected))
+        tagged = run_sync(engine.tag_seal(binding, seal, sealing, collected))
         seal = None if isinstance(tagged, str) else tagged
     if not isinstance(entry, str) and seal is not None:
         entry.seal = seal

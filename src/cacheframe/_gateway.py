@@ -36,6 +36,7 @@ from .settings import CacheSettings
 from .stats import Observer
 from .types import (
     Backend,
+    StampedBytes,
     SupportsAdd,
     SupportsBroadcast,
     SupportsCreateStamps,
@@ -69,8 +70,8 @@ STORE_DOWN = _Outcome.STORE_DOWN
 CIRCUIT_OPEN = _Outcome.CIRCUIT_OPEN
 NEEDS_IO = _Outcome.NEEDS_IO
 Read = Entry | _Outcome | None  # an entry, None (absent or damaged), STORE_DOWN or CIRCUIT_OPEN
-Stamped = tuple[Read, list[bytes | None]]  # an entry and the tokens of its stamps
-_NO_TOKENS: list[bytes | None] = []
+Stamped = tuple[Read, Sequence[bytes | None]]  # an entry and the tokens of its stamps (never changed)
+_NO_TOKENS: tuple[bytes | None, ...] = ()
 _NO_ENTRY_KEY = "!no-entry"  # read beside stamps when only the stamps are wanted
 
 
@@ -131,7 +132,7 @@ class StoreGateway:
         self._stamped: SupportsStamps | None = (
             backend if isinstance(backend, SupportsStamps) and _own(backend, "read_stamped", "get") else None
         )
-        self._stamped_nowait: Callable[[str, Sequence[str]], list[bytes | None]] | None = None
+        self._stamped_nowait: Callable[[str, Sequence[str]], StampedBytes] | None = None
         self._plain_get_nowait = self._get_nowait  # never timed: the fallback below times itself
         if self._get_nowait is not None:  # in-process: its own stamped read, else get_nowait() of each
             if isinstance(backend, SupportsStampsNowait) and _own(backend, "read_stamped_nowait", "get"):
@@ -208,7 +209,7 @@ class StoreGateway:
             if self._stamped_nowait == self._each_nowait:  # the fallback: one timed read in all
                 each = self._each_nowait
 
-                def read_each(key: str, stamps: Sequence[str]) -> list[bytes | None]:
+                def read_each(key: str, stamps: Sequence[str]) -> StampedBytes:
                     with timing.store_call("get"):
                         return each(key, stamps)
 
@@ -346,16 +347,16 @@ class StoreGateway:
                 copies = local.get(key, stamps)
                 if copies is not None:
                     self.tier = stats.TIER_LOCAL
-                    return self.decode(key, copies[0]), copies[1:]  # type: ignore[return-value]
+                    return self.decode(key, copies[0]), copies[1:]
             return NEEDS_IO
         if self.breaker.opened_at is not None and not self._allowed():  # closed: always allowed
             return CIRCUIT_OPEN, _NO_TOKENS
         try:
-            values = read(key, stamps)
+            raw, tokens = read(key, stamps)
         except STORE_ERRORS as exc:
             self._failed("get", exc)
             return STORE_DOWN, _NO_TOKENS
-        return self._got(key, values[0]), values[1:]
+        return self._got(key, raw), tokens
 
     async def read_stamped(self, key: str, stamps: tuple[str, ...]) -> Stamped:
         """The entry under ``key`` and the tokens of ``stamps`` (None when absent), read together
@@ -429,7 +430,7 @@ class StoreGateway:
         entry_key = self._no_entry(stamps)
         try:
             if self._stamped_nowait is not None:
-                return self._stamped_nowait(entry_key, stamps)[1:]
+                return list(self._stamped_nowait(entry_key, stamps)[1])
             if self._stamped is not None:
                 return (await self._stamped.read_stamped(entry_key, stamps))[1:]
             return list(await asyncio.gather(*(self.backend.get(k) for k in stamps)))
@@ -442,10 +443,10 @@ class StoreGateway:
             return (await self._stamped.read_stamped(self._no_entry(stamps), stamps))[1:]
         return list(await asyncio.gather(*(self.backend.get(k) for k in stamps)))
 
-    def _each_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+    def _each_nowait(self, key: str, stamps: Sequence[str]) -> StampedBytes:
         get = self._plain_get_nowait
         assert get is not None
-        return [get(key), *(get(stamp) for stamp in stamps)]
+        return get(key), [get(stamp) for stamp in stamps]
 
     async def write_stamps(
         self, stamps: Mapping[str, bytes], ttl: float, *, fail_open: bool, existing: bool = False

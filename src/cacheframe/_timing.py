@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Protocol
 
-from .types import Backend
+from .types import Backend, StampedBytes
 
 __all__ = ["Timing", "TimedBackend", "Timings"]
 
@@ -90,7 +90,7 @@ class TimedBackend:
         with self.timing.store_call("get"):
             return await self._real.read_stamped(key, stamps)  # type: ignore[no-any-return]
 
-    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
+    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> StampedBytes:
         with self.timing.store_call("get"):
             return self._real.read_stamped_nowait(key, stamps)  # type: ignore[no-any-return]
 

@@ -215,6 +215,7 @@ async def serve(
                 return ReplayResponse(
                     *reply(binding, entry, HIT, age, if_none_match, head, _dep_headers(sub))
                 )
+        sealing = (deps, list(tokens))  # the computation's own: its seal may fill in a tag epoch
         view = _ViewCall(call_view, func, args, kwargs, is_coroutine)
         fill = _ViewFill(binding, request, sub, view, route, info, is_coroutine, kwargs, if_none_match)
         if state == DOWN:  # fail open: compute (once per key here), never write

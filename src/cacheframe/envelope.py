@@ -24,7 +24,7 @@ import math
 import random
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .exceptions import EntryError
 
@@ -74,6 +74,10 @@ class ResponseEntry:
     stale: float = 0.0
     delta: float = 0.0
     seal: Seal = NO_SEAL
+    # The stamps' tokens (an immutable tuple) and dependency set the seal was last found to
+    # match by the engine: a later read of the same tuple needs no new check. Never stored.
+    checked: object = field(default=None, init=False, compare=False, repr=False)
+    checked_deps: object = field(default=None, init=False, compare=False, repr=False)
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the entry was stored (never negative)."""
@@ -91,6 +95,10 @@ class ValueEntry:
     stale: float = 0.0
     delta: float = 0.0
     seal: Seal = NO_SEAL
+    # The stamps' tokens (an immutable tuple) and dependency set the seal was last found to
+    # match by the engine: a later read of the same tuple needs no new check. Never stored.
+    checked: object = field(default=None, init=False, compare=False, repr=False)
+    checked_deps: object = field(default=None, init=False, compare=False, repr=False)
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the entry was stored (never negative)."""

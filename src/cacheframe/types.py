@@ -26,6 +26,7 @@ __all__ = [
     "BackendFactory",
     "KeyBuilder",
     "Serializer",
+    "StampedBytes",
     "Subscription",
     "SupportsAdd",
     "SupportsBroadcast",
@@ -40,6 +41,10 @@ __all__ = [
     "SupportsStats",
     "SupportsTTL",
 ]
+
+#: What an in-process stamped read returns: the entry's bytes (None: absent) and the tokens
+#: of its stamps, in order (None each: absent).
+StampedBytes = tuple[bytes | None, Sequence[bytes | None]]
 
 
 @runtime_checkable
@@ -196,8 +201,11 @@ class SupportsStampBuckets(Protocol):
 class SupportsStampsNowait(Protocol):
     """Capability: :class:`SupportsStamps`'s read answered in-process, without I/O."""
 
-    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
-        """What ``read_stamped`` returns, synchronously."""
+    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> StampedBytes:
+        """What ``read_stamped`` returns, synchronously, as ``(entry, tokens)``. The caller
+        never changes ``tokens``: the store may hand out the same sequence (a tuple) again
+        while those stamps are unchanged, and the engine then skips checking an entry's seal
+        against tokens it has already checked it against."""
         ...
 
 

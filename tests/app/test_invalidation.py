@@ -317,6 +317,27 @@ def test_result_tags_reach_every_list_showing_the_item(cache_url: str) -> None:
         assert _x(client.get("/high")) == "HIT"
 
 
+async def test_a_hard_result_tag_invalidation_outranks_a_soft_one(cache_url: str) -> None:
+    """An entry whose request tag was invalidated softly, then its result tag hard, is a miss,
+    never served stale: every hard stamp is checked before a soft change counts. (Found by the
+    state machine: a soft stamp lost and created anew, then a result tag invalidated.)"""
+    cache, data = _cache(cache_url), {"a": 0}
+    runs = []
+
+    @cache.cache(ttl=60, tags=["record:{key}"], result_tags=lambda value: [f"row:{value[0]}"])
+    async def record(key: str) -> tuple[str, int]:
+        runs.append(key)
+        return key, data[key]
+
+    assert await record("a") == ("a", 0)
+    assert await record("a") == ("a", 0) and len(runs) == 1  # a hit
+    data["a"] = 1
+    await cache.invalidate_tags("record:a", soft=True)
+    await cache.invalidate_tags("row:a")
+    assert await record("a") == ("a", 1)
+    assert len(runs) == 2
+
+
 async def test_result_tag_invalidation_reaches_a_fill_running_in_another_process(cache_url: str) -> None:
     """A computation that took item 1's tag from its result, running while another process
     invalidated that tag, never lands as valid."""

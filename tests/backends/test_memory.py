@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cacheframe.backends.memory import MemoryBackend
@@ -87,7 +89,7 @@ async def test_stamps_are_bounded_and_keep_the_ones_read() -> None:
     read on every hit) gets a second chance and stays."""
     b = MemoryBackend(max_entries=3)
     await b.write_stamps({"g": b"G", "r1": b"1", "r2": b"2"}, None)
-    assert b.read_stamped_nowait("entry", ["g"]) == [None, b"G"]
+    assert b.read_stamped_nowait("entry", ["g"]) == (None, (b"G",))
     await b.write_stamps({"r3": b"3"}, None)
     assert await b.read_stamped("entry", ["g", "r1", "r2", "r3"]) == [None, b"G", None, b"2", b"3"]
     assert len(b._stamps) == 3
@@ -101,8 +103,53 @@ async def test_replacing_a_stamp_never_evicts_it() -> None:
     await b.write_stamps({"a": b"2"}, None)
     assert {k: v[0] for k, v in b._stamps.items()} == {"b": b"1", "a": b"2"}  # nothing evicted
     await b.write_stamps({"c": b"1"}, None)  # b was read; a, replaced since, was not: a goes
-    assert b.read_stamped_nowait("e", ["a", "b", "c"]) == [None, None, b"1", b"1"]
+    assert b.read_stamped_nowait("e", ["a", "b", "c"]) == (None, (None, b"1", b"1"))
     assert len(b._stamps) == 2
+
+
+async def test_a_tuple_of_stamps_reads_the_same_tokens_until_a_stamp_changes() -> None:
+    """The tokens of a tuple of stamps are one kept tuple from read to read (the engine then
+    skips re-checking a seal against them); any change to the stamps, or the first of them
+    expiring, makes the next read look again."""
+    b = MemoryBackend()
+    stamps = ("g", "r", "absent")
+    await b.write_stamps({"g": b"G"}, None)
+    await b.write_stamps({"r": b"R"}, 0.2)
+    first = b.read_stamped_nowait("e", stamps)[1]
+    assert first == (b"G", b"R", None) and b.read_stamped_nowait("e", stamps)[1] is first
+    assert b.read_stamped_nowait("e", list(stamps))[1] == first  # a list is read afresh, not kept
+    await b.write_stamps({"g": b"H"}, None)
+    second = b.read_stamped_nowait("e", stamps)[1]
+    assert second == (b"H", b"R", None) and b.read_stamped_nowait("e", stamps)[1] is second
+    await b.create_stamps({"absent": b"A"}, None)
+    assert b.read_stamped_nowait("e", stamps)[1] == (b"H", b"R", b"A")
+    await b.delete("g")
+    assert b.read_stamped_nowait("e", stamps)[1] == (None, b"R", b"A")
+    await asyncio.sleep(0.3)  # "r" expires: nothing else changed
+    assert b.read_stamped_nowait("e", stamps)[1] == (None, None, b"A")
+    await b.clear("a")
+    assert b.read_stamped_nowait("e", stamps)[1] == (None, None, None)
+
+
+async def test_the_kept_tokens_are_bounded_by_max_entries() -> None:
+    """At most ``max_entries`` sets of stamps have their tokens kept; the oldest set goes."""
+    b = MemoryBackend(max_entries=2)
+    await b.write_stamps({"g": b"G"}, None)
+    for name in ("a", "b", "c"):
+        assert b.read_stamped_nowait("e", ("g", name))[1] == (b"G", None)
+    assert list(b._tokens) == [("g", "b"), ("g", "c")]
+
+
+async def test_stamps_read_through_the_kept_tokens_keep_their_second_chance() -> None:
+    """A stamp read on every hit stays however full the table gets, though its hits read the
+    kept tokens: a pass-over drops them, so the next hit flags the stamp as read again."""
+    b = MemoryBackend(max_entries=3)
+    await b.write_stamps({"g": b"G"}, None)
+    for i in range(20):
+        for _ in range(3):
+            assert b.read_stamped_nowait("e", ("g",))[1] == (b"G",)
+        await b.write_stamps({f"r{i}": b"1"}, None)
+    assert "g" in b._stamps and len(b._stamps) == 3
 
 
 async def test_stamps_leave_with_clear_and_delete() -> None:
@@ -110,9 +157,9 @@ async def test_stamps_leave_with_clear_and_delete() -> None:
     b = MemoryBackend()
     await b.write_stamps({"p:!s:g:1": b"1", "q:!s:g:1": b"1"}, 60)
     await b.clear("p:")
-    assert b.read_stamped_nowait("p:k", ["p:!s:g:1", "q:!s:g:1"]) == [None, None, b"1"]
+    assert b.read_stamped_nowait("p:k", ["p:!s:g:1", "q:!s:g:1"]) == (None, (None, b"1"))
     assert await b.delete("q:!s:g:1") is True
-    assert b.read_stamped_nowait("p:k", ["q:!s:g:1"]) == [None, None]
+    assert b.read_stamped_nowait("p:k", ["q:!s:g:1"]) == (None, (None,))
     assert (await b.stats())["stamps"] == 0
 
 

@@ -12,6 +12,11 @@ Stamps (``SupportsStamps``) live in a table of their own, beside the entries: at
 by second chance (CLOCK): a stamp read since it was last passed over gets another
 round, so the stamps every hit reads (the prefix's, a namespace's) stay while
 stamps nobody reads go. An evicted stamp only turns its entries into misses.
+
+A hit reads its stamps' tokens from a memo (by the tuple of stamp keys), kept until the
+first of those stamps expires and dropped whole by any change to the stamp table: the
+tuple of tokens it hands out is then the same object from hit to hit, which lets the
+engine skip comparing a seal it already checked against it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class MemoryBackend:
         self._lock = threading.Lock()
         self._data: LRUCache[str, tuple[bytes, float]] = self._new_store()
         self._stamps: OrderedDict[str, list[Any]] = OrderedDict()  # key -> [value, deadline, read]
+        # stamp keys -> (until, their tokens): emptied by every change to ``_stamps``
+        self._tokens: dict[tuple[str, ...], tuple[float, tuple[bytes | None, ...]]] = {}
         self._hits = self._misses = 0
         self._next_sweep = 0.0
 
@@ -131,36 +138,57 @@ class MemoryBackend:
 
     async def read_stamped(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
         """The entry and its stamps (``SupportsStamps``); no I/O."""
-        return self.read_stamped_nowait(key, stamps)
+        entry, tokens = self.read_stamped_nowait(key, stamps)
+        return [entry, *tokens]
 
-    def read_stamped_nowait(self, key: str, stamps: Sequence[str]) -> list[bytes | None]:
-        """``[entry, *stamp values]``, synchronously (``SupportsStampsNowait``): every hit's read.
-
-        Plain dict lookups; a stamp read is only flagged (its second chance), never moved.
-        """
+    def read_stamped_nowait(
+        self, key: str, stamps: Sequence[str]
+    ) -> tuple[bytes | None, Sequence[bytes | None]]:
+        """The entry and its stamps' tokens, synchronously (``SupportsStampsNowait``): every
+        hit's read. The tokens of a tuple of stamps come from the memo while it holds them
+        (the same tuple each time); else plain dict lookups, a stamp read being only flagged
+        (its second chance), never moved."""
         with self._lock:
             now = time.monotonic()
             item = self._live(key, now)
-            get = self._stamps.get
             if item is None:
                 self._misses += 1
-                out: list[bytes | None] = [None]
+                entry = None
             else:
                 self._hits += 1
-                out = [item[0]]
-            for name in stamps:
-                stamp = get(name)
-                if stamp is not None and stamp[1] > now:
-                    stamp[2] = True
-                    out.append(stamp[0])
-                else:
-                    out.append(None)
-        return out
+                entry = item[0]
+            known = self._tokens.get(stamps) if type(stamps) is tuple else None
+            if known is not None and known[0] > now:
+                return entry, known[1]
+            return entry, self._read_tokens(stamps, now)
+
+    def _read_tokens(self, stamps: Sequence[str], now: float) -> tuple[bytes | None, ...]:
+        """The tokens of ``stamps``, each flagged as read, kept in the memo for a tuple of
+        them until the first expires (caller holds the lock)."""
+        get = self._stamps.get
+        until = math.inf
+        tokens: list[bytes | None] = []
+        for name in stamps:
+            stamp = get(name)
+            if stamp is not None and stamp[1] > now:
+                stamp[2] = True
+                tokens.append(stamp[0])
+                until = min(until, stamp[1])
+            else:
+                tokens.append(None)
+        found = tuple(tokens)
+        if type(stamps) is tuple:
+            memo = self._tokens
+            if len(memo) >= self.max_entries:  # at most one set of stamps per entry: the oldest goes
+                del memo[next(iter(memo))]
+            memo[stamps] = (until, found)
+        return found
 
     async def write_stamps(self, stamps: Mapping[str, bytes], ttl: float | None) -> None:
         """Replace each stamp (``SupportsStamps``); past ``max_entries`` stamps, evict by CLOCK."""
         deadline = self._deadline(ttl)
         with self._lock:
+            self._tokens.clear()
             table, now = self._stamps, time.monotonic()
             for name, value in stamps.items():
                 if table.pop(name, None) is None:  # a replaced stamp starts again at the young end
@@ -177,6 +205,7 @@ class MemoryBackend:
                 if stamp is not None and stamp[1] > now:
                     held.append(stamp[0])
                     continue
+                self._tokens.clear()
                 if table.pop(name, None) is None:
                     self._make_room_for_stamp(now)
                 table[name] = [value, self._deadline(ttl), False]
@@ -218,6 +247,8 @@ class MemoryBackend:
         """Remove ``key`` (an entry or a stamp)."""
         with self._lock:
             stamp = self._stamps.pop(key, None)
+            if stamp is not None:
+                self._tokens.clear()
             return self._data.pop(key, None) is not None or stamp is not None
 
     async def clear(self, namespace: str) -> None:
@@ -227,6 +258,7 @@ class MemoryBackend:
                 self._data.pop(key, None)
             for key in [k for k in self._stamps if k.startswith(namespace)]:
                 del self._stamps[key]
+                self._tokens.clear()
 
     async def close(self) -> None:
         """Nothing to release; the data stays (a closed memory backend keeps working)."""

@@ -46,6 +46,7 @@ from ..types import (
     Backend,
     BackendFactory,
     SupportsAdd,
+    SupportsCreateStamps,
     SupportsLock,
     SupportsLockRoundTrips,
     SupportsStamps,
@@ -521,8 +522,41 @@ class BackendConformance:
         assert await store.read_stamped(entry, []) == [await store.get(entry)] == [b"entry"]
         assert await store.read_stamped(ns + "v:absent", [a, a]) == [None, b"A" * 8, b"A" * 8]
         if isinstance(backend, SupportsStampsNowait):
-            assert backend.read_stamped_nowait(entry, [b, absent, a]) == [b"entry", b"B" * 8, None, b"A" * 8]
+            for stamps in ([b, absent, a], (b, absent, a), (b, absent, a)):  # a list, a tuple twice
+                got, tokens = backend.read_stamped_nowait(entry, stamps)
+                assert (got, list(tokens)) == (b"entry", [b"B" * 8, None, b"A" * 8])
         await store.write_stamps({}, 60)  # nothing to write is no error
+
+    @async_test
+    async def test_stamped_read_nowait_sees_every_change(
+        self, store: Backend, backend: Backend, ns: str
+    ) -> None:
+        """SupportsStampsNowait: the same tuple of stamps read again reflects every change
+        since (a store that hands out kept tokens must drop them): a write, a creation, a
+        delete, a namespace clear and an expiry."""
+        self._require(backend, SupportsStampsNowait)
+        assert isinstance(backend, SupportsStampsNowait) and isinstance(store, SupportsStamps)
+        entry, a, b, c = ns + "v:e", ns + "!s:r:a1", ns + "!s:t:b2", ns + "!s:t:c3"
+        stamps = (a, b, c)
+
+        def tokens() -> list[bytes | None]:
+            return list(backend.read_stamped_nowait(entry, stamps)[1])
+
+        await store.write_stamps({a: b"A" * 8, b: b"B" * 8}, 600)
+        assert tokens() == tokens() == [b"A" * 8, b"B" * 8, None]
+        await store.write_stamps({a: b"a" * 8}, 600)
+        assert tokens() == [b"a" * 8, b"B" * 8, None]
+        if isinstance(store, SupportsCreateStamps):
+            await store.create_stamps({c: b"C" * 8}, 600)
+            assert tokens() == [b"a" * 8, b"B" * 8, b"C" * 8]
+        await store.delete(b)
+        assert tokens()[1] is None
+        await store.write_stamps({b: b"b" * 8}, EXPIRY_TTL)
+        assert tokens()[1] == b"b" * 8
+        await asyncio.sleep(EXPIRY_WAIT)
+        assert tokens()[1] is None
+        await store.clear(ns)
+        assert tokens() == [None, None, None]
 
     @async_test
     async def test_write_stamps_replaces_and_expires(self, store: Backend, ns: str) -> None:
