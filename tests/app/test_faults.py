@@ -157,6 +157,52 @@ async def test_open_circuit_costs_no_store_latency(store: tuple[str, ServerProce
             process.resume()
 
 
+@pytest.mark.parametrize("outage", ["killed", "paused"])
+async def test_an_invalidation_during_an_outage_raises_while_requests_fail_open(
+    store: tuple[str, ServerProcess], outage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #13, guarantee 7, on a real store: with it killed or paused, ``invalidate_tags``
+    and a view's ``.invalidate()`` raise BackendError (never return as if done), each counted
+    and logged at WARNING, while requests keep answering; once the store is back, the same
+    invalidation goes through and the entry is a miss."""
+    url, process = store
+    cache = configure(url)
+    runs: collections.Counter[str] = collections.Counter()
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    @cacheframe.cache(ttl=60, tags=["item:{item_id}"])
+    async def read_item(item_id: int) -> dict[str, int]:
+        runs[str(item_id)] += 1
+        return {"id": item_id, "run": runs[str(item_id)]}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        await c.get("/items/1")
+        assert (await c.get("/items/1")).headers["x-cache"] == "HIT"
+        (process.kill if outage == "killed" else process.pause)()
+        try:
+            errors = sum(cache.stats.store_errors.values())
+            caplog.clear()
+            with pytest.raises(cacheframe.BackendError):
+                await cache.invalidate_tags("item:1")
+            with pytest.raises(cacheframe.BackendError):
+                await read_item.invalidate(item_id=1)
+            assert sum(cache.stats.store_errors.values()) >= errors + 2
+            failed = [r for r in caplog.records if "stamp(s) failed" in r.getMessage()]
+            assert len(failed) == 2 and {r.levelname for r in failed} == {"WARNING"}
+            for _ in range(3):  # reads fail open: the view answers, uncached
+                reply = await c.get("/items/1")
+                assert reply.status_code == 200 and reply.headers["x-cache"] == "BYPASS"
+        finally:
+            (process.start if outage == "killed" else process.resume)()
+        deadline = time.monotonic() + 15.0
+        while (await c.get("/items/1")).headers["x-cache"] != "HIT":  # caching resumes
+            assert time.monotonic() < deadline, "caching did not resume within 15 s"
+            await asyncio.sleep(0.1)
+        await cache.invalidate_tags("item:1")  # the store is back: it goes through
+        assert (await c.get("/items/1")).headers["x-cache"] == "MISS"
+
+
 WORKER = textwrap.dedent(
     """
     import asyncio, sys, time
